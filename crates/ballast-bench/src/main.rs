@@ -1,0 +1,3 @@
+//! Load generator for the benchmarks (work in progress).
+
+fn main() {}

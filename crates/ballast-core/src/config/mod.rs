@@ -1,0 +1,607 @@
+//! Configuration in two steps: the TOML file is parsed into [`raw`] structs, then validated into the typed
+//! [`Config`] the gateway runs on. Every validation error names the exact key at fault.
+//!
+//! The request path never looks anything up by string except the client's model name (one hash lookup).
+
+pub mod env;
+pub mod raw;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+
+use crate::provider::ProviderKind;
+use raw::{RawConfig, RawTarget};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_BODY_LIMIT: u64 = 16 * 1024 * 1024;
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+/// Anthropic requires `max_tokens`; when a client of another API omits it, this fills it in.
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// A validated configuration. Providers and routes are stored in vectors and referred to by index.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub auth: AuthSettings,
+    pub providers: Vec<Provider>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes; larger gets 413.
+    pub body_limit: usize,
+    /// Upper bound on establishing one upstream connection.
+    pub connect_timeout: Duration,
+    /// Upper bound on one request from arrival to the last byte of its answer.
+    pub request_timeout: Duration,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct AuthSettings {
+    /// Keys a client must present. Empty means no inbound authentication.
+    pub gateway_keys: Vec<Secret>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// Without trailing slash.
+    pub base_url: String,
+    pub api_key: Option<Secret>,
+    /// Extra headers sent on every request to this provider.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Index of a provider in [`Config::providers`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProviderId(pub usize);
+
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// The model name clients send.
+    pub name: String,
+    /// In failover order; never empty.
+    pub targets: Vec<Target>,
+    /// `max_tokens` filled in for targets that require it when the client sent none.
+    pub max_tokens: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub provider: ProviderId,
+    /// The upstream model name.
+    pub model: String,
+}
+
+/// A secret string (provider or gateway key). Its `Debug` and `Display` never show the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// One problem with a configuration, located by its key path (`routes.chat.targets[1].provider`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found, so a user fixes them in one pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl ConfigErrors {
+    fn one(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self(vec![ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }])
+    }
+}
+
+impl Config {
+    /// Reads and validates a TOML file, interpolating `${VAR}` from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors::one("", format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml(&text, &env::ProcessEnv)
+    }
+
+    /// Parses and validates TOML text; `env` resolves `${VAR}` references.
+    pub fn from_toml(text: &str, env: &dyn env::Env) -> Result<Config, ConfigErrors> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            ConfigErrors::one("", format!("invalid TOML: {}", e.to_string().trim_end()))
+        })?;
+        validate(raw, env)
+    }
+
+    pub fn provider(&self, id: ProviderId) -> &Provider {
+        &self.providers[id.0]
+    }
+
+    /// Route name → index, built once at start.
+    pub fn route_index(&self) -> HashMap<String, usize> {
+        self.routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.clone(), i))
+            .collect()
+    }
+}
+
+struct Validator<'e> {
+    env: &'e dyn env::Env,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Resolves `${VAR}` references; on failure records an error at `path` and returns `None`.
+    fn interpolate(&mut self, path: &str, value: &str) -> Option<String> {
+        match env::interpolate(value, self.env) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.err(path, e);
+                None
+            }
+        }
+    }
+}
+
+fn validate(raw: RawConfig, env: &dyn env::Env) -> Result<Config, ConfigErrors> {
+    let mut v = Validator {
+        env,
+        errors: Vec::new(),
+    };
+
+    let listen_text = raw.server.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = match listen_text.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            v.err(
+                "server.listen",
+                format!(
+                    "invalid address {listen_text:?}: expected IP:PORT, e.g. \"127.0.0.1:8080\""
+                ),
+            );
+            // A placeholder so validation can continue; never used since errors are returned.
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        }
+    };
+    let body_limit = raw.server.body_limit.map_or(DEFAULT_BODY_LIMIT, |b| b.0);
+    if body_limit == 0 {
+        v.err("server.body_limit", "must be greater than 0");
+    }
+    let connect_timeout = raw
+        .server
+        .connect_timeout
+        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let request_timeout = raw
+        .server
+        .request_timeout
+        .unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+    for (key, d) in [
+        ("server.connect_timeout", connect_timeout),
+        ("server.request_timeout", request_timeout),
+    ] {
+        if d.is_zero() {
+            v.err(key, "must be greater than 0");
+        }
+    }
+
+    let mut gateway_keys = Vec::new();
+    for (i, k) in raw.auth.gateway_keys.iter().enumerate() {
+        let path = format!("auth.gateway_keys[{i}]");
+        if let Some(k) = v.interpolate(&path, k) {
+            if k.is_empty() {
+                v.err(path, "is empty");
+            } else {
+                gateway_keys.push(Secret(k));
+            }
+        }
+    }
+
+    let mut providers = Vec::new();
+    for (name, p) in &raw.providers {
+        let path = format!("providers.{name}");
+        let Some(kind) = ProviderKind::parse(&p.kind) else {
+            let known: Vec<_> = ProviderKind::ALL.iter().map(|k| k.as_str()).collect();
+            v.err(
+                format!("{path}.kind"),
+                format!(
+                    "unknown provider kind {:?}; known: {}",
+                    p.kind,
+                    known.join(", ")
+                ),
+            );
+            continue;
+        };
+        let base_url = match &p.base_url {
+            Some(u) => v.interpolate(&format!("{path}.base_url"), u),
+            None => {
+                match kind.default_base_url() {
+                    Some(u) => Some(u.to_owned()),
+                    None => {
+                        v.err(
+                        format!("{path}.base_url"),
+                        format!("is required for kind \"{kind}\" (e.g. \"http://localhost:11434/v1\")"),
+                    );
+                        None
+                    }
+                }
+            }
+        };
+        let base_url = base_url.and_then(|u| {
+            let u = u.trim_end_matches('/').to_owned();
+            if u.starts_with("http://") || u.starts_with("https://") {
+                Some(u)
+            } else {
+                v.err(
+                    format!("{path}.base_url"),
+                    format!("{u:?} is not an http:// or https:// URL"),
+                );
+                None
+            }
+        });
+        let api_key = match &p.api_key {
+            Some(k) => v
+                .interpolate(&format!("{path}.api_key"), k)
+                .filter(|k| !k.is_empty())
+                .map(Secret),
+            None => None,
+        };
+        if api_key.is_none() && p.api_key.is_none() && kind.requires_key() {
+            v.err(
+                format!("{path}.api_key"),
+                format!(
+                    "is required for kind \"{kind}\" (e.g. api_key = \"${{{}}}\")",
+                    env::key_var(kind)
+                ),
+            );
+        }
+        let mut headers = Vec::new();
+        for (hn, hv) in &p.headers {
+            let hpath = format!("{path}.headers.{hn}");
+            let Ok(name) = HeaderName::from_bytes(hn.as_bytes()) else {
+                v.err(hpath, "is not a valid HTTP header name");
+                continue;
+            };
+            let Some(value) = v.interpolate(&hpath, hv) else {
+                continue;
+            };
+            match HeaderValue::from_str(&value) {
+                Ok(mut value) => {
+                    value.set_sensitive(true);
+                    headers.push((name, value));
+                }
+                Err(_) => v.err(hpath, "is not a valid HTTP header value"),
+            }
+        }
+        providers.push((
+            name.clone(),
+            base_url.map(|base_url| Provider {
+                name: name.clone(),
+                kind,
+                base_url,
+                api_key,
+                headers,
+            }),
+        ));
+    }
+
+    let known_providers: Vec<&str> = raw.providers.keys().map(String::as_str).collect();
+    let mut routes = Vec::new();
+    if raw.routes.is_empty() {
+        v.err(
+            "routes",
+            "no routes defined: add at least one [routes.NAME] with targets",
+        );
+    }
+    for (name, r) in &raw.routes {
+        let path = format!("routes.{name}");
+        if name.is_empty() {
+            v.err(&path, "route name must not be empty");
+        }
+        if r.targets.is_empty() {
+            v.err(format!("{path}.targets"), "must list at least one target");
+        }
+        let max_tokens = r.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+        if max_tokens == 0 {
+            v.err(format!("{path}.max_tokens"), "must be greater than 0");
+        }
+        let mut targets = Vec::new();
+        for (i, t) in r.targets.iter().enumerate() {
+            let tpath = format!("{path}.targets[{i}]");
+            let (provider, model, provider_path) = match t {
+                RawTarget::Short(s) => match s.split_once('/') {
+                    Some((p, m)) if !p.is_empty() && !m.is_empty() => (p, m, tpath.clone()),
+                    _ => {
+                        v.err(
+                            &tpath,
+                            format!("{s:?} is not \"provider/model\" (e.g. \"anthropic/claude-sonnet-4-5\")"),
+                        );
+                        continue;
+                    }
+                },
+                RawTarget::Long(t) => (
+                    t.provider.as_str(),
+                    t.model.as_str(),
+                    format!("{tpath}.provider"),
+                ),
+            };
+            if model.is_empty() {
+                v.err(format!("{tpath}.model"), "must not be empty");
+                continue;
+            }
+            match raw.providers.keys().position(|k| k == provider) {
+                Some(idx) => targets.push(Target {
+                    provider: ProviderId(idx),
+                    model: model.to_owned(),
+                }),
+                None => v.err(
+                    provider_path,
+                    format!(
+                        "unknown provider {provider:?}; known: {}",
+                        if known_providers.is_empty() {
+                            "(none: add a [providers.NAME] section)".to_owned()
+                        } else {
+                            known_providers.join(", ")
+                        }
+                    ),
+                ),
+            }
+        }
+        routes.push(Route {
+            name: name.clone(),
+            targets,
+            max_tokens,
+        });
+    }
+
+    if !v.errors.is_empty() {
+        return Err(ConfigErrors(v.errors));
+    }
+    // No errors means every provider validated, so indices line up with `raw.providers`.
+    let providers = providers.into_iter().filter_map(|(_, p)| p).collect();
+    Ok(Config {
+        server: ServerSettings {
+            listen,
+            body_limit: usize::try_from(body_limit).unwrap_or(usize::MAX),
+            connect_timeout,
+            request_timeout,
+        },
+        auth: AuthSettings { gateway_keys },
+        providers,
+        routes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::env::MapEnv;
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigErrors> {
+        Config::from_toml(
+            text,
+            &MapEnv::new(&[("ANTHROPIC_KEY", "sk-ant-1"), ("OAI", "sk-oai")]),
+        )
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match load(text) {
+            Ok(_) => panic!("expected errors"),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    const GOOD: &str = r#"
+        [server]
+        listen = "127.0.0.1:9000"
+        body_limit = "1MiB"
+        request_timeout = "30s"
+
+        [auth]
+        gateway_keys = ["gw-1"]
+
+        [providers.anthropic]
+        kind = "anthropic"
+        api_key = "${ANTHROPIC_KEY}"
+
+        [providers.openai]
+        kind = "openai"
+        api_key = "${OAI}"
+        base_url = "http://127.0.0.1:9100/v1/"
+        headers = { "openai-project" = "p1" }
+
+        [routes.chat]
+        targets = ["anthropic/claude-sonnet-4-5", { provider = "openai", model = "gpt-4.1" }]
+        max_tokens = 1024
+    "#;
+
+    #[test]
+    fn a_good_config_becomes_typed() {
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.server.listen.port(), 9000);
+        assert_eq!(c.server.body_limit, 1 << 20);
+        assert_eq!(c.server.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.auth.gateway_keys, vec![Secret::new("gw-1")]);
+        let route = &c.routes[0];
+        assert_eq!(route.name, "chat");
+        assert_eq!(route.max_tokens, 1024);
+        let first = c.provider(route.targets[0].provider);
+        assert_eq!(first.kind, ProviderKind::Anthropic);
+        assert_eq!(first.base_url, "https://api.anthropic.com");
+        assert_eq!(first.api_key.as_ref().unwrap().expose(), "sk-ant-1");
+        let second = c.provider(route.targets[1].provider);
+        assert_eq!(
+            second.base_url, "http://127.0.0.1:9100/v1",
+            "trailing slash trimmed"
+        );
+        assert_eq!(route.targets[1].model, "gpt-4.1");
+        assert_eq!(second.headers.len(), 1);
+    }
+
+    #[test]
+    fn unknown_provider_names_the_key_and_the_known_ones() {
+        let text = GOOD.replace(r#"{ provider = "openai""#, r#"{ provider = "opneai""#);
+        assert_eq!(
+            errors(&text),
+            vec![
+                r#"routes.chat.targets[1].provider: unknown provider "opneai"; known: anthropic, openai"#
+            ]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = r#"
+            [server]
+            listen = "localhost"
+            [providers.local]
+            kind = "openai-compatible"
+            [providers.x]
+            kind = "azure"
+            [providers.a]
+            kind = "anthropic"
+            api_key = "${MISSING_VAR}"
+            [routes.chat]
+            targets = ["nope", "local/llama3"]
+        "#;
+        let errs = errors(text);
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("server.listen: invalid address")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("providers.local.base_url: is required")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.starts_with(r#"providers.x.kind: unknown provider kind "azure"; known: anthropic, openai, openai-compatible, gemini"#)),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e == "providers.a.api_key: environment variable MISSING_VAR is not set"),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with(r#"routes.chat.targets[0]: "nope" is not"#)),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_toml_errors() {
+        let e = errors("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n[routes.a]\ntargets=[]\n");
+        assert!(e[0].contains("unknown field `lisen`"), "{e:?}");
+        let e = errors("[server]\nbody_limit = \"12 parsecs\"\n");
+        assert!(e[0].contains("invalid size unit"), "{e:?}");
+    }
+
+    #[test]
+    fn missing_key_and_no_routes() {
+        let e = errors("[providers.o]\nkind = \"openai\"\n");
+        assert!(e.iter().any(|e| e == r#"providers.o.api_key: is required for kind "openai" (e.g. api_key = "${OPENAI_API_KEY}")"#), "{e:?}");
+        assert!(
+            e.iter().any(|e| e.starts_with("routes: no routes defined")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = load(GOOD).unwrap();
+        let dump = format!("{c:?}");
+        assert!(
+            !dump.contains("sk-ant-1") && !dump.contains("sk-oai") && !dump.contains("gw-1"),
+            "{dump}"
+        );
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let text = include_str!("../../../../examples/ballast.toml");
+        let env = MapEnv::new(&[
+            ("ANTHROPIC_API_KEY", "a"),
+            ("OPENAI_API_KEY", "o"),
+            ("GEMINI_API_KEY", "g"),
+            ("BALLAST_GATEWAY_KEY", "k"),
+        ]);
+        if let Err(e) = Config::from_toml(text, &env) {
+            panic!("examples/ballast.toml is invalid:\n{e}");
+        }
+    }
+
+    #[test]
+    fn byte_sizes() {
+        use raw::parse_byte_size as p;
+        assert_eq!(p("16MiB"), Ok(16 << 20));
+        assert_eq!(p("512 KiB"), Ok(512 << 10));
+        assert_eq!(p("1000"), Ok(1000));
+        assert!(p("MiB").is_err());
+        assert!(p("99999999999999GiB").is_err());
+    }
+}

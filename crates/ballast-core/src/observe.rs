@@ -1,0 +1,431 @@
+//! Watching an answer go by without touching it: per-format observers that read usage, stop reason,
+//! the first token and the terminal event from a stream's SSE events (or a whole JSON body), for logs and
+//! the signal work. They read only those fields — never the text — and keep nothing of the content.
+
+use serde::Deserialize;
+
+use crate::api::ApiFormat;
+use crate::model::Usage;
+use crate::sse::{SseEvent, SseParser};
+
+/// What was seen of one answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observation {
+    /// Generated content (text or tool call) was seen.
+    pub first_token_seen: bool,
+    pub usage: Usage,
+    /// The provider's stop/finish reason, verbatim.
+    pub stop_reason: Option<String>,
+    /// The provider's terminal event arrived (`message_stop`, `[DONE]`, a Gemini finish reason).
+    pub done: bool,
+    /// The provider reported an error inside the stream.
+    pub error: Option<String>,
+    pub events: u64,
+    /// Events that were not valid JSON of the expected shape.
+    pub malformed_events: u64,
+}
+
+/// Feeds stream chunks through an SSE parser and the format's event reader.
+#[derive(Debug)]
+pub struct StreamObserver {
+    format: ApiFormat,
+    parser: SseParser,
+    obs: Observation,
+}
+
+impl StreamObserver {
+    pub fn new(format: ApiFormat) -> Self {
+        Self {
+            format,
+            parser: SseParser::new(),
+            obs: Observation::default(),
+        }
+    }
+
+    /// Observes one chunk of stream bytes. Returns true if this chunk carried the first token.
+    pub fn feed(&mut self, chunk: &[u8]) -> bool {
+        let before = self.obs.first_token_seen;
+        let format = self.format;
+        let obs = &mut self.obs;
+        self.parser
+            .feed(chunk, |ev| observe_event(format, &ev, obs));
+        !before && self.obs.first_token_seen
+    }
+
+    /// Ends the stream; returns whether the bytes stopped in the middle of an event.
+    pub fn finish(&mut self) -> bool {
+        self.parser.finish()
+    }
+
+    pub fn observation(&self) -> &Observation {
+        &self.obs
+    }
+}
+
+fn observe_event(format: ApiFormat, ev: &SseEvent, obs: &mut Observation) {
+    obs.events += 1;
+    let ok = match format {
+        ApiFormat::AnthropicMessages => anthropic_event(ev, obs),
+        ApiFormat::OpenAiChat => openai_event(ev, obs),
+        ApiFormat::Gemini => gemini_chunk(ev.data.as_bytes(), obs),
+    };
+    if !ok {
+        obs.malformed_events += 1;
+    }
+}
+
+#[derive(Deserialize)]
+struct AnthropicUsage {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+}
+
+fn merge_anthropic_usage(u: &AnthropicUsage, obs: &mut Observation) {
+    let t = &mut obs.usage;
+    t.input_tokens = u.input_tokens.or(t.input_tokens);
+    t.output_tokens = u.output_tokens.or(t.output_tokens);
+    t.cache_read_tokens = u.cache_read_input_tokens.or(t.cache_read_tokens);
+    t.cache_write_tokens = u.cache_creation_input_tokens.or(t.cache_write_tokens);
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    message: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+fn anthropic_event(ev: &SseEvent, obs: &mut Observation) -> bool {
+    #[derive(Deserialize)]
+    struct Event {
+        #[serde(rename = "type")]
+        kind: String,
+        message: Option<Message>,
+        delta: Option<Delta>,
+        usage: Option<AnthropicUsage>,
+        error: Option<ErrorBody>,
+    }
+    #[derive(Deserialize)]
+    struct Message {
+        usage: Option<AnthropicUsage>,
+    }
+    #[derive(Deserialize)]
+    struct Delta {
+        stop_reason: Option<String>,
+    }
+    let Ok(e) = serde_json::from_str::<Event>(&ev.data) else {
+        return false;
+    };
+    match e.kind.as_str() {
+        "message_start" => {
+            if let Some(u) = e.message.as_ref().and_then(|m| m.usage.as_ref()) {
+                merge_anthropic_usage(u, obs);
+            }
+        }
+        "content_block_start" | "content_block_delta" => obs.first_token_seen = true,
+        "message_delta" => {
+            if let Some(r) = e.delta.and_then(|d| d.stop_reason) {
+                obs.stop_reason = Some(r);
+            }
+            if let Some(u) = &e.usage {
+                merge_anthropic_usage(u, obs);
+            }
+        }
+        "message_stop" => obs.done = true,
+        "error" => {
+            let err = e.error.as_ref();
+            obs.error = Some(
+                err.and_then(|x| x.message.clone().or_else(|| x.kind.clone()))
+                    .unwrap_or_else(|| "error event".to_owned()),
+            );
+        }
+        _ => {}
+    }
+    true
+}
+
+#[derive(Deserialize)]
+struct OpenAiUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    prompt_tokens_details: Option<OpenAiPromptDetails>,
+    completion_tokens_details: Option<OpenAiCompletionDetails>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiPromptDetails {
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiCompletionDetails {
+    reasoning_tokens: Option<u64>,
+}
+
+fn merge_openai_usage(u: &OpenAiUsage, obs: &mut Observation) {
+    let t = &mut obs.usage;
+    t.input_tokens = u.prompt_tokens.or(t.input_tokens);
+    t.output_tokens = u.completion_tokens.or(t.output_tokens);
+    t.cache_read_tokens = u
+        .prompt_tokens_details
+        .as_ref()
+        .and_then(|d| d.cached_tokens)
+        .or(t.cache_read_tokens);
+    t.reasoning_tokens = u
+        .completion_tokens_details
+        .as_ref()
+        .and_then(|d| d.reasoning_tokens)
+        .or(t.reasoning_tokens);
+}
+
+#[derive(Deserialize)]
+struct OpenAiChoice {
+    delta: Option<OpenAiContent>,
+    message: Option<OpenAiContent>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiContent {
+    content: Option<serde::de::IgnoredAny>,
+    tool_calls: Option<serde::de::IgnoredAny>,
+}
+
+fn openai_event(ev: &SseEvent, obs: &mut Observation) -> bool {
+    #[derive(Deserialize)]
+    struct Chunk {
+        #[serde(default)]
+        choices: Vec<OpenAiChoice>,
+        usage: Option<OpenAiUsage>,
+        error: Option<ErrorBody>,
+    }
+    if ev.data.trim() == "[DONE]" {
+        obs.done = true;
+        return true;
+    }
+    let Ok(c) = serde_json::from_str::<Chunk>(&ev.data) else {
+        return false;
+    };
+    openai_choices(&c.choices, obs);
+    if let Some(u) = &c.usage {
+        merge_openai_usage(u, obs);
+    }
+    if let Some(e) = c.error {
+        obs.error = Some(
+            e.message
+                .or(e.kind)
+                .unwrap_or_else(|| "error chunk".to_owned()),
+        );
+    }
+    true
+}
+
+fn openai_choices(choices: &[OpenAiChoice], obs: &mut Observation) {
+    for ch in choices {
+        if let Some(d) = ch.delta.as_ref().or(ch.message.as_ref())
+            && (d.content.is_some() || d.tool_calls.is_some())
+        {
+            obs.first_token_seen = true;
+        }
+        if let Some(r) = &ch.finish_reason {
+            obs.stop_reason = Some(r.clone());
+        }
+    }
+}
+
+fn gemini_chunk(data: &[u8], obs: &mut Observation) -> bool {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Chunk {
+        #[serde(default)]
+        candidates: Vec<Candidate>,
+        usage_metadata: Option<Meta>,
+        error: Option<ErrorBody>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Candidate {
+        content: Option<Content>,
+        finish_reason: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Content {
+        #[serde(default)]
+        parts: Vec<serde::de::IgnoredAny>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Meta {
+        prompt_token_count: Option<u64>,
+        candidates_token_count: Option<u64>,
+        cached_content_token_count: Option<u64>,
+        thoughts_token_count: Option<u64>,
+    }
+    let Ok(c) = serde_json::from_slice::<Chunk>(data) else {
+        return false;
+    };
+    for cand in &c.candidates {
+        if cand.content.as_ref().is_some_and(|c| !c.parts.is_empty()) {
+            obs.first_token_seen = true;
+        }
+        if let Some(r) = &cand.finish_reason {
+            obs.stop_reason = Some(r.clone());
+            obs.done = true;
+        }
+    }
+    if let Some(m) = c.usage_metadata {
+        let t = &mut obs.usage;
+        t.input_tokens = m.prompt_token_count.or(t.input_tokens);
+        t.output_tokens = m.candidates_token_count.or(t.output_tokens);
+        t.cache_read_tokens = m.cached_content_token_count.or(t.cache_read_tokens);
+        t.reasoning_tokens = m.thoughts_token_count.or(t.reasoning_tokens);
+    }
+    if let Some(e) = c.error {
+        obs.error = Some(e.message.unwrap_or_else(|| "error chunk".to_owned()));
+    }
+    true
+}
+
+/// Observes a complete (non-streaming) JSON answer.
+pub fn observe_body(format: ApiFormat, body: &[u8]) -> Observation {
+    let mut obs = Observation::default();
+    let ok = match format {
+        ApiFormat::AnthropicMessages => {
+            #[derive(Deserialize)]
+            struct Msg {
+                #[serde(default)]
+                content: Vec<serde::de::IgnoredAny>,
+                stop_reason: Option<String>,
+                usage: Option<AnthropicUsage>,
+            }
+            serde_json::from_slice::<Msg>(body)
+                .map(|m| {
+                    obs.first_token_seen = !m.content.is_empty();
+                    obs.stop_reason = m.stop_reason;
+                    if let Some(u) = &m.usage {
+                        merge_anthropic_usage(u, &mut obs);
+                    }
+                })
+                .is_ok()
+        }
+        ApiFormat::OpenAiChat => {
+            #[derive(Deserialize)]
+            struct Completion {
+                #[serde(default)]
+                choices: Vec<OpenAiChoice>,
+                usage: Option<OpenAiUsage>,
+            }
+            serde_json::from_slice::<Completion>(body)
+                .map(|c| {
+                    openai_choices(&c.choices, &mut obs);
+                    if let Some(u) = &c.usage {
+                        merge_openai_usage(u, &mut obs);
+                    }
+                })
+                .is_ok()
+        }
+        ApiFormat::Gemini => gemini_chunk(body, &mut obs),
+    };
+    obs.done = ok;
+    if !ok {
+        obs.malformed_events = 1;
+    }
+    obs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observe(format: ApiFormat, transcript: &str) -> (Observation, bool) {
+        let mut o = StreamObserver::new(format);
+        let mut first_at = None;
+        for (i, chunk) in transcript.as_bytes().chunks(7).enumerate() {
+            if o.feed(chunk) {
+                assert!(first_at.is_none(), "first token reported twice");
+                first_at = Some(i);
+            }
+        }
+        let cut = o.finish();
+        (o.observation().clone(), cut)
+    }
+
+    #[test]
+    fn anthropic_stream() {
+        let t = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"usage\":{\"input_tokens\":12,\"output_tokens\":1,\"cache_read_input_tokens\":3}}}\n\n\
+                 event: ping\ndata: {\"type\":\"ping\"}\n\n\
+                 event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+                 event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n\
+                 event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":7}}\n\n\
+                 event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        let (o, cut) = observe(ApiFormat::AnthropicMessages, t);
+        assert!(!cut && o.done && o.first_token_seen);
+        assert_eq!(o.stop_reason.as_deref(), Some("end_turn"));
+        assert_eq!(o.usage.input_tokens, Some(12));
+        assert_eq!(o.usage.output_tokens, Some(7));
+        assert_eq!(o.usage.cache_read_tokens, Some(3));
+        assert_eq!(o.malformed_events, 0);
+    }
+
+    #[test]
+    fn openai_stream_with_usage_and_a_bad_event() {
+        let t = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n\
+                 data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n\
+                 data: {not json\n\n\
+                 data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+                 data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4,\"total_tokens\":13}}\n\n\
+                 data: [DONE]\n\n";
+        let (o, cut) = observe(ApiFormat::OpenAiChat, t);
+        assert!(!cut && o.done && o.first_token_seen);
+        assert_eq!(o.stop_reason.as_deref(), Some("stop"));
+        assert_eq!(
+            (o.usage.input_tokens, o.usage.output_tokens),
+            (Some(9), Some(4))
+        );
+        assert_eq!(o.malformed_events, 1);
+    }
+
+    #[test]
+    fn cut_stream_is_not_done() {
+        let t =
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: {\"choi";
+        let (o, cut) = observe(ApiFormat::OpenAiChat, t);
+        assert!(cut && !o.done && o.first_token_seen);
+    }
+
+    #[test]
+    fn gemini_stream_and_error_events() {
+        let t = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}],\"role\":\"model\"}}]}\r\n\r\n\
+                 data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"!\"}],\"role\":\"model\"},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":5,\"candidatesTokenCount\":2}}\r\n\r\n";
+        let (o, _) = observe(ApiFormat::Gemini, t);
+        assert!(o.done && o.first_token_seen);
+        assert_eq!(o.stop_reason.as_deref(), Some("STOP"));
+        assert_eq!(o.usage.output_tokens, Some(2));
+
+        let (o, _) = observe(
+            ApiFormat::AnthropicMessages,
+            "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
+        );
+        assert_eq!(o.error.as_deref(), Some("Overloaded"));
+        assert!(!o.done);
+    }
+
+    #[test]
+    fn whole_bodies() {
+        let o = observe_body(
+            ApiFormat::OpenAiChat,
+            br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"x"},"finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":1}}}"#,
+        );
+        assert_eq!(o.stop_reason.as_deref(), Some("length"));
+        assert_eq!(o.usage.cache_read_tokens, Some(1));
+        let o = observe_body(
+            ApiFormat::AnthropicMessages,
+            br#"{"content":[{"type":"text","text":"x"}],"stop_reason":"max_tokens","usage":{"input_tokens":3,"output_tokens":2}}"#,
+        );
+        assert!(o.done && o.first_token_seen);
+        assert_eq!(o.usage.output_tokens, Some(2));
+        assert!(!observe_body(ApiFormat::Gemini, b"nope").done);
+    }
+}

@@ -1,0 +1,676 @@
+//! Cross-format translation between wire formats and the canonical model (issue "Cross-provider translation"): pure functions and stream state machines, no I/O.
+//!
+//! The gateway calls only what this module exports:
+//! - [`decode_request`] / [`encode_request`]: a client's request body → [`ChatRequest`] → a provider's body
+//!   (plus `x-ballast-warning` entries for whatever the target cannot honour);
+//! - [`decode_response`] / [`encode_response`]: the same for complete (non-streaming) answers;
+//! - [`StreamDecoder`] / [`StreamEncoder`] / [`StreamTranslator`]: provider SSE events → canonical
+//!   [`StreamEvent`]s → the client's SSE bytes, event by event, with no buffering of the answer (the one
+//!   exception: a tool call bound for a Gemini client waits for its last argument fragment, because Gemini
+//!   sends whole `functionCall` parts).
+//!
+//! Conventions every adapter follows (see also the per-format module docs):
+//! - Decoders drop empty text parts and normalise empty tool arguments to `{}`.
+//! - Fields the canonical model cannot carry are listed in [`ChatRequest::dropped`] by the decoder;
+//!   fields a target cannot honour are dropped by its encoder; both become warnings, never errors.
+//! - Tool-call ids are kept verbatim wherever the target accepts them, so an id a client saw is the id it
+//!   sends back. Gemini has no ids on the wire: its decoder synthesises deterministic ones
+//!   (`call_{turn}_{n}` in requests, `call_{responseId}_{n}` in answers) and its encoder pairs a result
+//!   with its call by name. The Anthropic request encoder maps characters outside `[A-Za-z0-9_-]` to `_`
+//!   (the same way for a call and its result), as Anthropic validates ids.
+//! - `Unsupported` means "this target cannot serve this request" (fail over); `Invalid` means the
+//!   client's request is wrong whatever the target.
+
+mod anthropic;
+mod gemini;
+mod openai_chat;
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use crate::api::ApiFormat;
+use crate::model::{
+    ChatRequest, ChatResponse, Message, Part, Role, StopReason, StreamEvent, Usage,
+};
+use crate::sse::SseEvent;
+
+/// What an encoder needs to know about the target beyond the request itself.
+#[derive(Clone, Copy, Debug)]
+pub struct EncodeOptions<'a> {
+    /// The provider's model name (written into the body; Gemini carries it in the URL instead).
+    pub upstream_model: &'a str,
+    /// `max_tokens` for targets that require it (Anthropic) when the client did not send one.
+    pub default_max_tokens: u32,
+}
+
+/// An encoded request body and the warnings to return in `x-ballast-warning`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Encoded {
+    pub body: Vec<u8>,
+    /// Header-safe (printable ASCII) messages, e.g. `dropped field top_k: not supported by openai-chat`.
+    pub warnings: Vec<String>,
+}
+
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum TranslateError {
+    /// The client's request is invalid (400): message names the field, e.g.
+    /// `messages[2].content[0].type: unknown content type "foo"`.
+    #[error("invalid request: {message}")]
+    Invalid {
+        message: String,
+        param: Option<String>,
+    },
+    /// This target cannot serve this request (e.g. an image URL to a target that only takes base64, a
+    /// feature with no equivalent that would change meaning): the route falls over to the next target.
+    #[error("unsupported by this target: {message}")]
+    Unsupported { message: String },
+    /// The upstream sent something we cannot parse (502 territory).
+    #[error("unparseable upstream data: {message}")]
+    Upstream { message: String },
+}
+
+impl TranslateError {
+    pub(crate) fn invalid(param: impl Into<String>, message: impl fmt::Display) -> Self {
+        let param = param.into();
+        TranslateError::Invalid {
+            message: format!("{param}: {message}"),
+            param: Some(param),
+        }
+    }
+
+    pub(crate) fn unsupported(message: impl Into<String>) -> Self {
+        TranslateError::Unsupported {
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn upstream(message: impl Into<String>) -> Self {
+        TranslateError::Upstream {
+            message: message.into(),
+        }
+    }
+
+    /// A body that is not JSON, or JSON of the wrong shape.
+    pub(crate) fn bad_body(e: serde_json::Error) -> Self {
+        TranslateError::Invalid {
+            message: format!("invalid request body: {e}"),
+            param: None,
+        }
+    }
+
+    pub(crate) fn bad_upstream(e: serde_json::Error) -> Self {
+        TranslateError::Upstream {
+            message: format!("invalid upstream JSON: {e}"),
+        }
+    }
+}
+
+/// Parses a client's request body in `format`. Gemini bodies carry neither the model nor `stream` (both
+/// live in the URL): the caller fills [`ChatRequest::model`] and [`ChatRequest::stream`] afterwards.
+pub fn decode_request(format: ApiFormat, body: &[u8]) -> Result<ChatRequest, TranslateError> {
+    match format {
+        ApiFormat::OpenAiChat => openai_chat::decode_request(body),
+        ApiFormat::AnthropicMessages => anthropic::decode_request(body),
+        ApiFormat::Gemini => gemini::decode_request(body),
+    }
+}
+
+/// Builds the body to send to a provider speaking `format`. For Gemini the model and `stream` are not in
+/// the body: the caller picks `:generateContent` or `:streamGenerateContent?alt=sse`.
+pub fn encode_request(
+    format: ApiFormat,
+    req: &ChatRequest,
+    opts: &EncodeOptions,
+) -> Result<Encoded, TranslateError> {
+    let mut warnings = Warnings::default();
+    for field in &req.dropped {
+        warnings.push(format!(
+            "dropped field {}: not translated to {format}",
+            header_safe(field)
+        ));
+    }
+    let body = match format {
+        ApiFormat::OpenAiChat => openai_chat::encode_request(req, opts, &mut warnings)?,
+        ApiFormat::AnthropicMessages => anthropic::encode_request(req, opts, &mut warnings)?,
+        ApiFormat::Gemini => gemini::encode_request(req, opts, &mut warnings)?,
+    };
+    Ok(Encoded {
+        body,
+        warnings: warnings.list,
+    })
+}
+
+/// Parses a provider's complete answer.
+pub fn decode_response(format: ApiFormat, body: &[u8]) -> Result<ChatResponse, TranslateError> {
+    match format {
+        ApiFormat::OpenAiChat => openai_chat::decode_response(body),
+        ApiFormat::AnthropicMessages => anthropic::decode_response(body),
+        ApiFormat::Gemini => gemini::decode_response(body),
+    }
+}
+
+/// Renders a complete answer in the client's format; `client_model` is what the body's `model` says.
+pub fn encode_response(format: ApiFormat, resp: &ChatResponse, client_model: &str) -> Vec<u8> {
+    match format {
+        ApiFormat::OpenAiChat => openai_chat::encode_response(resp, client_model),
+        ApiFormat::AnthropicMessages => anthropic::encode_response(resp, client_model),
+        ApiFormat::Gemini => gemini::encode_response(resp, client_model),
+    }
+}
+
+/// How a stream encoder renders the answer for the client.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// What each event's `model` says.
+    pub model: String,
+    /// OpenAI `stream_options.include_usage`: emit a final `choices: []` usage chunk (other formats always
+    /// carry usage).
+    pub include_usage: bool,
+}
+
+/// Provider SSE events → canonical [`StreamEvent`]s.
+#[derive(Debug)]
+pub struct StreamDecoder {
+    inner: DecoderKind,
+}
+
+#[derive(Debug)]
+enum DecoderKind {
+    OpenAi(openai_chat::ChunkDecoder),
+    Anthropic(anthropic::EventDecoder),
+    Gemini(gemini::ChunkDecoder),
+}
+
+impl StreamDecoder {
+    pub fn new(format: ApiFormat) -> Self {
+        let inner = match format {
+            ApiFormat::OpenAiChat => DecoderKind::OpenAi(openai_chat::ChunkDecoder::default()),
+            ApiFormat::AnthropicMessages => {
+                DecoderKind::Anthropic(anthropic::EventDecoder::default())
+            }
+            ApiFormat::Gemini => DecoderKind::Gemini(gemini::ChunkDecoder::default()),
+        };
+        Self { inner }
+    }
+
+    /// Decodes one provider event, appending what it means to `out`. A malformed event is an error that
+    /// leaves the decoder usable: the caller logs it and carries on with the next event.
+    pub fn push(
+        &mut self,
+        ev: &SseEvent,
+        out: &mut Vec<StreamEvent>,
+    ) -> Result<(), TranslateError> {
+        match &mut self.inner {
+            DecoderKind::OpenAi(d) => d.push(ev, out),
+            DecoderKind::Anthropic(d) => d.push(ev, out),
+            DecoderKind::Gemini(d) => d.push(ev, out),
+        }
+    }
+}
+
+/// Canonical [`StreamEvent`]s → the client's SSE bytes, incrementally.
+#[derive(Debug)]
+pub struct StreamEncoder {
+    inner: EncoderKind,
+}
+
+#[derive(Debug)]
+enum EncoderKind {
+    OpenAi(openai_chat::ChunkEncoder),
+    Anthropic(anthropic::EventEncoder),
+    Gemini(gemini::ChunkEncoder),
+}
+
+impl StreamEncoder {
+    pub fn new(format: ApiFormat, opts: StreamOptions) -> Self {
+        let created = now_unix();
+        let inner = match format {
+            ApiFormat::OpenAiChat => {
+                EncoderKind::OpenAi(openai_chat::ChunkEncoder::new(opts, created))
+            }
+            ApiFormat::AnthropicMessages => {
+                EncoderKind::Anthropic(anthropic::EventEncoder::new(opts))
+            }
+            ApiFormat::Gemini => EncoderKind::Gemini(gemini::ChunkEncoder::new(opts)),
+        };
+        Self { inner }
+    }
+
+    /// Fixes the `created` timestamp OpenAI chunks carry (deterministic output for tests and replays).
+    pub fn with_created(mut self, created: u64) -> Self {
+        if let EncoderKind::OpenAi(e) = &mut self.inner {
+            e.set_created(created);
+        }
+        self
+    }
+
+    /// Appends the client's SSE bytes for one canonical event (possibly none, possibly several events).
+    pub fn push(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
+        match &mut self.inner {
+            EncoderKind::OpenAi(e) => e.push(ev, out),
+            EncoderKind::Anthropic(e) => e.push(ev, out),
+            EncoderKind::Gemini(e) => e.push(ev, out),
+        }
+    }
+
+    /// The upstream ended. If it never sent its terminal event, closes open blocks and emits the
+    /// client's terminal events with what is known (a missing stop reason is inferred: `tool_use` when
+    /// a tool call was streamed, else `end_turn`). Idempotent.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        match &mut self.inner {
+            EncoderKind::OpenAi(e) => e.finish(out),
+            EncoderKind::Anthropic(e) => e.finish(out),
+            EncoderKind::Gemini(e) => e.finish(out),
+        }
+    }
+
+    /// Emits a well-formed error event in the client's format and ends the stream (later pushes and
+    /// `finish` emit nothing). `kind` is any provider's error type (`overloaded_error`, `server_error`,
+    /// `UNAVAILABLE`, …) or a gateway word (`timeout`, `rate_limit`); it is mapped to the client's
+    /// vocabulary.
+    pub fn error(&mut self, kind: &str, message: &str, out: &mut Vec<u8>) {
+        match &mut self.inner {
+            EncoderKind::OpenAi(e) => e.error(kind, message, out),
+            EncoderKind::Anthropic(e) => e.error(kind, message, out),
+            EncoderKind::Gemini(e) => e.error(kind, message, out),
+        }
+    }
+}
+
+/// A decoder and an encoder back to back: provider SSE events in, client SSE bytes out.
+#[derive(Debug)]
+pub struct StreamTranslator {
+    decoder: StreamDecoder,
+    encoder: StreamEncoder,
+    scratch: Vec<StreamEvent>,
+}
+
+impl StreamTranslator {
+    pub fn new(from: ApiFormat, to: ApiFormat, opts: StreamOptions) -> Self {
+        Self::with_encoder(from, StreamEncoder::new(to, opts))
+    }
+
+    /// Like [`StreamTranslator::new`] with a prepared encoder (e.g. one with a fixed `created`).
+    pub fn with_encoder(from: ApiFormat, encoder: StreamEncoder) -> Self {
+        Self {
+            decoder: StreamDecoder::new(from),
+            encoder,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Translates one provider event. On a malformed event nothing is written and the error is
+    /// returned; the stream can go on.
+    pub fn push(&mut self, ev: &SseEvent, out: &mut Vec<u8>) -> Result<(), TranslateError> {
+        self.scratch.clear();
+        let res = self.decoder.push(ev, &mut self.scratch);
+        for e in &self.scratch {
+            self.encoder.push(e, out);
+        }
+        res
+    }
+
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        self.encoder.finish(out);
+    }
+
+    pub fn error(&mut self, kind: &str, message: &str, out: &mut Vec<u8>) {
+        self.encoder.error(kind, message, out);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Shared helpers for the adapters.
+
+/// Most warnings one request can produce; the rest are summarised so the header stays small.
+const MAX_WARNINGS: usize = 16;
+
+#[derive(Debug, Default)]
+pub(crate) struct Warnings {
+    list: Vec<String>,
+    overflow: bool,
+}
+
+impl Warnings {
+    pub(crate) fn dropped(&mut self, field: &str, target: ApiFormat) {
+        self.push(format!(
+            "dropped field {}: not supported by {target}",
+            header_safe(field)
+        ));
+    }
+
+    pub(crate) fn push(&mut self, warning: String) {
+        if self.list.contains(&warning) {
+            return;
+        }
+        if self.list.len() < MAX_WARNINGS {
+            self.list.push(warning);
+        } else if !self.overflow {
+            self.overflow = true;
+            if let Some(last) = self.list.last_mut() {
+                *last = "more fields dropped (warnings truncated)".to_owned();
+            }
+        }
+    }
+}
+
+/// Makes client-supplied text (a field name) safe for an HTTP header value: printable ASCII, bounded.
+pub(crate) fn header_safe(s: &str) -> Cow<'_, str> {
+    const MAX: usize = 64;
+    if s.len() <= MAX && s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Cow::Borrowed(s);
+    }
+    let mut out: String = s
+        .chars()
+        .take(MAX)
+        .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
+        .collect();
+    if s.chars().count() > MAX {
+        out.push_str("...");
+    }
+    Cow::Owned(out)
+}
+
+/// Records the names of unknown top-level fields (from a `#[serde(flatten)]` catch-all).
+pub(crate) fn note_unknown<'a, V>(
+    dropped: &mut Vec<String>,
+    prefix: &str,
+    fields: impl IntoIterator<Item = (&'a String, V)>,
+) {
+    for (name, _) in fields {
+        dropped.push(format!("{prefix}{name}"));
+    }
+}
+
+/// `[A-Za-z0-9_-]` only, as Anthropic requires of tool ids (and as is safe everywhere).
+pub(crate) fn safe_id(s: &str) -> Cow<'_, str> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if !s.is_empty() && s.chars().all(ok) {
+        return Cow::Borrowed(s);
+    }
+    if s.is_empty() {
+        return Cow::Borrowed("_");
+    }
+    Cow::Owned(s.chars().map(|c| if ok(c) { c } else { '_' }).collect())
+}
+
+pub(crate) fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A fallback id when the provider gave none: unique enough per process and time.
+pub(crate) fn fallback_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("ballast{nanos:x}")
+}
+
+/// `prefix` + `id`, unless `id` already has it; a fresh id when `id` is empty.
+pub(crate) fn prefixed_id(prefix: &str, id: &str) -> String {
+    if id.is_empty() {
+        format!("{prefix}{}", fallback_id())
+    } else if id.starts_with(prefix) {
+        id.to_owned()
+    } else {
+        format!("{prefix}{id}")
+    }
+}
+
+/// Splits `data:<media type>;base64,<data>`.
+pub(crate) fn parse_data_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("data:")?;
+    let (meta, data) = rest.split_once(',')?;
+    let media = meta.strip_suffix(";base64")?;
+    Some((if media.is_empty() { "image/png" } else { media }, data))
+}
+
+/// Serialises as `data:<media>;base64,<data>` without building the string first.
+pub(crate) struct DataUrl<'a> {
+    pub media_type: &'a str,
+    pub data: &'a str,
+}
+
+impl fmt::Display for DataUrl<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "data:{};base64,{}", self.media_type, self.data)
+    }
+}
+
+impl Serialize for DataUrl<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The JSON arguments object of a tool call, borrowed from the canonical text (`{}` when empty). `None`
+/// when the text is not a JSON object.
+pub(crate) fn args_object(args: &str) -> Option<&RawValue> {
+    let trimmed = args.trim();
+    if trimmed.is_empty() {
+        return serde_json::from_str::<&'static RawValue>("{}").ok();
+    }
+    let raw: &RawValue = serde_json::from_str(trimmed).ok()?;
+    raw.get().starts_with('{').then_some(raw)
+}
+
+/// Canonical argument text from a raw JSON value (`{}` for null or absent).
+pub(crate) fn args_text(raw: Option<&RawValue>) -> String {
+    match raw.map(RawValue::get) {
+        None | Some("null") => "{}".to_owned(),
+        Some(s) if s.trim().is_empty() => "{}".to_owned(),
+        Some(s) => s.to_owned(),
+    }
+}
+
+/// Normalises streamed or legacy argument text: blank → `{}`.
+pub(crate) fn norm_args(s: String) -> String {
+    if s.trim().is_empty() {
+        "{}".to_owned()
+    } else {
+        s
+    }
+}
+
+/// Field-wise merge: figures present in `from` win.
+pub(crate) fn merge_usage(into: &mut Usage, from: &Usage) {
+    let pick = |a: &mut Option<u64>, b: Option<u64>| {
+        if b.is_some() {
+            *a = b;
+        }
+    };
+    pick(&mut into.input_tokens, from.input_tokens);
+    pick(&mut into.output_tokens, from.output_tokens);
+    pick(&mut into.cache_read_tokens, from.cache_read_tokens);
+    pick(&mut into.cache_write_tokens, from.cache_write_tokens);
+    pick(&mut into.reasoning_tokens, from.reasoning_tokens);
+}
+
+/// The stop reason to report when the upstream gave none.
+pub(crate) fn inferred_stop(reason: Option<&StopReason>, saw_tool_call: bool) -> StopReason {
+    match reason {
+        Some(r) => r.clone(),
+        None if saw_tool_call => StopReason::ToolUse,
+        None => StopReason::EndTurn,
+    }
+}
+
+/// A coarse error class, to render any provider's (or the gateway's) error kind in a client's vocabulary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ErrorClass {
+    InvalidRequest,
+    Authentication,
+    Permission,
+    NotFound,
+    TooLarge,
+    RateLimit,
+    Overloaded,
+    Timeout,
+    Server,
+}
+
+impl ErrorClass {
+    pub(crate) fn parse(kind: &str) -> Self {
+        let k = kind.to_ascii_lowercase();
+        let has = |s: &str| k.contains(s);
+        if has("overload") || has("unavailable") {
+            ErrorClass::Overloaded
+        } else if has("rate") || has("resource_exhausted") || has("quota") {
+            ErrorClass::RateLimit
+        } else if has("timeout") || has("deadline") {
+            ErrorClass::Timeout
+        } else if has("auth") {
+            ErrorClass::Authentication
+        } else if has("permission") || has("forbidden") {
+            ErrorClass::Permission
+        } else if has("not_found") || has("notfound") {
+            ErrorClass::NotFound
+        } else if has("too_large") {
+            ErrorClass::TooLarge
+        } else if has("invalid") || has("bad_request") {
+            ErrorClass::InvalidRequest
+        } else {
+            ErrorClass::Server
+        }
+    }
+
+    pub(crate) fn anthropic(self) -> &'static str {
+        match self {
+            ErrorClass::InvalidRequest => "invalid_request_error",
+            ErrorClass::Authentication => "authentication_error",
+            ErrorClass::Permission => "permission_error",
+            ErrorClass::NotFound => "not_found_error",
+            ErrorClass::TooLarge => "request_too_large",
+            ErrorClass::RateLimit => "rate_limit_error",
+            ErrorClass::Overloaded => "overloaded_error",
+            ErrorClass::Timeout => "timeout_error",
+            ErrorClass::Server => "api_error",
+        }
+    }
+
+    pub(crate) fn openai(self) -> &'static str {
+        match self {
+            ErrorClass::InvalidRequest | ErrorClass::TooLarge => "invalid_request_error",
+            ErrorClass::Authentication => "authentication_error",
+            ErrorClass::Permission => "permission_error",
+            ErrorClass::NotFound => "not_found_error",
+            ErrorClass::RateLimit => "rate_limit_error",
+            ErrorClass::Overloaded | ErrorClass::Timeout | ErrorClass::Server => "server_error",
+        }
+    }
+
+    /// Gemini's (google.rpc) status and HTTP code.
+    pub(crate) fn gemini(self) -> (&'static str, u16) {
+        match self {
+            ErrorClass::InvalidRequest | ErrorClass::TooLarge => ("INVALID_ARGUMENT", 400),
+            ErrorClass::Authentication => ("UNAUTHENTICATED", 401),
+            ErrorClass::Permission => ("PERMISSION_DENIED", 403),
+            ErrorClass::NotFound => ("NOT_FOUND", 404),
+            ErrorClass::RateLimit => ("RESOURCE_EXHAUSTED", 429),
+            ErrorClass::Overloaded => ("UNAVAILABLE", 503),
+            ErrorClass::Timeout => ("DEADLINE_EXCEEDED", 504),
+            ErrorClass::Server => ("INTERNAL", 500),
+        }
+    }
+}
+
+/// Appends one SSE event: optional `event:` line, one `data:` line of JSON, blank line. Our payload
+/// types cannot fail to serialise; if one ever did, the partial bytes are rolled back.
+pub(crate) fn write_sse<T: Serialize>(out: &mut Vec<u8>, event: Option<&str>, payload: &T) {
+    let start = out.len();
+    if let Some(name) = event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"data: ");
+    if serde_json::to_writer(&mut *out, payload).is_err() {
+        out.truncate(start);
+        return;
+    }
+    out.extend_from_slice(b"\n\n");
+}
+
+/// Serialises a body; our body types cannot fail, and an empty body is the (unreachable) fallback.
+pub(crate) fn to_body<T: Serialize>(payload: &T) -> Vec<u8> {
+    serde_json::to_vec(payload).unwrap_or_default()
+}
+
+/// Canonical messages regrouped for targets that need strictly alternating roles (Anthropic, Gemini):
+/// consecutive same-role messages merged, empty text parts and empty messages dropped. Each turn keeps
+/// the index of its first source message (for error messages).
+pub(crate) struct Turn<'a> {
+    pub role: Role,
+    pub first_index: usize,
+    pub parts: Vec<&'a Part>,
+}
+
+pub(crate) fn alternating_turns(messages: &[Message]) -> Vec<Turn<'_>> {
+    let mut turns: Vec<Turn<'_>> = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        let parts = m
+            .content
+            .iter()
+            .filter(|p| !matches!(p, Part::Text(t) if t.is_empty()));
+        match turns.last_mut() {
+            Some(last) if last.role == m.role => last.parts.extend(parts),
+            _ => turns.push(Turn {
+                role: m.role,
+                first_index: i,
+                parts: parts.collect(),
+            }),
+        }
+    }
+    turns.retain(|t| !t.parts.is_empty());
+    turns
+}
+
+/// A JSON value that is either a string or an array of `T` (OpenAI content, Anthropic `system`, …),
+/// deserialised without buffering.
+#[derive(Debug)]
+pub(crate) enum StrOrVec<T> {
+    Str(String),
+    Vec(Vec<T>),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for StrOrVec<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = StrOrVec<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(StrOrVec::Str(s.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
+                Ok(StrOrVec::Str(s))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                Vec::<T>::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(StrOrVec::Vec)
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+/// A stop-sequence list given as one string or several.
+pub(crate) fn str_or_vec_strings(v: Option<StrOrVec<String>>) -> Vec<String> {
+    match v {
+        None => Vec::new(),
+        Some(StrOrVec::Str(s)) => vec![s],
+        Some(StrOrVec::Vec(v)) => v,
+    }
+}

@@ -1,0 +1,69 @@
+//! Gateway errors at the edge: each becomes one HTTP response in the client's own API format, carrying
+//! the request id, and is logged exactly once.
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+
+use ballast_core::api::ApiFormat;
+use ballast_core::client_error::{ClientError, ErrorKind};
+
+/// An error on its way to a client of `format`.
+pub struct EdgeError {
+    pub format: ApiFormat,
+    pub request_id: String,
+    pub error: ClientError,
+    pub retry_after: Option<HeaderValue>,
+    /// An upstream error body already in the client's format, sent instead of rendering `error`.
+    pub passthrough: Option<Bytes>,
+}
+
+impl EdgeError {
+    pub fn new(format: ApiFormat, request_id: &str, error: ClientError) -> Self {
+        Self {
+            format,
+            request_id: request_id.to_owned(),
+            error,
+            retry_after: None,
+            passthrough: None,
+        }
+    }
+
+    fn log(&self) {
+        let e = &self.error;
+        let id = self.request_id.as_str();
+        match e.kind {
+            ErrorKind::Api
+            | ErrorKind::BadGateway
+            | ErrorKind::Unavailable
+            | ErrorKind::Overloaded
+            | ErrorKind::Timeout => {
+                tracing::error!(request_id = id, status = e.status, api = %self.format, "{}", e.message)
+            }
+            _ => {
+                tracing::warn!(request_id = id, status = e.status, api = %self.format, "{}", e.message)
+            }
+        }
+    }
+}
+
+impl IntoResponse for EdgeError {
+    fn into_response(self) -> Response {
+        self.log();
+        let body = match self.passthrough {
+            Some(b) => b,
+            None => Bytes::from(self.error.render(self.format, &self.request_id)),
+        };
+        let status = StatusCode::from_u16(self.error.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        let mut resp = (status, body).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(ra) = self.retry_after {
+            h.insert(http::header::RETRY_AFTER, ra);
+        }
+        resp
+    }
+}

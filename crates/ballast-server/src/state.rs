@@ -1,0 +1,184 @@
+//! The gateway's shared state, built once from a validated [`Config`]: prepared providers (auth and
+//! extra headers as a ready `HeaderMap`), prepared targets (parsed endpoint URLs), the route index, the
+//! pooled upstream client, and the precomputed `/v1/models` body. Nothing here is parsed per request.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
+use reqwest::Url;
+
+use ballast_core::api::ApiFormat;
+use ballast_core::config::{Config, Secret};
+use ballast_core::provider::{AuthStyle, ProviderKind};
+
+use crate::upstream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("route {route:?}: target {target}: invalid endpoint URL {url:?}")]
+    BadUrl {
+        route: String,
+        target: String,
+        url: String,
+    },
+    #[error("provider {provider:?}: its API key cannot be sent as an HTTP header")]
+    BadKey { provider: String },
+    #[error("cannot build the upstream HTTP client: {0}")]
+    Client(String),
+}
+
+pub struct AppState {
+    pub config: Config,
+    routes: HashMap<String, usize>,
+    pub(crate) providers: Vec<PreparedProvider>,
+    pub(crate) targets: Vec<Vec<PreparedTarget>>,
+    pub(crate) client: reqwest::Client,
+    models_body: Bytes,
+}
+
+pub(crate) struct PreparedProvider {
+    pub name: String,
+    pub format: ApiFormat,
+    /// Authentication, configured extra headers and defaults, ready to send.
+    pub headers: HeaderMap,
+}
+
+pub(crate) struct PreparedTarget {
+    pub provider: usize,
+    pub model: String,
+    /// `provider/model`, as logs and headers show it.
+    pub label: String,
+    pub url: Url,
+    pub url_stream: Url,
+}
+
+impl AppState {
+    pub fn new(config: Config) -> Result<Self, StateError> {
+        let client = upstream::client(&config.server).map_err(StateError::Client)?;
+        let providers = config
+            .providers
+            .iter()
+            .map(|p| {
+                Ok(PreparedProvider {
+                    name: p.name.clone(),
+                    format: p.kind.format(),
+                    headers: provider_headers(p.kind, p.api_key.as_ref(), &p.headers).ok_or_else(
+                        || StateError::BadKey {
+                            provider: p.name.clone(),
+                        },
+                    )?,
+                })
+            })
+            .collect::<Result<Vec<_>, StateError>>()?;
+        let mut targets = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            let mut prepared = Vec::with_capacity(route.targets.len());
+            for t in &route.targets {
+                let p = config.provider(t.provider);
+                let label = format!("{}/{}", p.name, t.model);
+                let parse = |stream| {
+                    let url = p.kind.endpoint(&p.base_url, &t.model, stream);
+                    Url::parse(&url).map_err(|_| StateError::BadUrl {
+                        route: route.name.clone(),
+                        target: label.clone(),
+                        url,
+                    })
+                };
+                prepared.push(PreparedTarget {
+                    provider: t.provider.0,
+                    model: t.model.clone(),
+                    url: parse(false)?,
+                    url_stream: parse(true)?,
+                    label,
+                });
+            }
+            targets.push(prepared);
+        }
+        let models_body = models_body(&config);
+        Ok(Self {
+            routes: config.route_index(),
+            config,
+            providers,
+            targets,
+            client,
+            models_body,
+        })
+    }
+
+    /// The index of the route clients call `model`.
+    pub(crate) fn route(&self, model: &str) -> Option<usize> {
+        self.routes.get(model).copied()
+    }
+
+    pub(crate) fn route_names(&self) -> String {
+        let names: Vec<&str> = self.config.routes.iter().map(|r| r.name.as_str()).collect();
+        names.join(", ")
+    }
+
+    pub(crate) fn models_body(&self) -> Bytes {
+        self.models_body.clone()
+    }
+}
+
+fn provider_headers(
+    kind: ProviderKind,
+    key: Option<&Secret>,
+    extra: &[(http::HeaderName, HeaderValue)],
+) -> Option<HeaderMap> {
+    let mut h = HeaderMap::new();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        http::header::USER_AGENT,
+        HeaderValue::from_static(concat!("ballast/", env!("CARGO_PKG_VERSION"))),
+    );
+    if kind == ProviderKind::Anthropic {
+        h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+    }
+    if let Some(key) = key {
+        let (name, value) = match kind.auth_style() {
+            AuthStyle::XApiKey => ("x-api-key", key.expose().to_owned()),
+            AuthStyle::Bearer => ("authorization", format!("Bearer {}", key.expose())),
+            AuthStyle::GoogApiKey => ("x-goog-api-key", key.expose().to_owned()),
+        };
+        let mut value = HeaderValue::from_str(&value).ok()?;
+        value.set_sensitive(true);
+        h.insert(name, value);
+    }
+    for (n, v) in extra {
+        h.insert(n.clone(), v.clone());
+    }
+    Some(h)
+}
+
+/// One body that both the OpenAI and the Anthropic SDK parse as their model list.
+fn models_body(config: &Config) -> Bytes {
+    let data: Vec<serde_json::Value> = config
+        .routes
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "id": r.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "ballast",
+                "type": "model",
+                "display_name": r.name,
+                "created_at": "1970-01-01T00:00:00Z",
+            })
+        })
+        .collect();
+    let first = config.routes.first().map(|r| r.name.clone());
+    let last = config.routes.last().map(|r| r.name.clone());
+    let body = serde_json::json!({
+        "object": "list",
+        "data": data,
+        "has_more": false,
+        "first_id": first,
+        "last_id": last,
+    });
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}

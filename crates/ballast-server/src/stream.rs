@@ -1,0 +1,241 @@
+//! The streaming body of an answer. Same format: upstream bytes go to the client as they arrive, whole
+//! SSE events at a time (a partial event is held back until its end arrives, so a cut never leaves the
+//! client mid-line). Translated: each upstream event is turned into the client's events as it arrives.
+//! Either way an observer reads usage, stop reason and the first token, and a stream that stops without
+//! its terminal event, breaks, or outlives the deadline ends with a well-formed error event in the
+//! client's format — never presented as a complete answer.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use tokio::time::{Instant, Sleep};
+
+use ballast_core::api::ApiFormat;
+use ballast_core::client_error::{ClientError, ErrorKind, stream_error_event};
+use ballast_core::observe::StreamObserver;
+use ballast_core::sse::SseParser;
+use ballast_core::translate::StreamTranslator;
+
+use crate::proxy::Outcome;
+
+type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+pub struct ObservedStream {
+    inner: Upstream,
+    /// The client's format (error events are written in it).
+    format: ApiFormat,
+    observer: StreamObserver,
+    /// Present when the upstream speaks another format than the client.
+    translation: Option<Translation>,
+    /// Bytes of an event whose end has not arrived yet.
+    pending: BytesMut,
+    deadline: Pin<Box<Sleep>>,
+    outcome: Option<Outcome>,
+}
+
+struct Translation {
+    parser: SseParser,
+    translator: StreamTranslator,
+    malformed: u64,
+}
+
+impl ObservedStream {
+    pub fn new(
+        inner: Upstream,
+        upstream_format: ApiFormat,
+        client_format: ApiFormat,
+        translator: Option<StreamTranslator>,
+        deadline: Instant,
+        outcome: Outcome,
+    ) -> Self {
+        Self {
+            inner,
+            format: client_format,
+            observer: StreamObserver::new(upstream_format),
+            translation: translator.map(|translator| Translation {
+                parser: SseParser::new(),
+                translator,
+                malformed: 0,
+            }),
+            pending: BytesMut::new(),
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            outcome: Some(outcome),
+        }
+    }
+
+    /// Ends the stream with an error event naming the target and the cause.
+    fn fail(&mut self, kind: ErrorKind, cause: String) -> Bytes {
+        let target = self.outcome.as_ref().map_or("", |o| o.target.as_str());
+        let message = format!("{target}: {cause}");
+        let event = match &mut self.translation {
+            Some(t) => {
+                let mut out = Vec::new();
+                t.translator.error(error_word(kind), &message, &mut out);
+                out
+            }
+            None => stream_error_event(self.format, &ClientError::new(kind, message.clone())),
+        };
+        if let Some(o) = self.outcome.take() {
+            o.finish_stream(self.observer.observation(), Some(&message));
+        }
+        Bytes::from(event)
+    }
+
+    fn complete(&mut self) {
+        if let Some(o) = self.outcome.take() {
+            o.finish_stream(self.observer.observation(), None);
+        }
+    }
+}
+
+/// The gateway's word for an error kind, which the stream encoder maps to the client's vocabulary.
+fn error_word(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Timeout => "timeout",
+        ErrorKind::Overloaded => "overloaded_error",
+        ErrorKind::RateLimited => "rate_limit",
+        _ => "api_error",
+    }
+}
+
+/// The end of the last complete SSE event in `b` (just after its blank line), if any.
+fn last_event_end(b: &[u8]) -> Option<usize> {
+    let n = b.len();
+    (1..n).rev().find_map(|i| {
+        let end = match (b[i - 1], b[i]) {
+            (b'\n', b'\n') | (b'\r', b'\r') => true,
+            (b'\r', b'\n') => i >= 2 && b[i - 2] == b'\n',
+            _ => false,
+        };
+        end.then_some(i + 1)
+    })
+}
+
+impl Stream for ObservedStream {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.outcome.is_none() {
+                return Poll::Ready(None);
+            }
+            if this.deadline.as_mut().poll(cx).is_ready() {
+                let ev = this.fail(
+                    ErrorKind::Timeout,
+                    "request deadline exceeded mid-stream".to_owned(),
+                );
+                return Poll::Ready(Some(Ok(ev)));
+            }
+            match this.inner.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(chunk))) => {
+                    if this.observer.feed(&chunk)
+                        && let Some(o) = this.outcome.as_mut()
+                    {
+                        o.first_token();
+                    }
+                    if let Some(t) = &mut this.translation {
+                        let mut out = Vec::new();
+                        let Translation {
+                            parser,
+                            translator,
+                            malformed,
+                        } = t;
+                        parser.feed(&chunk, |ev| {
+                            if translator.push(&ev, &mut out).is_err() {
+                                *malformed += 1;
+                            }
+                        });
+                        if out.is_empty() {
+                            continue;
+                        }
+                        return Poll::Ready(Some(Ok(Bytes::from(out))));
+                    }
+                    let out = if this.pending.is_empty() {
+                        match last_event_end(&chunk) {
+                            Some(end) if end == chunk.len() => chunk,
+                            Some(end) => {
+                                this.pending.extend_from_slice(&chunk[end..]);
+                                chunk.slice(..end)
+                            }
+                            None => {
+                                this.pending.extend_from_slice(&chunk);
+                                continue;
+                            }
+                        }
+                    } else {
+                        this.pending.extend_from_slice(&chunk);
+                        match last_event_end(&this.pending) {
+                            Some(end) => this.pending.split_to(end).freeze(),
+                            None => continue,
+                        }
+                    };
+                    if out.is_empty() {
+                        continue;
+                    }
+                    return Poll::Ready(Some(Ok(out)));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    let cause = crate::upstream::Failure::from_reqwest(&e).to_string();
+                    let ev = this.fail(ErrorKind::BadGateway, format!("stream broke: {cause}"));
+                    return Poll::Ready(Some(Ok(ev)));
+                }
+                Poll::Ready(None) => {
+                    let cut_mid_event = this.observer.finish() || !this.pending.is_empty();
+                    let obs = this.observer.observation();
+                    if let Some(err) = obs.error.clone() {
+                        // The provider ended the stream with its own error event: already forwarded.
+                        if let Some(o) = this.outcome.take() {
+                            o.finish_stream(this.observer.observation(), Some(&err));
+                        }
+                        return Poll::Ready(None);
+                    }
+                    if obs.done && !cut_mid_event {
+                        let mut tail = Vec::new();
+                        if let Some(t) = &mut this.translation {
+                            t.translator.finish(&mut tail);
+                        }
+                        this.complete();
+                        if tail.is_empty() {
+                            return Poll::Ready(None);
+                        }
+                        return Poll::Ready(Some(Ok(Bytes::from(tail))));
+                    }
+                    let ev = this.fail(
+                        ErrorKind::BadGateway,
+                        "stream ended before the answer was complete".to_owned(),
+                    );
+                    return Poll::Ready(Some(Ok(ev)));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ObservedStream {
+    fn drop(&mut self) {
+        if let Some(o) = self.outcome.take() {
+            o.client_gone(self.observer.observation());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_event_end;
+
+    #[test]
+    fn event_ends() {
+        assert_eq!(last_event_end(b"data: a\n\ndata: b"), Some(9));
+        assert_eq!(last_event_end(b"data: a\r\n\r\n"), Some(11));
+        assert_eq!(last_event_end(b"data: a\n"), None);
+        assert_eq!(
+            last_event_end(b"event: x\ndata: a\n\nevent: y\ndata: b\n\n"),
+            Some(36)
+        );
+        assert_eq!(last_event_end(b""), None);
+    }
+}

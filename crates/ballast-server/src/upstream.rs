@@ -1,0 +1,178 @@
+//! The upstream side of an attempt: the pooled HTTP client and the classification of what went wrong
+//! (connect, timeout, transport, status), which decides whether the route may fall over.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+
+use ballast_core::config::ServerSettings;
+
+/// Builds the pooled, keep-alive client every upstream call goes through.
+pub fn client(settings: &ServerSettings) -> Result<reqwest::Client, String> {
+    // reqwest is built without a bundled crypto provider; ring is ours. Err means one is installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(settings.connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .tcp_keepalive(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Why one attempt at a target failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// No connection could be made (refused, reset during connect, DNS, TLS).
+    Connect(String),
+    /// The upstream did not answer within the request's deadline.
+    Timeout(Duration),
+    /// The connection broke while sending or receiving.
+    Transport(String),
+    /// The upstream answered with an error status.
+    Status {
+        status: u16,
+        message: Option<String>,
+        retry_after: Option<http::HeaderValue>,
+        body: Bytes,
+    },
+    /// The upstream answered 2xx with a body we could not use.
+    BadResponse(String),
+    /// The request cannot be expressed in this target's format (never sent). `invalid` when the
+    /// request itself is malformed rather than merely beyond what this target supports.
+    Untranslatable {
+        message: String,
+        param: Option<String>,
+        invalid: bool,
+    },
+}
+
+impl Failure {
+    pub fn untranslatable(e: &ballast_core::translate::TranslateError) -> Self {
+        use ballast_core::translate::TranslateError as T;
+        match e {
+            T::Invalid { message, param } => Failure::Untranslatable {
+                message: message.clone(),
+                param: param.clone(),
+                invalid: true,
+            },
+            T::Unsupported { message } | T::Upstream { message } => Failure::Untranslatable {
+                message: message.clone(),
+                param: None,
+                invalid: false,
+            },
+        }
+    }
+
+    pub fn from_reqwest(e: &reqwest::Error) -> Self {
+        if e.is_connect() {
+            Failure::Connect(describe_connect(e))
+        } else {
+            Failure::Transport(root_cause(e))
+        }
+    }
+
+    /// Whether the route may try its next target after this failure. Client errors (400, 404, 413,
+    /// 422…) would fail the same way everywhere, so they are returned at once.
+    pub fn falls_over(&self) -> bool {
+        match self {
+            Failure::Status { status, .. } => {
+                matches!(status, 401 | 403 | 408 | 429) || *status >= 500
+            }
+            _ => true,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Connect(c) => f.write_str(c),
+            Failure::Timeout(d) => write!(f, "no answer within {}s", d.as_secs_f64()),
+            Failure::Transport(c) => write!(f, "connection failed: {c}"),
+            Failure::Status {
+                status, message, ..
+            } => {
+                match message {
+                    Some(m) => write!(f, "HTTP {status}: {m}")?,
+                    None => write!(f, "HTTP {status}")?,
+                }
+                if matches!(status, 401 | 403) {
+                    f.write_str("; the provider rejected the gateway's credentials")?;
+                }
+                Ok(())
+            }
+            Failure::BadResponse(m) => write!(f, "unusable response: {m}"),
+            Failure::Untranslatable { message, .. } => {
+                write!(f, "cannot serve this request: {message}")
+            }
+        }
+    }
+}
+
+/// The innermost error message, lower-cased words a person can act on (`connection refused`).
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur: &(dyn std::error::Error + 'static) = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    if let Some(io) = cur.downcast_ref::<std::io::Error>() {
+        return io_kind_text(io);
+    }
+    cur.to_string()
+}
+
+fn io_kind_text(io: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match io.kind() {
+        K::ConnectionRefused => "connection refused".to_owned(),
+        K::ConnectionReset => "connection reset".to_owned(),
+        K::ConnectionAborted => "connection aborted".to_owned(),
+        K::TimedOut => "connect timed out".to_owned(),
+        K::UnexpectedEof => "connection closed early".to_owned(),
+        _ => {
+            // Strip the "(os error N)" suffix std adds.
+            let s = io.to_string();
+            match s.find(" (os error") {
+                Some(i) => s[..i].to_lowercase(),
+                None => s.to_lowercase(),
+            }
+        }
+    }
+}
+
+fn describe_connect(e: &reqwest::Error) -> String {
+    let cause = root_cause(e);
+    if cause.contains("dns") || cause.contains("failed to lookup") {
+        format!("DNS lookup failed ({cause})")
+    } else if cause.is_empty() {
+        "connection failed".to_owned()
+    } else {
+        cause
+    }
+}
+
+/// Reads a whole (non-streaming) response body, refusing more than `limit` bytes.
+pub async fn read_body(resp: reqwest::Response, limit: usize) -> Result<Bytes, Failure> {
+    if let Some(len) = resp.content_length()
+        && len > limit as u64
+    {
+        return Err(Failure::BadResponse(format!(
+            "body of {len} bytes exceeds {limit}"
+        )));
+    }
+    let mut stream = resp.bytes_stream();
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Failure::from_reqwest(&e))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(Failure::BadResponse(format!("body exceeds {limit} bytes")));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}

@@ -1,0 +1,933 @@
+//! Fault definitions (JSON shape and CLI flag syntax) and the per-request fault draw.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::Api;
+
+/// The set of active faults. Every field is optional; an empty set means a healthy upstream.
+///
+/// The JSON shape is the body of `POST /_sim/faults`, for example
+/// `{"error": {"status": 503, "rate": 0.16}, "slow": {"factor": 10}}`.
+#[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    /// Connections refused (rate 1: the port stops listening) or reset (rate below 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down: Option<DownFault>,
+    /// The request is read and never answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hang: Option<HangFault>,
+    /// The request fails with the given status and a provider-shaped error body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorFault>,
+    /// The request fails with 429 and `retry-after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitFault>,
+    /// Latency (time to first token and delay between tokens) is multiplied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow: Option<SlowFault>,
+    /// The answer is cut off mid-way (clean end of body, or a cut connection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncate: Option<TruncateFault>,
+    /// The answer's text comes back partly in the wrong script.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrupt: Option<CorruptFault>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn default_retry_after() -> u64 {
+    1
+}
+
+fn default_factor() -> f64 {
+    10.0
+}
+
+fn default_status() -> u16 {
+    503
+}
+
+/// `down`: refuse connections. Not scoped to one API (it acts on the listener).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DownFault {
+    /// 1.0: stop listening. Below 1: each new connection is reset with this probability.
+    #[serde(default = "one")]
+    pub rate: f64,
+    /// Clear this fault by itself after this many seconds (keeps `ballast sim` recoverable over HTTP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_secs: Option<f64>,
+}
+
+/// `hang`: read the request and never answer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HangFault {
+    /// Probability per request.
+    #[serde(default = "one")]
+    pub rate: f64,
+    /// Only requests to this API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<Api>,
+}
+
+/// `error`: answer with an error status and the provider's error body.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorFault {
+    /// HTTP status, 400..=599 (500, 502, 503, 529 …).
+    #[serde(default = "default_status")]
+    pub status: u16,
+    /// Probability per request.
+    #[serde(default = "one")]
+    pub rate: f64,
+    /// Only requests to this API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<Api>,
+}
+
+/// `rate_limit`: answer 429 with `retry-after`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitFault {
+    /// Value of the `retry-after` header, in seconds.
+    #[serde(default = "default_retry_after")]
+    pub retry_after_secs: u64,
+    /// Probability per request.
+    #[serde(default = "one")]
+    pub rate: f64,
+    /// Only requests to this API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<Api>,
+}
+
+/// `slow`: multiply latency.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SlowFault {
+    /// Multiplier on ttft and token delay (a base of 20 ms / 5 ms is used when those are zero).
+    #[serde(default = "default_factor")]
+    pub factor: f64,
+    /// Probability per request.
+    #[serde(default = "one")]
+    pub rate: f64,
+    /// Only requests to this API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<Api>,
+}
+
+/// `truncate`: cut the answer off mid-way.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TruncateFault {
+    /// How the answer ends: a clean end of body (`eof`, default) or a cut connection (`reset`).
+    #[serde(default)]
+    pub mode: TruncateMode,
+    /// Probability per request.
+    #[serde(default = "one")]
+    pub rate: f64,
+    /// Only requests to this API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<Api>,
+}
+
+/// `corrupt`: replace a share of the answer's words with words of another script.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CorruptFault {
+    /// The wrong script.
+    #[serde(default)]
+    pub script: Script,
+    /// Probability per request.
+    #[serde(default = "one")]
+    pub rate: f64,
+    /// Only requests to this API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<Api>,
+}
+
+/// How a truncated answer ends.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TruncateMode {
+    /// The body ends cleanly (final chunk sent) without the terminal event: a silent cut that only a
+    /// client checking for `message_stop` / `[DONE]` / `finishReason` notices.
+    #[default]
+    Eof,
+    /// The connection is closed mid-body: the client sees an incomplete-body error.
+    Reset,
+}
+
+impl FromStr for TruncateMode {
+    type Err = FaultFlagError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "eof" => Ok(TruncateMode::Eof),
+            "reset" => Ok(TruncateMode::Reset),
+            _ => Err(FaultFlagError::BadParam {
+                fault: "truncate",
+                param: s.to_owned(),
+                expected: "a mode: eof (clean end, default) or reset (cut connection)",
+            }),
+        }
+    }
+}
+
+/// A writing system that corrupted answers drift into.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Script {
+    /// Thai words.
+    #[default]
+    Thai,
+    /// Russian words in Cyrillic.
+    Cyrillic,
+    /// Chinese words.
+    Cjk,
+}
+
+impl FromStr for Script {
+    type Err = FaultFlagError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "thai" => Ok(Script::Thai),
+            "cyrillic" => Ok(Script::Cyrillic),
+            "cjk" => Ok(Script::Cjk),
+            _ => Err(FaultFlagError::BadParam {
+                fault: "corrupt",
+                param: s.to_owned(),
+                expected: "a script: thai, cyrillic or cjk",
+            }),
+        }
+    }
+}
+
+impl Default for DownFault {
+    fn default() -> Self {
+        DownFault {
+            rate: 1.0,
+            duration_secs: None,
+        }
+    }
+}
+impl Default for HangFault {
+    fn default() -> Self {
+        HangFault {
+            rate: 1.0,
+            api: None,
+        }
+    }
+}
+impl Default for ErrorFault {
+    fn default() -> Self {
+        ErrorFault {
+            status: default_status(),
+            rate: 1.0,
+            api: None,
+        }
+    }
+}
+impl Default for RateLimitFault {
+    fn default() -> Self {
+        RateLimitFault {
+            retry_after_secs: default_retry_after(),
+            rate: 1.0,
+            api: None,
+        }
+    }
+}
+impl Default for SlowFault {
+    fn default() -> Self {
+        SlowFault {
+            factor: default_factor(),
+            rate: 1.0,
+            api: None,
+        }
+    }
+}
+impl Default for TruncateFault {
+    fn default() -> Self {
+        TruncateFault {
+            mode: TruncateMode::Eof,
+            rate: 1.0,
+            api: None,
+        }
+    }
+}
+impl Default for CorruptFault {
+    fn default() -> Self {
+        CorruptFault {
+            script: Script::Thai,
+            rate: 1.0,
+            api: None,
+        }
+    }
+}
+
+/// A `Faults` value that cannot be applied.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FaultsError {
+    /// A rate outside 0..=1.
+    #[error("{fault}.rate must be between 0 and 1, got {rate}")]
+    Rate {
+        /// The fault's name.
+        fault: &'static str,
+        /// The rejected rate.
+        rate: f64,
+    },
+    /// An error status that is not an HTTP error.
+    #[error("error.status must be between 400 and 599, got {0}")]
+    Status(u16),
+    /// A slow factor that is not a positive number.
+    #[error("slow.factor must be a positive number, got {0}")]
+    Factor(f64),
+    /// A down duration that is not a positive number.
+    #[error("down.duration_secs must be a positive number, got {0}")]
+    Duration(f64),
+}
+
+impl Faults {
+    /// Faults from CLI flags, later flags replacing earlier ones of the same kind.
+    pub fn from_flags(flags: impl IntoIterator<Item = FaultFlag>) -> Faults {
+        let mut faults = Faults::default();
+        faults.extend(flags);
+        faults
+    }
+
+    /// Sets the fault a flag describes, replacing any fault of the same kind.
+    pub fn apply(&mut self, flag: FaultFlag) {
+        match flag {
+            FaultFlag::Down(f) => self.down = Some(f),
+            FaultFlag::Hang(f) => self.hang = Some(f),
+            FaultFlag::Error(f) => self.error = Some(f),
+            FaultFlag::RateLimit(f) => self.rate_limit = Some(f),
+            FaultFlag::Slow(f) => self.slow = Some(f),
+            FaultFlag::Truncate(f) => self.truncate = Some(f),
+            FaultFlag::Corrupt(f) => self.corrupt = Some(f),
+        }
+    }
+
+    /// True when no fault is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Faults::default()
+    }
+
+    /// Checks rates, statuses and factors.
+    pub fn validate(&self) -> Result<(), FaultsError> {
+        let rates = [
+            ("down", self.down.as_ref().map(|f| f.rate)),
+            ("hang", self.hang.as_ref().map(|f| f.rate)),
+            ("error", self.error.as_ref().map(|f| f.rate)),
+            ("rate_limit", self.rate_limit.as_ref().map(|f| f.rate)),
+            ("slow", self.slow.as_ref().map(|f| f.rate)),
+            ("truncate", self.truncate.as_ref().map(|f| f.rate)),
+            ("corrupt", self.corrupt.as_ref().map(|f| f.rate)),
+        ];
+        for (fault, rate) in rates {
+            if let Some(rate) = rate
+                && !(0.0..=1.0).contains(&rate)
+            {
+                return Err(FaultsError::Rate { fault, rate });
+            }
+        }
+        if let Some(e) = &self.error
+            && !(400..=599).contains(&e.status)
+        {
+            return Err(FaultsError::Status(e.status));
+        }
+        if let Some(s) = &self.slow
+            && !(s.factor.is_finite() && s.factor > 0.0)
+        {
+            return Err(FaultsError::Factor(s.factor));
+        }
+        if let Some(d) = self.down.as_ref().and_then(|d| d.duration_secs)
+            && !(d.is_finite() && d > 0.0)
+        {
+            return Err(FaultsError::Duration(d));
+        }
+        Ok(())
+    }
+
+    /// True when `down` is set at rate 1 (or above): the port must not listen.
+    pub(crate) fn fully_down(&self) -> bool {
+        self.down.as_ref().is_some_and(|d| d.rate >= 1.0)
+    }
+
+    /// The probability of resetting a new connection (0 when `down` is unset or at rate 1).
+    pub(crate) fn reset_rate(&self) -> f64 {
+        match &self.down {
+            Some(d) if d.rate < 1.0 => d.rate.max(0.0),
+            _ => 0.0,
+        }
+    }
+}
+
+impl Extend<FaultFlag> for Faults {
+    fn extend<T: IntoIterator<Item = FaultFlag>>(&mut self, iter: T) {
+        for flag in iter {
+            self.apply(flag);
+        }
+    }
+}
+
+impl FromIterator<FaultFlag> for Faults {
+    fn from_iter<T: IntoIterator<Item = FaultFlag>>(iter: T) -> Self {
+        Faults::from_flags(iter)
+    }
+}
+
+/// One `--fault` flag of `ballast sim`: `NAME[:PARAM][@RATE][/API]`.
+///
+/// `down`, `down@0.5`, `down:30` (down for 30 s), `hang@0.2`, `error:503@0.16`, `rate_limit:1`
+/// (retry-after seconds), `slow:10` (factor), `truncate@0.3`, `truncate:reset`, `corrupt:thai@0.1`,
+/// `error:529/anthropic` (only Anthropic requests).
+#[derive(Clone, Debug, PartialEq)]
+pub enum FaultFlag {
+    /// `down[:SECS][@RATE]`
+    Down(DownFault),
+    /// `hang[@RATE][/API]`
+    Hang(HangFault),
+    /// `error:STATUS[@RATE][/API]`
+    Error(ErrorFault),
+    /// `rate_limit[:RETRY_AFTER_SECS][@RATE][/API]`
+    RateLimit(RateLimitFault),
+    /// `slow[:FACTOR][@RATE][/API]`
+    Slow(SlowFault),
+    /// `truncate[:eof|reset][@RATE][/API]`
+    Truncate(TruncateFault),
+    /// `corrupt[:SCRIPT][@RATE][/API]`
+    Corrupt(CorruptFault),
+}
+
+/// Why a `--fault` flag did not parse.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FaultFlagError {
+    /// Not one of the known fault names.
+    #[error(
+        "unknown fault `{0}`: expected down, hang, error, rate_limit, slow, truncate or corrupt \
+         (syntax NAME[:PARAM][@RATE][/API], e.g. error:503@0.16)"
+    )]
+    UnknownFault(String),
+    /// A parameter that does not fit the fault.
+    #[error("bad parameter `{param}` for `{fault}`: expected {expected}")]
+    BadParam {
+        /// The fault's name.
+        fault: &'static str,
+        /// The rejected parameter.
+        param: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// A fault that needs a parameter was given none.
+    #[error("`{fault}` needs a parameter, as in `{example}`")]
+    MissingParam {
+        /// The fault's name.
+        fault: &'static str,
+        /// A correct flag.
+        example: &'static str,
+    },
+    /// A fault that takes no parameter was given one.
+    #[error("`{fault}` takes no `:` parameter (got `{param}`)")]
+    UnexpectedParam {
+        /// The fault's name.
+        fault: &'static str,
+        /// The rejected parameter.
+        param: String,
+    },
+    /// A rate that is not a number in 0..=1.
+    #[error("bad rate `{0}`: expected a number between 0 and 1 after `@`, as in `error:503@0.16`")]
+    BadRate(String),
+    /// An API scope that is not a known API.
+    #[error("bad API `{0}` after `/`: expected anthropic, openai or gemini")]
+    BadApi(String),
+    /// `down` cannot be scoped to one API.
+    #[error("`down` acts on the whole listener and cannot be scoped to one API")]
+    ScopedDown,
+}
+
+impl FromStr for FaultFlag {
+    type Err = FaultFlagError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (rest, api) = match s.rsplit_once('/') {
+            Some((rest, api)) => (rest, Some(parse_api(api)?)),
+            None => (s, None),
+        };
+        let (rest, rate) = match rest.rsplit_once('@') {
+            Some((rest, rate)) => (rest, parse_rate(rate)?),
+            None => (rest, 1.0),
+        };
+        let (name, param) = match rest.split_once(':') {
+            Some((name, param)) => (name, Some(param)),
+            None => (rest, None),
+        };
+        let name = name.to_ascii_lowercase().replace('-', "_");
+        match name.as_str() {
+            "down" => {
+                if api.is_some() {
+                    return Err(FaultFlagError::ScopedDown);
+                }
+                let duration_secs = param
+                    .map(|p| match p.parse::<f64>() {
+                        Ok(d) if d.is_finite() && d > 0.0 => Ok(d),
+                        _ => Err(FaultFlagError::BadParam {
+                            fault: "down",
+                            param: p.to_owned(),
+                            expected: "a duration in seconds, as in `down:30`",
+                        }),
+                    })
+                    .transpose()?;
+                Ok(FaultFlag::Down(DownFault {
+                    rate,
+                    duration_secs,
+                }))
+            }
+            "hang" => {
+                no_param("hang", param)?;
+                Ok(FaultFlag::Hang(HangFault { rate, api }))
+            }
+            "truncate" => {
+                let mode = param
+                    .map(TruncateMode::from_str)
+                    .transpose()?
+                    .unwrap_or_default();
+                Ok(FaultFlag::Truncate(TruncateFault { mode, rate, api }))
+            }
+            "error" => {
+                let p = param.ok_or(FaultFlagError::MissingParam {
+                    fault: "error",
+                    example: "error:503@0.16",
+                })?;
+                let status = match p.parse::<u16>() {
+                    Ok(s) if (400..=599).contains(&s) => s,
+                    _ => {
+                        return Err(FaultFlagError::BadParam {
+                            fault: "error",
+                            param: p.to_owned(),
+                            expected: "an HTTP status between 400 and 599",
+                        });
+                    }
+                };
+                Ok(FaultFlag::Error(ErrorFault { status, rate, api }))
+            }
+            "rate_limit" | "ratelimit" => {
+                let retry_after_secs = param
+                    .map(|p| {
+                        p.parse::<u64>().map_err(|_| FaultFlagError::BadParam {
+                            fault: "rate_limit",
+                            param: p.to_owned(),
+                            expected: "whole seconds for retry-after, as in `rate_limit:1`",
+                        })
+                    })
+                    .transpose()?
+                    .unwrap_or_else(default_retry_after);
+                Ok(FaultFlag::RateLimit(RateLimitFault {
+                    retry_after_secs,
+                    rate,
+                    api,
+                }))
+            }
+            "slow" => {
+                let factor = param
+                    .map(|p| match p.parse::<f64>() {
+                        Ok(f) if f.is_finite() && f > 0.0 => Ok(f),
+                        _ => Err(FaultFlagError::BadParam {
+                            fault: "slow",
+                            param: p.to_owned(),
+                            expected: "a positive factor, as in `slow:10`",
+                        }),
+                    })
+                    .transpose()?
+                    .unwrap_or_else(default_factor);
+                Ok(FaultFlag::Slow(SlowFault { factor, rate, api }))
+            }
+            "corrupt" => {
+                let script = param.map(Script::from_str).transpose()?.unwrap_or_default();
+                Ok(FaultFlag::Corrupt(CorruptFault { script, rate, api }))
+            }
+            _ => Err(FaultFlagError::UnknownFault(s.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for FaultFlag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (name, param, rate, api): (&str, Option<String>, f64, Option<Api>) = match self {
+            FaultFlag::Down(d) => ("down", d.duration_secs.map(|s| s.to_string()), d.rate, None),
+            FaultFlag::Hang(h) => ("hang", None, h.rate, h.api),
+            FaultFlag::Error(e) => ("error", Some(e.status.to_string()), e.rate, e.api),
+            FaultFlag::RateLimit(r) => (
+                "rate_limit",
+                Some(r.retry_after_secs.to_string()),
+                r.rate,
+                r.api,
+            ),
+            FaultFlag::Slow(s) => ("slow", Some(s.factor.to_string()), s.rate, s.api),
+            FaultFlag::Truncate(t) => {
+                let mode = (t.mode == TruncateMode::Reset).then(|| "reset".to_owned());
+                ("truncate", mode, t.rate, t.api)
+            }
+            FaultFlag::Corrupt(c) => (
+                "corrupt",
+                Some(script_name(c.script).to_owned()),
+                c.rate,
+                c.api,
+            ),
+        };
+        f.write_str(name)?;
+        if let Some(p) = param {
+            write!(f, ":{p}")?;
+        }
+        if rate != 1.0 {
+            write!(f, "@{rate}")?;
+        }
+        if let Some(api) = api {
+            write!(f, "/{}", api.name())?;
+        }
+        Ok(())
+    }
+}
+
+fn script_name(s: Script) -> &'static str {
+    match s {
+        Script::Thai => "thai",
+        Script::Cyrillic => "cyrillic",
+        Script::Cjk => "cjk",
+    }
+}
+
+fn no_param(fault: &'static str, param: Option<&str>) -> Result<(), FaultFlagError> {
+    match param {
+        Some(p) => Err(FaultFlagError::UnexpectedParam {
+            fault,
+            param: p.to_owned(),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, FaultFlagError> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(FaultFlagError::BadRate(s.to_owned())),
+    }
+}
+
+fn parse_api(s: &str) -> Result<Api, FaultFlagError> {
+    match s.to_ascii_lowercase().as_str() {
+        "anthropic" => Ok(Api::Anthropic),
+        "openai" => Ok(Api::OpenAi),
+        "gemini" => Ok(Api::Gemini),
+        _ => Err(FaultFlagError::BadApi(s.to_owned())),
+    }
+}
+
+/// What the fault draw decided for one request.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Decision {
+    /// Never answer.
+    pub hang: bool,
+    /// Fail with this status.
+    pub error: Option<u16>,
+    /// Fail with 429 and this retry-after.
+    pub rate_limit: Option<u64>,
+    /// Multiply latency by this factor.
+    pub slow: Option<f64>,
+    /// Cut the answer off, ending it this way.
+    pub truncate: Option<TruncateMode>,
+    /// Corrupt the answer's text into this script.
+    pub corrupt: Option<Script>,
+}
+
+/// Draws the faults for one request to `api`. Every configured fault that applies to `api` takes one
+/// draw, in a fixed order, so a seeded run is reproducible.
+pub(crate) fn decide(faults: &Faults, api: Api, rng: &mut fastrand::Rng) -> Decision {
+    let applies = |scope: Option<Api>| scope.is_none_or(|s| s == api);
+    let mut hit = |rate: f64, scope: Option<Api>| applies(scope) && rng.f64() < rate;
+    let hang = faults.hang.as_ref().is_some_and(|f| hit(f.rate, f.api));
+    let error = faults
+        .error
+        .as_ref()
+        .filter(|f| hit(f.rate, f.api))
+        .map(|f| f.status);
+    let rate_limit = faults
+        .rate_limit
+        .as_ref()
+        .filter(|f| hit(f.rate, f.api))
+        .map(|f| f.retry_after_secs);
+    let slow = faults
+        .slow
+        .as_ref()
+        .filter(|f| hit(f.rate, f.api))
+        .map(|f| f.factor);
+    let truncate = faults
+        .truncate
+        .as_ref()
+        .filter(|f| hit(f.rate, f.api))
+        .map(|f| f.mode);
+    let corrupt = faults
+        .corrupt
+        .as_ref()
+        .filter(|f| hit(f.rate, f.api))
+        .map(|f| f.script);
+    Decision {
+        hang,
+        error,
+        rate_limit,
+        slow,
+        truncate,
+        corrupt,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(flag: &str, expected: FaultFlag) {
+        let parsed: FaultFlag = flag.parse().unwrap_or_else(|e| panic!("{flag}: {e}"));
+        assert_eq!(parsed, expected, "{flag}");
+        // Display round-trips.
+        let again: FaultFlag = parsed.to_string().parse().unwrap();
+        assert_eq!(again, expected, "{flag} via {parsed}");
+    }
+
+    #[test]
+    fn parses_flag_syntax() {
+        check(
+            "down",
+            FaultFlag::Down(DownFault {
+                rate: 1.0,
+                duration_secs: None,
+            }),
+        );
+        check(
+            "down@0.5",
+            FaultFlag::Down(DownFault {
+                rate: 0.5,
+                duration_secs: None,
+            }),
+        );
+        check(
+            "down:30",
+            FaultFlag::Down(DownFault {
+                rate: 1.0,
+                duration_secs: Some(30.0),
+            }),
+        );
+        check(
+            "hang@0.2",
+            FaultFlag::Hang(HangFault {
+                rate: 0.2,
+                api: None,
+            }),
+        );
+        check(
+            "error:503@0.16",
+            FaultFlag::Error(ErrorFault {
+                status: 503,
+                rate: 0.16,
+                api: None,
+            }),
+        );
+        check(
+            "error:529/anthropic",
+            FaultFlag::Error(ErrorFault {
+                status: 529,
+                rate: 1.0,
+                api: Some(Api::Anthropic),
+            }),
+        );
+        check(
+            "rate_limit:1",
+            FaultFlag::RateLimit(RateLimitFault {
+                retry_after_secs: 1,
+                rate: 1.0,
+                api: None,
+            }),
+        );
+        check(
+            "rate-limit:7@0.5/openai",
+            FaultFlag::RateLimit(RateLimitFault {
+                retry_after_secs: 7,
+                rate: 0.5,
+                api: Some(Api::OpenAi),
+            }),
+        );
+        check(
+            "rate_limit",
+            FaultFlag::RateLimit(RateLimitFault::default()),
+        );
+        check(
+            "slow:10",
+            FaultFlag::Slow(SlowFault {
+                factor: 10.0,
+                rate: 1.0,
+                api: None,
+            }),
+        );
+        check(
+            "slow:2.5@0.1/gemini",
+            FaultFlag::Slow(SlowFault {
+                factor: 2.5,
+                rate: 0.1,
+                api: Some(Api::Gemini),
+            }),
+        );
+        check(
+            "truncate@0.3",
+            FaultFlag::Truncate(TruncateFault {
+                mode: TruncateMode::Eof,
+                rate: 0.3,
+                api: None,
+            }),
+        );
+        check(
+            "truncate:reset/openai",
+            FaultFlag::Truncate(TruncateFault {
+                mode: TruncateMode::Reset,
+                rate: 1.0,
+                api: Some(Api::OpenAi),
+            }),
+        );
+        check(
+            "corrupt:thai@0.1",
+            FaultFlag::Corrupt(CorruptFault {
+                script: Script::Thai,
+                rate: 0.1,
+                api: None,
+            }),
+        );
+        check(
+            "corrupt:cjk",
+            FaultFlag::Corrupt(CorruptFault {
+                script: Script::Cjk,
+                rate: 1.0,
+                api: None,
+            }),
+        );
+        check("corrupt", FaultFlag::Corrupt(CorruptFault::default()));
+    }
+
+    #[test]
+    fn rejects_bad_flags_with_clear_errors() {
+        let cases = [
+            ("explode", "unknown fault"),
+            ("error", "needs a parameter"),
+            ("error:abc", "HTTP status"),
+            ("error:200", "HTTP status"),
+            ("hang@1.5", "bad rate"),
+            ("hang@x", "bad rate"),
+            ("hang:3", "takes no"),
+            ("truncate:sideways", "a mode"),
+            ("slow:0", "positive factor"),
+            ("corrupt:klingon", "script"),
+            ("error:503/bedrock", "bad API"),
+            ("down/openai", "cannot be scoped"),
+            ("rate_limit:1.5", "whole seconds"),
+        ];
+        for (flag, needle) in cases {
+            let err = flag.parse::<FaultFlag>().unwrap_err().to_string();
+            assert!(err.contains(needle), "{flag}: {err}");
+        }
+    }
+
+    #[test]
+    fn folds_flags_into_faults() {
+        let faults: Faults = ["error:500", "truncate@0.3", "error:503@0.16"]
+            .iter()
+            .map(|f| f.parse::<FaultFlag>().unwrap())
+            .collect();
+        assert_eq!(
+            faults.error,
+            Some(ErrorFault {
+                status: 503,
+                rate: 0.16,
+                api: None
+            })
+        );
+        assert_eq!(
+            faults.truncate,
+            Some(TruncateFault {
+                mode: TruncateMode::Eof,
+                rate: 0.3,
+                api: None
+            })
+        );
+        assert!(faults.hang.is_none());
+    }
+
+    #[test]
+    fn json_shape_defaults_rate_to_one() {
+        let faults: Faults = serde_json::from_str(
+            r#"{"down": {}, "error": {"status": 529}, "corrupt": {"script": "cyrillic", "rate": 0.1, "api": "openai"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            faults.down,
+            Some(DownFault {
+                rate: 1.0,
+                duration_secs: None
+            })
+        );
+        assert_eq!(
+            faults.error,
+            Some(ErrorFault {
+                status: 529,
+                rate: 1.0,
+                api: None
+            })
+        );
+        assert_eq!(
+            faults.corrupt,
+            Some(CorruptFault {
+                script: Script::Cyrillic,
+                rate: 0.1,
+                api: Some(Api::OpenAi)
+            })
+        );
+        assert!(serde_json::from_str::<Faults>(r#"{"errors": {}}"#).is_err());
+        assert_eq!(serde_json::to_string(&Faults::default()).unwrap(), "{}");
+    }
+
+    #[test]
+    fn validate_rejects_out_of_range_values() {
+        let bad: Faults = serde_json::from_str(r#"{"hang": {"rate": 2}}"#).unwrap();
+        assert!(bad.validate().is_err());
+        let bad: Faults = serde_json::from_str(r#"{"error": {"status": 302}}"#).unwrap();
+        assert!(bad.validate().is_err());
+        let ok: Faults = serde_json::from_str(r#"{"slow": {"factor": 3}}"#).unwrap();
+        assert!(ok.validate().is_ok());
+    }
+
+    #[test]
+    fn decide_respects_scope_and_rate() {
+        let mut rng = fastrand::Rng::with_seed(1);
+        let faults = Faults::from_flags([
+            "error:503/openai".parse().unwrap(),
+            "truncate@0".parse().unwrap(),
+        ]);
+        let d = decide(&faults, Api::OpenAi, &mut rng);
+        assert_eq!(d.error, Some(503));
+        assert!(d.truncate.is_none());
+        let d = decide(&faults, Api::Anthropic, &mut rng);
+        assert_eq!(d.error, None);
+    }
+
+    #[test]
+    fn decide_rate_is_roughly_honoured() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let faults = Faults::from_flags(["hang@0.25".parse().unwrap()]);
+        let hits = (0..4000)
+            .filter(|_| decide(&faults, Api::Gemini, &mut rng).hang)
+            .count();
+        assert!((800..1200).contains(&hits), "{hits}");
+    }
+}

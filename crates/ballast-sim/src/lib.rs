@@ -1,0 +1,58 @@
+//! Ballast's provider simulator: fake Anthropic, OpenAI and Gemini APIs on one port, with fault injection.
+//!
+//! The simulator answers at the real APIs' paths with bodies and event streams shaped like the real
+//! ones, so the official SDKs parse everything it sends. Answers are deterministic: the same request to
+//! a simulator started with the same seed always gets the same answer. Faults (connection refusal,
+//! hangs, error statuses, rate limits, slowness, truncated and corrupted answers) are decided per
+//! request with a seeded random generator and can be changed at run time, through [`SimHandle`] or the
+//! HTTP control plane under `/_sim/`.
+//!
+//! It serves the gateway's tests (start on port 0, assert on [`SimHandle::recent_requests`]),
+//! `ballast demo`, the benchmarks, and users who run `ballast sim` in staging for chaos experiments.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use ballast_sim::{Faults, SimConfig};
+//! let sim = ballast_sim::start("127.0.0.1:0".parse().unwrap(), SimConfig::default()).await?;
+//! let flag: ballast_sim::FaultFlag = "error:503@0.5".parse().unwrap();
+//! sim.set_faults(Faults::from_flags([flag]));
+//! println!("upstream at {}", sim.base_url());
+//! sim.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod api;
+mod app;
+mod control;
+mod faults;
+mod generate;
+mod server;
+mod sse;
+mod state;
+mod stats;
+mod words;
+
+use std::time::Duration;
+
+pub use api::Api;
+pub use faults::{
+    CorruptFault, DownFault, ErrorFault, FaultFlag, FaultFlagError, Faults, FaultsError, HangFault,
+    RateLimitFault, Script, SlowFault, TruncateFault, TruncateMode,
+};
+pub use server::{SimHandle, start};
+pub use stats::{ApiCounts, OutcomeCounts, RECENT_REQUESTS_CAPACITY, RecordedRequest, Stats};
+
+/// How a simulator runs: its seed, its latency and its initial faults.
+#[derive(Clone, Debug, Default)]
+pub struct SimConfig {
+    /// Seeds answer generation and fault draws: the same seed and the same requests give the same run.
+    pub seed: u64,
+    /// Time to first token: waited before the first byte of an answer's body.
+    pub ttft: Duration,
+    /// Delay between streamed chunks that carry tokens.
+    pub token_delay: Duration,
+    /// Faults active from the start (replaceable at run time).
+    pub faults: Faults,
+    /// When set, provider requests must carry this key in the provider's own header.
+    pub require_key: Option<String>,
+}

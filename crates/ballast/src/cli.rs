@@ -1,0 +1,99 @@
+//! Command-line arguments (clap structs only). The config file describes the deployment; these flags
+//! describe how to run this process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ballast",
+    version,
+    about = "The LLM gateway that keeps your app up when a provider goes down"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info`, `warn,ballast_server=debug`.
+    #[arg(long, global = true, env = "BALLAST_LOG", default_value = "info")]
+    pub log: String,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gateway.
+    Serve(ServeArgs),
+    /// Validate a configuration file and exit (non-zero when invalid).
+    Check(CheckArgs),
+    /// Run the gateway in front of two built-in simulated providers: no API keys needed.
+    Demo(DemoArgs),
+    /// Run the provider simulator (Anthropic, OpenAI and Gemini APIs with fault injection).
+    Sim(SimArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Configuration file. Default: ./ballast.toml if present, else a configuration built from
+    /// ANTHROPIC_API_KEY, OPENAI_API_KEY, GEMINI_API_KEY and OLLAMA_HOST.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Listen on this address instead of the configuration's `server.listen` (port 0: any free port).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Allow listening on a non-loopback address with no gateway keys configured.
+    #[arg(long)]
+    pub allow_unauthenticated: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Configuration file to validate.
+    #[arg(long, short, default_value = "ballast.toml")]
+    pub config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Gateway address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Simulated time to first token, in milliseconds.
+    #[arg(long, default_value_t = 150)]
+    pub ttft_ms: u64,
+    /// Simulated delay between streamed tokens, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    pub token_delay_ms: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct SimArgs {
+    /// Address to listen on (port 0: any free port; the chosen address is printed).
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    pub listen: SocketAddr,
+    /// Seed for generated answers and fault draws.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Time to first token, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub ttft_ms: u64,
+    /// Delay between streamed tokens, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub token_delay_ms: u64,
+    /// A fault to inject from the start (repeatable): down, down@0.5, hang@0.2, error:503@0.16,
+    /// rate_limit:1, slow:10, truncate@0.3, corrupt:thai@0.1. Change at run time via /_sim/faults.
+    #[arg(long = "fault")]
+    pub faults: Vec<String>,
+    /// Require this API key, as each real API expects it (x-api-key, Bearer, x-goog-api-key).
+    #[arg(long)]
+    pub require_key: Option<String>,
+}

@@ -1,0 +1,252 @@
+//! The commands behind the CLI: `serve`, `check`, `demo` and `sim`. Each returns an error message for
+//! `main` to print; none exits the process itself.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ballast_core::config::env::{ProcessEnv, default_config_toml};
+use ballast_core::config::{Config, ConfigErrors};
+use ballast_server::AppState;
+use tokio::net::TcpListener;
+
+use crate::cli::{CheckArgs, Command, DemoArgs, LogFormat, ServeArgs, SimArgs};
+
+pub fn init_logging(filter: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub async fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Serve(a) => serve(a).await,
+        Command::Check(a) => check(&a),
+        Command::Demo(a) => demo(a).await,
+        Command::Sim(a) => sim(a).await,
+    }
+}
+
+fn config_errors(path: &Path, e: &ConfigErrors) -> String {
+    format!("{} is invalid:\n{e}", path.display())
+}
+
+fn check(args: &CheckArgs) -> Result<(), String> {
+    let config = Config::load(&args.config).map_err(|e| config_errors(&args.config, &e))?;
+    // Preparing the state checks what validation cannot: endpoint URLs and header-safe keys.
+    AppState::new(config.clone())
+        .map_err(|e| format!("{} is invalid:\n{e}", args.config.display()))?;
+    println!("{}: OK", args.config.display());
+    print_routes(&config);
+    Ok(())
+}
+
+fn print_routes(config: &Config) {
+    for r in &config.routes {
+        let targets: Vec<String> = r
+            .targets
+            .iter()
+            .map(|t| format!("{}/{}", config.provider(t.provider).name, t.model))
+            .collect();
+        println!("  route {:<24} -> {}", r.name, targets.join(" -> "));
+    }
+}
+
+/// The configuration `serve` runs: the given file, else ./ballast.toml, else one built from the
+/// environment's provider keys.
+fn load_for_serve(path: Option<PathBuf>) -> Result<Config, String> {
+    let path = path.or_else(|| {
+        let default = PathBuf::from("ballast.toml");
+        default.exists().then_some(default)
+    });
+    match path {
+        Some(p) => {
+            let c = Config::load(&p).map_err(|e| config_errors(&p, &e))?;
+            println!("ballast: configuration {}", p.display());
+            Ok(c)
+        }
+        None => {
+            let text = default_config_toml(&ProcessEnv).map_err(|e| e.to_string())?;
+            let c = Config::from_toml(&text, &ProcessEnv).map_err(|e| e.to_string())?;
+            println!("ballast: no config file; built this configuration from the environment:");
+            Ok(c)
+        }
+    }
+}
+
+/// Refuses an open gateway on a non-loopback address unless explicitly allowed.
+fn check_exposure(config: &Config, listen: SocketAddr, allow: bool) -> Result<(), String> {
+    if config.auth.gateway_keys.is_empty() && !listen.ip().is_loopback() && !allow {
+        return Err(format!(
+            "refusing to listen on {listen} with no gateway keys: anyone who can reach it could spend \
+             your provider quota. Set [auth] gateway_keys, listen on 127.0.0.1, or pass \
+             --allow-unauthenticated."
+        ));
+    }
+    Ok(())
+}
+
+async fn bind(listen: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))
+}
+
+async fn run_gateway(config: Config, listener: TcpListener) -> Result<(), String> {
+    let state = AppState::new(config).map_err(|e| e.to_string())?;
+    ballast_server::serve(listener, Arc::new(state), shutdown_signal())
+        .await
+        .map_err(|e| format!("server error: {e}"))
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let config = load_for_serve(args.config)?;
+    print_routes(&config);
+    let listen = args.listen.unwrap_or(config.server.listen);
+    check_exposure(&config, listen, args.allow_unauthenticated)?;
+    let listener = bind(listen).await?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("ballast listening on http://{addr}");
+    run_gateway(config, listener).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}
+
+fn sim_config(seed: u64, ttft_ms: u64, token_delay_ms: u64) -> ballast_sim::SimConfig {
+    ballast_sim::SimConfig {
+        seed,
+        ttft: Duration::from_millis(ttft_ms),
+        token_delay: Duration::from_millis(token_delay_ms),
+        ..ballast_sim::SimConfig::default()
+    }
+}
+
+async fn sim(args: SimArgs) -> Result<(), String> {
+    let mut config = sim_config(args.seed, args.ttft_ms, args.token_delay_ms);
+    for f in &args.faults {
+        let flag: ballast_sim::FaultFlag = f.parse().map_err(|e| format!("--fault {f:?}: {e}"))?;
+        config.faults.apply(flag);
+    }
+    config.require_key = args.require_key;
+    let handle = ballast_sim::start(args.listen, config)
+        .await
+        .map_err(|e| format!("cannot start the simulator on {}: {e}", args.listen))?;
+    println!("ballast-sim listening on {}", handle.base_url());
+    shutdown_signal().await;
+    handle.shutdown().await;
+    Ok(())
+}
+
+async fn demo(args: DemoArgs) -> Result<(), String> {
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let start = |seed| {
+        ballast_sim::start(
+            loopback,
+            sim_config(seed, args.ttft_ms, args.token_delay_ms),
+        )
+    };
+    let anthropic = start(1)
+        .await
+        .map_err(|e| format!("cannot start the simulator: {e}"))?;
+    let openai = start(2)
+        .await
+        .map_err(|e| format!("cannot start the simulator: {e}"))?;
+    let text = format!(
+        r#"
+[providers.sim-anthropic]
+kind = "anthropic"
+base_url = "{a}"
+api_key = "sim-key"
+
+[providers.sim-openai]
+kind = "openai"
+base_url = "{o}/v1"
+api_key = "sim-key"
+
+[routes."claude-sonnet-4-5"]
+targets = ["sim-anthropic/claude-sonnet-4-5"]
+
+[routes."gpt-4.1"]
+targets = ["sim-openai/gpt-4.1"]
+"#,
+        a = anthropic.base_url(),
+        o = openai.base_url(),
+    );
+    let config = Config::from_toml(&text, &ProcessEnv).map_err(|e| e.to_string())?;
+    let listener = match bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}; using a free port instead");
+            bind(loopback).await?
+        }
+    };
+    let base = format!(
+        "http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    print_demo(&base, &anthropic.base_url(), &openai.base_url());
+    print_routes(&config);
+    let result = run_gateway(config, listener).await;
+    anthropic.shutdown().await;
+    openai.shutdown().await;
+    result
+}
+
+fn print_demo(base: &str, anthropic_sim: &str, openai_sim: &str) {
+    println!(
+        r#"
+Ballast demo: the gateway is at {base}
+  simulated Anthropic provider: {anthropic_sim}   (faults: POST {anthropic_sim}/_sim/faults)
+  simulated OpenAI provider:    {openai_sim}   (faults: POST {openai_sim}/_sim/faults)
+
+Try it with curl:
+  curl -s {base}/v1/chat/completions -H 'content-type: application/json' \
+    -d '{{"model":"gpt-4.1","messages":[{{"role":"user","content":"Hello!"}}]}}'
+  curl -s {base}/v1/messages -H 'content-type: application/json' -H 'anthropic-version: 2023-06-01' \
+    -d '{{"model":"claude-sonnet-4-5","max_tokens":256,"messages":[{{"role":"user","content":"Hello!"}}]}}'
+
+With the OpenAI Python SDK:
+  from openai import OpenAI
+  client = OpenAI(base_url="{base}/v1", api_key="unused")
+  r = client.chat.completions.create(model="gpt-4.1", messages=[{{"role": "user", "content": "Hello!"}}])
+  print(r.choices[0].message.content)
+
+With the Anthropic Python SDK:
+  import anthropic
+  client = anthropic.Anthropic(base_url="{base}", api_key="unused")
+  m = client.messages.create(model="claude-sonnet-4-5", max_tokens=256, messages=[{{"role": "user", "content": "Hello!"}}])
+  print(m.content[0].text)
+
+Break a provider and watch the errors (then DELETE to heal):
+  curl -s -X POST {anthropic_sim}/_sim/faults -d '{{"error": {{"status": 529, "rate": 1.0}}}}'
+Press Ctrl-C to stop.
+"#
+    );
+}
