@@ -3,53 +3,14 @@
 //! upstream saw.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use ballast_core::config::Config;
-use ballast_core::config::env::MapEnv;
-use ballast_server::AppState;
-use ballast_sim::{Faults, SimConfig, SimHandle};
+use ballast_sim::{SimConfig, SimHandle};
+use common::{Gateway, faults, gateway, sim};
 use serde_json::{Value, json};
-
-struct Gateway {
-    url: String,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-async fn sim() -> SimHandle {
-    ballast_sim::start(SocketAddr::from(([127, 0, 0, 1], 0)), SimConfig::default())
-        .await
-        .unwrap()
-}
-
-async fn gateway(toml: &str) -> Gateway {
-    let config = Config::from_toml(toml, &MapEnv::new(&[])).unwrap();
-    let state = Arc::new(AppState::new(config).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(ballast_server::serve(listener, state, async {
-        let _ = rx.await;
-    }));
-    Gateway {
-        url,
-        shutdown: Some(tx),
-    }
-}
-
-fn faults(v: Value) -> Faults {
-    serde_json::from_value(v).unwrap()
-}
 
 /// Two providers on one simulator (one per API) and one on a second simulator for failover.
 fn config(primary: &SimHandle, backup: &SimHandle, extra: &str) -> String {
