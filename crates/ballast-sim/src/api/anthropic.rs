@@ -218,7 +218,8 @@ impl Dialect for Anthropic {
                 "This request would exceed the rate limit for your organization. Please retry later.".to_owned()
             }
             Failure::Injected(529) => "Overloaded".to_owned(),
-            Failure::Injected(s) => format!("Internal server error (ballast-sim injected {s})"),
+            Failure::Injected(s) if *s >= 500 => format!("Internal server error (ballast-sim injected {s})"),
+            Failure::Injected(s) => format!("Request rejected (ballast-sim injected {s})"),
         };
         let body = json!({
             "type": "error",
@@ -227,7 +228,10 @@ impl Dialect for Anthropic {
         });
         let mut response = json_status(status, &body);
         Self::headers(response.headers_mut(), request_id);
-        if matches!(failure, Failure::Injected(_) | Failure::RateLimited { .. }) {
+        if matches!(
+            failure,
+            Failure::Injected(500..) | Failure::RateLimited { .. }
+        ) {
             response
                 .headers_mut()
                 .insert("x-should-retry", HeaderValue::from_static("true"));
