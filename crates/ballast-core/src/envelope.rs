@@ -148,6 +148,20 @@ impl<'a> Envelope<'a> {
         out.push(b'}');
     }
 
+    /// Bytes identifying the request for the response cache: every top-level field as sent, except
+    /// those that only change how the answer is delivered (`stream`, `stream_options`).
+    pub fn cache_identity(&self, out: &mut Vec<u8>) {
+        for (k, v) in &self.fields {
+            if k == "stream" || k == "stream_options" {
+                continue;
+            }
+            out.extend_from_slice(k.as_bytes());
+            out.push(0);
+            out.extend_from_slice(v.get().as_bytes());
+            out.push(0);
+        }
+    }
+
     /// The raw JSON text of a top-level field.
     pub fn field(&self, name: &str) -> Option<&'a str> {
         self.fields

@@ -7,6 +7,7 @@ pub mod config;
 pub mod envelope;
 pub mod model;
 pub mod observe;
+pub mod policy;
 pub mod provider;
 pub mod sse;
 pub mod translate;

@@ -4,6 +4,7 @@
 //! The request path never looks anything up by string except the client's model name (one hash lookup).
 
 pub mod env;
+pub mod policy;
 pub mod raw;
 
 use std::collections::HashMap;
@@ -15,12 +16,16 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 
 use crate::provider::ProviderKind;
+pub use policy::{CacheMode, ContentPolicyAction, Policy};
+pub use raw::Strategy;
 use raw::{RawConfig, RawTarget};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_BODY_LIMIT: u64 = 16 * 1024 * 1024;
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 10_000;
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+pub const DEFAULT_CACHE_ENTRY_BYTES: u64 = 1024 * 1024;
 /// Anthropic requires `max_tokens`; when a client of another API omits it, this fills it in.
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 
@@ -29,6 +34,10 @@ pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 pub struct Config {
     pub server: ServerSettings,
     pub auth: AuthSettings,
+    pub admin: AdminSettings,
+    pub cache: CacheSettings,
+    /// Gateway-wide policy defaults (each route's `policy` is already resolved over these).
+    pub policy: Policy,
     pub providers: Vec<Provider>,
     pub routes: Vec<Route>,
 }
@@ -40,8 +49,20 @@ pub struct ServerSettings {
     pub body_limit: usize,
     /// Upper bound on establishing one upstream connection.
     pub connect_timeout: Duration,
-    /// Upper bound on one request from arrival to the last byte of its answer.
-    pub request_timeout: Duration,
+    /// Requests in flight beyond which the gateway sheds load (503 with `retry-after`, at once).
+    pub max_in_flight: u32,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct AdminSettings {
+    /// The key admin endpoints require; without one they are disabled.
+    pub key: Option<Secret>,
+}
+
+#[derive(Clone, Debug)]
+pub struct CacheSettings {
+    pub max_bytes: usize,
+    pub max_entry_bytes: usize,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -69,10 +90,20 @@ pub struct ProviderId(pub usize);
 pub struct Route {
     /// The model name clients send.
     pub name: String,
-    /// In failover order; never empty.
+    /// Every target, tier after tier; never empty.
     pub targets: Vec<Target>,
+    /// Tiers in failover order; each covers a range of `targets`.
+    pub tiers: Vec<Tier>,
     /// `max_tokens` filled in for targets that require it when the client sent none.
     pub max_tokens: u32,
+    pub policy: Policy,
+}
+
+#[derive(Clone, Debug)]
+pub struct Tier {
+    pub strategy: Strategy,
+    /// Indices into [`Route::targets`].
+    pub targets: std::ops::Range<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -80,6 +111,8 @@ pub struct Target {
     pub provider: ProviderId,
     /// The upstream model name.
     pub model: String,
+    /// Share of the tier's traffic under the `weighted` strategy (and a tie-breaker under `latency`).
+    pub weight: u32,
 }
 
 /// A secret string (provider or gateway key). Its `Debug` and `Display` never show the value.
@@ -206,6 +239,66 @@ impl Validator<'_> {
     }
 }
 
+impl Validator<'_> {
+    /// Resolves one target reference (`"provider/model"` or a table) against the providers.
+    fn target(
+        &mut self,
+        t: &RawTarget,
+        tpath: &str,
+        providers: &std::collections::BTreeMap<String, raw::RawProvider>,
+        known: &[&str],
+    ) -> Option<Target> {
+        let (provider, model, provider_path, weight) = match t {
+            RawTarget::Short(s) => match s.split_once('/') {
+                Some((p, m)) if !p.is_empty() && !m.is_empty() => (p, m, tpath.to_owned(), None),
+                _ => {
+                    self.err(
+                        tpath,
+                        format!(
+                            "{s:?} is not \"provider/model\" (e.g. \"anthropic/claude-sonnet-4-5\")"
+                        ),
+                    );
+                    return None;
+                }
+            },
+            RawTarget::Long(t) => (
+                t.provider.as_str(),
+                t.model.as_str(),
+                format!("{tpath}.provider"),
+                t.weight,
+            ),
+        };
+        if model.is_empty() {
+            self.err(format!("{tpath}.model"), "must not be empty");
+            return None;
+        }
+        if weight == Some(0) {
+            self.err(format!("{tpath}.weight"), "must be greater than 0");
+        }
+        match providers.keys().position(|k| k == provider) {
+            Some(idx) => Some(Target {
+                provider: ProviderId(idx),
+                model: model.to_owned(),
+                weight: weight.unwrap_or(1),
+            }),
+            None => {
+                self.err(
+                    provider_path,
+                    format!(
+                        "unknown provider {provider:?}; known: {}",
+                        if known.is_empty() {
+                            "(none: add a [providers.NAME] section)".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
 fn validate(raw: RawConfig, env: &dyn env::Env) -> Result<Config, ConfigErrors> {
     let mut v = Validator {
         env,
@@ -230,22 +323,38 @@ fn validate(raw: RawConfig, env: &dyn env::Env) -> Result<Config, ConfigErrors> 
     if body_limit == 0 {
         v.err("server.body_limit", "must be greater than 0");
     }
+    let max_in_flight = raw.server.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+    if max_in_flight == 0 {
+        v.err("server.max_in_flight", "must be greater than 0");
+    }
     let connect_timeout = raw
         .server
         .connect_timeout
         .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-    let request_timeout = raw
-        .server
-        .request_timeout
-        .unwrap_or(DEFAULT_REQUEST_TIMEOUT);
-    for (key, d) in [
-        ("server.connect_timeout", connect_timeout),
-        ("server.request_timeout", request_timeout),
-    ] {
-        if d.is_zero() {
-            v.err(key, "must be greater than 0");
-        }
+    if connect_timeout.is_zero() {
+        v.err("server.connect_timeout", "must be greater than 0");
     }
+    let (default_policy, policy_errors) = Policy::resolve(&Policy::default(), &raw.policy);
+    for (field, message) in policy_errors {
+        v.err(format!("policy.{field}"), message);
+    }
+    let admin_key = match &raw.admin.key {
+        Some(k) => v
+            .interpolate("admin.key", k)
+            .filter(|k| !k.is_empty())
+            .map(Secret),
+        None => None,
+    };
+    let cache = CacheSettings {
+        max_bytes: usize::try_from(raw.cache.max_bytes.map_or(DEFAULT_CACHE_BYTES, |b| b.0))
+            .unwrap_or(usize::MAX),
+        max_entry_bytes: usize::try_from(
+            raw.cache
+                .max_entry_bytes
+                .map_or(DEFAULT_CACHE_ENTRY_BYTES, |b| b.0),
+        )
+        .unwrap_or(usize::MAX),
+    };
 
     let mut gateway_keys = Vec::new();
     for (i, k) in raw.auth.gateway_keys.iter().enumerate() {
@@ -360,59 +469,122 @@ fn validate(raw: RawConfig, env: &dyn env::Env) -> Result<Config, ConfigErrors> 
         if name.is_empty() {
             v.err(&path, "route name must not be empty");
         }
-        if r.targets.is_empty() {
-            v.err(format!("{path}.targets"), "must list at least one target");
-        }
         let max_tokens = r.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
         if max_tokens == 0 {
             v.err(format!("{path}.max_tokens"), "must be greater than 0");
         }
-        let mut targets = Vec::new();
-        for (i, t) in r.targets.iter().enumerate() {
-            let tpath = format!("{path}.targets[{i}]");
-            let (provider, model, provider_path) = match t {
-                RawTarget::Short(s) => match s.split_once('/') {
-                    Some((p, m)) if !p.is_empty() && !m.is_empty() => (p, m, tpath.clone()),
-                    _ => {
-                        v.err(
-                            &tpath,
-                            format!("{s:?} is not \"provider/model\" (e.g. \"anthropic/claude-sonnet-4-5\")"),
-                        );
-                        continue;
-                    }
-                },
-                RawTarget::Long(t) => (
-                    t.provider.as_str(),
-                    t.model.as_str(),
-                    format!("{tpath}.provider"),
-                ),
-            };
-            if model.is_empty() {
-                v.err(format!("{tpath}.model"), "must not be empty");
-                continue;
+        // `targets = [a, b]` is shorthand for one tier per target.
+        let raw_tiers: Vec<(String, Strategy, &[RawTarget])> = match (&r.targets, &r.tiers) {
+            (Some(_), Some(_)) => {
+                v.err(&path, "set either `targets` or `tiers`, not both");
+                Vec::new()
             }
-            match raw.providers.keys().position(|k| k == provider) {
-                Some(idx) => targets.push(Target {
-                    provider: ProviderId(idx),
-                    model: model.to_owned(),
-                }),
-                None => v.err(
-                    provider_path,
-                    format!(
-                        "unknown provider {provider:?}; known: {}",
-                        if known_providers.is_empty() {
-                            "(none: add a [providers.NAME] section)".to_owned()
-                        } else {
-                            known_providers.join(", ")
-                        }
-                    ),
-                ),
+            (None, None) => {
+                v.err(format!("{path}.targets"), "must list at least one target");
+                Vec::new()
+            }
+            (Some(ts), None) => {
+                if ts.is_empty() {
+                    v.err(format!("{path}.targets"), "must list at least one target");
+                }
+                ts.iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        (
+                            format!("{path}.targets[{i}]"),
+                            Strategy::Weighted,
+                            std::slice::from_ref(t),
+                        )
+                    })
+                    .collect()
+            }
+            (None, Some(tiers)) => {
+                if tiers.is_empty() {
+                    v.err(format!("{path}.tiers"), "must list at least one tier");
+                }
+                let mut out = Vec::new();
+                for (ti, tier) in tiers.iter().enumerate() {
+                    if tier.targets.is_empty() {
+                        v.err(
+                            format!("{path}.tiers[{ti}].targets"),
+                            "must list at least one target",
+                        );
+                    }
+                    let strategy = tier.strategy.unwrap_or(Strategy::Weighted);
+                    out.push((
+                        format!("{path}.tiers[{ti}].targets"),
+                        strategy,
+                        tier.targets.as_slice(),
+                    ));
+                }
+                out
+            }
+        };
+        let mut targets = Vec::new();
+        let mut tiers = Vec::new();
+        let shorthand = r.tiers.is_none();
+        for (tier_path, strategy, raw_targets) in raw_tiers {
+            let start = targets.len();
+            for (i, t) in raw_targets.iter().enumerate() {
+                let tpath = if shorthand {
+                    tier_path.clone()
+                } else {
+                    format!("{tier_path}[{i}]")
+                };
+                if let Some(t) = v.target(t, &tpath, &raw.providers, &known_providers) {
+                    targets.push(t);
+                }
+            }
+            if targets.len() > start {
+                tiers.push(Tier {
+                    strategy,
+                    targets: start..targets.len(),
+                });
             }
         }
+        let policy = match &r.policy {
+            Some(rp) => {
+                let b = &rp.breaker;
+                let shared = [
+                    (
+                        "breaker",
+                        b.failure_ratio.is_some()
+                            || b.window.is_some()
+                            || b.min_requests.is_some()
+                            || b.consecutive_failures.is_some()
+                            || b.cooldown.is_some()
+                            || b.max_cooldown.is_some()
+                            || b.half_open_trials.is_some(),
+                    ),
+                    ("retry_budget_ratio", rp.retry_budget_ratio.is_some()),
+                    ("retry_budget_window", rp.retry_budget_window.is_some()),
+                    (
+                        "retry_budget_min_per_second",
+                        rp.retry_budget_min_per_second.is_some(),
+                    ),
+                ];
+                for (field, set) in shared {
+                    if set {
+                        v.err(
+                            format!("{path}.policy.{field}"),
+                            "breakers and retry budgets belong to targets, which routes share: set it in [policy]",
+                        );
+                    }
+                }
+                let (p, errs) = Policy::resolve(&default_policy, rp);
+                for (field, message) in errs {
+                    v.err(format!("{path}.policy.{field}"), message);
+                }
+                p
+            }
+            None => default_policy.clone(),
+        };
         routes.push(Route {
             name: name.clone(),
             targets,
+            tiers,
             max_tokens,
+            policy,
         });
     }
 
@@ -426,9 +598,12 @@ fn validate(raw: RawConfig, env: &dyn env::Env) -> Result<Config, ConfigErrors> 
             listen,
             body_limit: usize::try_from(body_limit).unwrap_or(usize::MAX),
             connect_timeout,
-            request_timeout,
+            max_in_flight,
         },
         auth: AuthSettings { gateway_keys },
+        admin: AdminSettings { key: admin_key },
+        cache,
+        policy: default_policy,
         providers,
         routes,
     })
@@ -457,7 +632,8 @@ mod tests {
         [server]
         listen = "127.0.0.1:9000"
         body_limit = "1MiB"
-        request_timeout = "30s"
+        [policy]
+        deadline = "30s"
 
         [auth]
         gateway_keys = ["gw-1"]
@@ -482,7 +658,7 @@ mod tests {
         let c = load(GOOD).unwrap();
         assert_eq!(c.server.listen.port(), 9000);
         assert_eq!(c.server.body_limit, 1 << 20);
-        assert_eq!(c.server.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.routes[0].policy.deadline, Duration::from_secs(30));
         assert_eq!(c.auth.gateway_keys, vec![Secret::new("gw-1")]);
         let route = &c.routes[0];
         assert_eq!(route.name, "chat");
@@ -589,10 +765,80 @@ mod tests {
             ("OPENAI_API_KEY", "o"),
             ("GEMINI_API_KEY", "g"),
             ("BALLAST_GATEWAY_KEY", "k"),
+            ("BALLAST_ADMIN_KEY", "adm"),
         ]);
         if let Err(e) = Config::from_toml(text, &env) {
             panic!("examples/ballast.toml is invalid:\n{e}");
         }
+    }
+
+    #[test]
+    fn tiers_weights_and_route_policies() {
+        let c = load(
+            r#"
+            [policy]
+            retries = 2
+            [providers.a]
+            kind = "openai-compatible"
+            base_url = "http://127.0.0.1:1/v1"
+            [routes.r]
+            tiers = [{ strategy = "latency", targets = ["a/x", { provider = "a", model = "y", weight = 3 }] }, { targets = ["a/z"] }]
+            [routes.r.policy]
+            deadline = "5s"
+            cache = "stale-on-error"
+            [routes.plain]
+            targets = ["a/x", "a/y"]
+            "#,
+        )
+        .unwrap();
+        let r = c.routes.iter().find(|r| r.name == "r").unwrap();
+        assert_eq!(r.targets.len(), 3);
+        assert_eq!(r.tiers.len(), 2);
+        assert_eq!(r.tiers[0].strategy, Strategy::Latency);
+        assert_eq!(r.tiers[0].targets, 0..2);
+        assert_eq!(r.targets[1].weight, 3);
+        assert_eq!(r.policy.deadline, Duration::from_secs(5));
+        assert_eq!(r.policy.retries, 2, "inherited from [policy]");
+        assert_eq!(r.policy.cache, CacheMode::StaleOnError);
+        let plain = c.routes.iter().find(|r| r.name == "plain").unwrap();
+        assert_eq!(plain.tiers.len(), 2, "targets = [a, b] is two tiers of one");
+        assert_eq!(plain.policy.cache, CacheMode::Off);
+    }
+
+    #[test]
+    fn policy_errors_name_their_key() {
+        let e = errors(
+            r#"
+            [policy]
+            deadline = "0s"
+            [policy.breaker]
+            failure_ratio = 1.5
+            [providers.a]
+            kind = "openai-compatible"
+            base_url = "http://127.0.0.1:1/v1"
+            [routes.r]
+            targets = ["a/x"]
+            "#,
+        );
+        assert!(
+            e.iter()
+                .any(|e| e == "policy.deadline: must be greater than 0"),
+            "{e:?}"
+        );
+        assert!(e.iter().any(|e| e.starts_with("policy.breaker: ")), "{e:?}");
+        let e = errors(
+            "[providers.a]\nkind = \"openai-compatible\"\nbase_url = \"http://127.0.0.1:1/v1\"\n[routes.r]\ntargets = [\"a/x\"]\n[routes.r.policy]\ncache = \"sometimes\"\n",
+        );
+        assert!(e[0].contains("unknown variant `sometimes`"), "{e:?}");
+        let e = errors(
+            "[providers.a]\nkind = \"openai-compatible\"\nbase_url = \"http://127.0.0.1:1/v1\"\n[routes.r]\ntargets = [\"a/x\"]\n[routes.r.policy.breaker]\ncooldown = \"1s\"\n",
+        );
+        assert!(
+            e[0].starts_with(
+                "routes.r.policy.breaker: breakers and retry budgets belong to targets"
+            ),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use super::policy::RawPolicy;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -13,6 +15,12 @@ pub struct RawConfig {
     pub server: RawServer,
     #[serde(default)]
     pub auth: RawAuth,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub cache: RawCache,
+    #[serde(default)]
+    pub policy: RawPolicy,
     #[serde(default)]
     pub providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
@@ -26,8 +34,7 @@ pub struct RawServer {
     pub body_limit: Option<ByteSize>,
     #[serde(default, with = "humantime_serde::option")]
     pub connect_timeout: Option<Duration>,
-    #[serde(default, with = "humantime_serde::option")]
-    pub request_timeout: Option<Duration>,
+    pub max_in_flight: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -35,6 +42,19 @@ pub struct RawServer {
 pub struct RawAuth {
     #[serde(default)]
     pub gateway_keys: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    pub max_bytes: Option<ByteSize>,
+    pub max_entry_bytes: Option<ByteSize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,8 +70,28 @@ pub struct RawProvider {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
-    pub targets: Vec<RawTarget>,
+    /// Shorthand: every target is a tier of its own, tried in order.
+    pub targets: Option<Vec<RawTarget>>,
+    pub tiers: Option<Vec<RawTier>>,
     pub max_tokens: Option<u32>,
+    pub policy: Option<RawPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTier {
+    pub strategy: Option<Strategy>,
+    pub targets: Vec<RawTarget>,
+}
+
+/// How a tier spreads traffic over its targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Random in proportion to each target's weight.
+    Weighted,
+    /// Power of two choices over each target's latency EWMA and in-flight count.
+    Latency,
 }
 
 /// A target as `"provider/model"` or `{ provider = "…", model = "…" }`.
@@ -67,6 +107,7 @@ pub enum RawTarget {
 pub struct RawTargetTable {
     pub provider: String,
     pub model: String,
+    pub weight: Option<u32>,
 }
 
 /// A size in bytes: an integer, or a string such as `"16MiB"`, `"512KiB"`, `"1MB"`.
