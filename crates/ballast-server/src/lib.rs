@@ -2,11 +2,15 @@
 //! the proxy that carries each request to a provider and its answer back. [`app`] builds the router
 //! from an [`AppState`] so tests drive it without a socket; [`serve`] runs it on a listener.
 
+mod admin;
 mod auth;
+mod cache;
 mod error;
 mod inbound;
+mod outcome;
 mod proxy;
 mod request_id;
+mod runtime;
 mod state;
 mod stream;
 mod upstream;
@@ -27,6 +31,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(inbound::models))
         .route("/healthz", get(inbound::healthz))
         .route("/readyz", get(inbound::readyz))
+        .route("/admin/targets", get(admin::targets))
+        .route("/admin/targets/{action}", post(admin::target))
+        .route("/admin/providers/{name}/{action}", post(admin::provider))
         .fallback(inbound::not_found)
         .layer(axum::middleware::from_fn(request_id::layer))
         .with_state(state)

@@ -4,6 +4,7 @@
 //! without content.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -15,20 +16,24 @@ use tokio::time::Instant;
 
 use ballast_core::api::ApiFormat;
 use ballast_core::client_error::{ClientError, ErrorKind};
-use ballast_core::config::Route;
+use ballast_core::config::{CacheMode, ContentPolicyAction, Policy, Route, Strategy, Tier};
 use ballast_core::envelope::Envelope;
 use ballast_core::model::ChatRequest;
-use ballast_core::observe::{Observation, observe_body};
+use ballast_core::observe::{StreamObserver, observe_body};
+use ballast_core::policy::{Admission, P2cCandidate, Ticket, pick_p2c, pick_weighted, plan_wait};
 use ballast_core::translate::{
     self, EncodeOptions, StreamOptions, StreamTranslator, TranslateError,
 };
 
 use crate::auth;
+use crate::cache;
 use crate::error::EdgeError;
+use crate::outcome::Outcome;
 use crate::request_id::RequestId;
+use crate::runtime::{InFlight, lock, log_transition};
 use crate::state::{AppState, PreparedTarget};
-use crate::stream::ObservedStream;
-use crate::upstream::{self, Failure};
+use crate::stream::{ObservedStream, StreamStart};
+use crate::upstream::{self, Failure, Next, TimeoutKind};
 
 /// Largest upstream answer read whole (non-streaming); streams are never read whole.
 const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
@@ -39,6 +44,8 @@ static X_BALLAST_ROUTE: HeaderName = HeaderName::from_static("x-ballast-route");
 static X_BALLAST_TARGET: HeaderName = HeaderName::from_static("x-ballast-target");
 static X_BALLAST_ATTEMPTS: HeaderName = HeaderName::from_static("x-ballast-attempts");
 static X_BALLAST_WARNING: HeaderName = HeaderName::from_static("x-ballast-warning");
+static X_BALLAST_FALLBACK: HeaderName = HeaderName::from_static("x-ballast-fallback");
+pub static X_BALLAST_CACHE: HeaderName = HeaderName::from_static("x-ballast-cache");
 
 /// Client headers forwarded on the same-format path: the ones that change what the upstream does.
 fn forwarded_headers(format: ApiFormat) -> &'static [&'static str] {
@@ -57,19 +64,36 @@ pub async fn handle(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    match run(&st, format, &rid, &headers, body, started).await {
+    let Some(guard) = InFlight::enter(&st) else {
+        // Saturated: answer at once rather than queue without bound.
+        let mut e = EdgeError::new(
+            format,
+            rid.as_str(),
+            ClientError::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "the gateway is at capacity ({} requests in flight, server.max_in_flight); retry shortly",
+                    st.config.server.max_in_flight
+                ),
+            ),
+        );
+        e.retry_after = Some(HeaderValue::from_static("1"));
+        return e.into_response();
+    };
+    match run(&st, format, &rid, &headers, body, started, guard).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
 async fn run(
-    st: &AppState,
+    st: &Arc<AppState>,
     format: ApiFormat,
     rid: &RequestId,
     headers: &HeaderMap,
     body: Body,
     started: Instant,
+    guard: InFlight,
 ) -> Result<Response, EdgeError> {
     let edge = |e: ClientError| EdgeError::new(format, rid.as_str(), e);
     if !auth::authorized(&st.config.auth.gateway_keys, headers) {
@@ -98,6 +122,28 @@ async fn run(
         ));
     };
     let route = &st.config.routes[route_idx];
+    let policy = &route.policy;
+    let stream = env.stream();
+    let include_usage = stream && cache::wants_usage(&env);
+    let cache_key = (policy.cache != CacheMode::Off).then(|| cache::key(st, route, format, &env));
+    if policy.cache == CacheMode::On
+        && let Some(key) = cache_key
+        && let Some(hit) = cache::lookup(st, key, true)
+    {
+        tracing::info!(
+            request_id = rid.as_str(),
+            route = route.name.as_str(),
+            "answered from cache"
+        );
+        return Ok(cache::respond(
+            &hit,
+            format,
+            stream,
+            include_usage,
+            "hit",
+            &route.name,
+        ));
+    }
     let ctx = Ctx {
         st,
         format,
@@ -106,31 +152,63 @@ async fn run(
         bytes: &bytes,
         env: &env,
         route,
+        policy,
         started,
-        deadline: started + st.config.server.request_timeout,
+        deadline: started + policy.deadline,
         canonical: None,
+        cache_key,
+        guard: Some(guard),
     };
-    attempt_targets(ctx, &st.targets[route_idx]).await
+    match attempt_targets(ctx, &st.targets[route_idx]).await {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            if let (CacheMode::StaleOnError | CacheMode::On, Some(key)) = (policy.cache, cache_key)
+                && e.error.status >= 500
+                && let Some(hit) = cache::lookup(st, key, false)
+            {
+                tracing::warn!(
+                    request_id = rid.as_str(),
+                    route = route.name.as_str(),
+                    age_s = hit.age.as_secs(),
+                    "every target failed ({}); served a cached answer",
+                    e.error.message
+                );
+                return Ok(cache::respond(
+                    &hit,
+                    format,
+                    stream,
+                    include_usage,
+                    "stale",
+                    &route.name,
+                ));
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Everything one request's attempts share.
 struct Ctx<'a> {
-    st: &'a AppState,
+    st: &'a Arc<AppState>,
     format: ApiFormat,
     rid: &'a RequestId,
     headers: &'a HeaderMap,
     bytes: &'a Bytes,
     env: &'a Envelope<'a>,
     route: &'a Route,
+    policy: &'a Policy,
     started: Instant,
     deadline: Instant,
     /// The request in canonical form, decoded on the first target that needs translation.
     canonical: Option<Result<ChatRequest, TranslateError>>,
+    cache_key: Option<u128>,
+    /// The request's gateway in-flight slot, handed to the answer when one is committed.
+    guard: Option<InFlight>,
 }
 
-/// An upstream request body ready to send.
+/// An upstream request body ready to send (and resend on retry).
 struct Prepared {
-    body: Vec<u8>,
+    body: Bytes,
     /// Fields the target cannot honour, for `x-ballast-warning`.
     warnings: Vec<String>,
     /// The target speaks another format than the client: the answer is translated back.
@@ -138,62 +216,246 @@ struct Prepared {
     include_usage: bool,
 }
 
+/// Picks the next untried target of a tier, or `None` when the tier is spent.
+fn pick(ctx: &Ctx<'_>, targets: &[PreparedTarget], tier: &Tier, tried: &[bool]) -> Option<usize> {
+    let range = tier.targets.clone();
+    if range.len() == 1 {
+        return (!tried[range.start]).then_some(range.start);
+    }
+    let rt = &ctx.st.runtime;
+    let mut rng = lock(&rt.rng);
+    let chosen = match tier.strategy {
+        Strategy::Weighted => {
+            let weights: Vec<u32> = range.clone().map(|i| targets[i].weight).collect();
+            let eligible: Vec<bool> = range.clone().map(|i| !tried[i]).collect();
+            pick_weighted(&weights, &eligible, &mut rng)
+        }
+        Strategy::Latency => {
+            let candidates: Vec<P2cCandidate> = range
+                .clone()
+                .map(|i| {
+                    let ts = &rt.targets[targets[i].state];
+                    P2cCandidate {
+                        eligible: !tried[i],
+                        ewma: lock(&ts.ewma).get(),
+                        in_flight: ts.in_flight.load(Ordering::Relaxed),
+                        weight: targets[i].weight,
+                    }
+                })
+                .collect();
+            pick_p2c(&candidates, &mut rng)
+        }
+    };
+    chosen.map(|c| range.start + c)
+}
+
 async fn attempt_targets(
     mut ctx: Ctx<'_>,
     targets: &[PreparedTarget],
 ) -> Result<Response, EdgeError> {
+    let st = ctx.st;
+    let rt = &st.runtime;
+    let fallback_on_refusal = ctx.policy.content_policy == ContentPolicyAction::Fallback;
     let mut failures: Vec<(&PreparedTarget, Failure)> = Vec::new();
+    let mut tried = vec![false; targets.len()];
     let mut attempts = 0u32;
-    for target in targets {
-        let prepared = match prepare(&mut ctx, target) {
-            Ok(p) => p,
-            Err(f) => {
-                tracing::info!(
-                    request_id = ctx.rid.as_str(),
-                    target = target.label.as_str(),
-                    "target skipped: {f}"
-                );
-                failures.push((target, f));
+    // The target whose failure makes the next attempt a retry or a fallback: that attempt is paid
+    // from its retry budget (and the gateway's), so extra load stays a share of its own traffic.
+    let mut failed_target: Option<usize> = None;
+    'tiers: for tier in &ctx.route.tiers {
+        while let Some(ti) = pick(&ctx, targets, tier, &tried) {
+            tried[ti] = true;
+            let target = &targets[ti];
+            let ts = &rt.targets[target.state];
+            if rt.provider_disabled[target.provider].load(Ordering::Relaxed)
+                || ts.disabled.load(Ordering::Relaxed)
+            {
+                failures.push((target, skipped("disabled by an operator", None)));
                 continue;
             }
-        };
-        attempts += 1;
-        let failure = match attempt(&ctx, target, prepared, attempts).await {
-            Ok(r) => return Ok(r),
-            Err(f) => f,
-        };
-        let provider = &ctx.st.providers[target.provider];
-        tracing::warn!(
-            request_id = ctx.rid.as_str(),
-            route = ctx.route.name.as_str(),
-            target = target.label.as_str(),
-            "attempt failed: {failure}"
-        );
-        if !failure.falls_over() {
-            let same_format = provider.format == ctx.format;
-            return Err(upstream_client_error(
-                ctx.format,
-                ctx.rid,
-                target,
-                failure,
-                same_format,
-            ));
+            let now = Instant::now();
+            let mut ticket = match lock(&ts.breaker).admit(now) {
+                Admission::Allowed(t) | Admission::Trial(t) => t,
+                Admission::Rejected { open_since, until } => {
+                    let since = crate::runtime::wall_clock(now, open_since);
+                    failures.push((
+                        target,
+                        skipped(
+                            format!("circuit open since {since}"),
+                            Some(until.saturating_duration_since(now)),
+                        ),
+                    ));
+                    continue;
+                }
+                Admission::ForcedOpen { .. } => {
+                    failures.push((target, skipped("circuit forced open by an operator", None)));
+                    continue;
+                }
+            };
+            let Some(slot) =
+                InFlight::target(st, target.state, ctx.policy.max_in_flight_per_target)
+            else {
+                lock(&ts.breaker).cancel(ticket);
+                failures.push((
+                    target,
+                    skipped(
+                        "at capacity (policy.max_in_flight_per_target)",
+                        Some(Duration::from_secs(1)),
+                    ),
+                ));
+                continue;
+            };
+            let prepared = match prepare(&mut ctx, target) {
+                Ok(p) => p,
+                Err(f) => {
+                    lock(&ts.breaker).cancel(ticket);
+                    tracing::info!(
+                        request_id = ctx.rid.as_str(),
+                        target = target.label.as_str(),
+                        "target skipped: {f}"
+                    );
+                    failures.push((target, f));
+                    continue;
+                }
+            };
+            let mut slot = Some(slot);
+            let mut retries_left = ctx.policy.retries;
+            let mut previous_backoff = None;
+            loop {
+                // Every upstream attempt after the request's first is a retry or a fallback: it
+                // needs the retry budget of the target and of the gateway.
+                let now = Instant::now();
+                match failed_target {
+                    None => {
+                        lock(&ts.budget).record_request(now);
+                        lock(&rt.global_budget).record_request(now);
+                    }
+                    Some(charged) => {
+                        if !withdraw_budget(st, charged, now) {
+                            lock(&ts.breaker).cancel(ticket);
+                            failures.push((
+                                target,
+                                skipped(
+                                    "not tried: the retry budget is exhausted",
+                                    Some(Duration::from_secs(1)),
+                                ),
+                            ));
+                            break 'tiers;
+                        }
+                    }
+                }
+                attempts += 1;
+                let result = attempt(
+                    &mut ctx,
+                    target,
+                    &prepared,
+                    attempts,
+                    ticket,
+                    &mut slot,
+                    failures.len(),
+                )
+                .await;
+                let failure = match result {
+                    Ok(r) => return Ok(r),
+                    Err(f) => f,
+                };
+                let now = Instant::now();
+                if !matches!(
+                    failure,
+                    Failure::Skipped { .. } | Failure::Untranslatable { .. }
+                ) {
+                    failed_target = Some(target.state);
+                }
+                if failure.trips_breaker() {
+                    let t = lock(&ts.breaker).record(now, ticket, false);
+                    log_transition(&ts.label, t, "failures");
+                } else {
+                    lock(&ts.breaker).cancel(ticket);
+                }
+                tracing::info!(
+                    request_id = ctx.rid.as_str(),
+                    route = ctx.route.name.as_str(),
+                    target = target.label.as_str(),
+                    attempt = attempts,
+                    "attempt failed: {failure}"
+                );
+                match failure.next(fallback_on_refusal) {
+                    Next::Answer => {
+                        let same_format = st.providers[target.provider].format == ctx.format;
+                        return Err(upstream_client_error(
+                            ctx.format,
+                            ctx.rid,
+                            target,
+                            failure,
+                            same_format,
+                        ));
+                    }
+                    Next::Move => {
+                        log_credentials(st, ctx.rid, target, &failure);
+                        failures.push((target, failure));
+                        break;
+                    }
+                    Next::Retry => {
+                        let remaining = ctx.deadline.saturating_duration_since(now);
+                        let backoff = ctx
+                            .policy
+                            .backoff
+                            .next_delay(previous_backoff, &mut lock(&rt.rng));
+                        let wait = plan_wait(backoff, failure.retry_after(), remaining);
+                        let (true, Some(wait)) = (retries_left > 0, wait) else {
+                            failures.push((target, failure));
+                            break;
+                        };
+                        retries_left -= 1;
+                        previous_backoff = Some(backoff);
+                        tokio::time::sleep(wait).await;
+                        ticket = match lock(&ts.breaker).admit(Instant::now()) {
+                            Admission::Allowed(t) | Admission::Trial(t) => t,
+                            _ => {
+                                failures.push((target, failure));
+                                break;
+                            }
+                        };
+                    }
+                }
+            }
         }
-        if let Failure::Status {
-            status: 401 | 403, ..
-        } = failure
-        {
-            tracing::error!(
-                request_id = ctx.rid.as_str(),
-                target = target.label.as_str(),
-                "provider {} rejected Ballast's credentials: check providers.{}.api_key",
-                provider.name,
-                provider.name
-            );
-        }
-        failures.push((target, failure));
     }
     Err(all_failed(ctx.format, ctx.rid, &ctx.route.name, failures))
+}
+
+fn skipped(reason: impl Into<String>, retry_in: Option<Duration>) -> Failure {
+    Failure::Skipped {
+        reason: reason.into(),
+        retry_in,
+    }
+}
+
+fn withdraw_budget(st: &AppState, target: usize, now: Instant) -> bool {
+    let rt = &st.runtime;
+    let mut mine = lock(&rt.targets[target].budget);
+    let mut global = lock(&rt.global_budget);
+    if mine.can_withdraw(now) && global.can_withdraw(now) {
+        mine.withdraw(now);
+        global.withdraw(now);
+        true
+    } else {
+        false
+    }
+}
+
+fn log_credentials(st: &AppState, rid: &RequestId, target: &PreparedTarget, failure: &Failure) {
+    if let Failure::Status {
+        status: 401 | 403, ..
+    } = failure
+    {
+        let name = &st.providers[target.provider].name;
+        tracing::error!(
+            request_id = rid.as_str(),
+            target = target.label.as_str(),
+            "provider {name} rejected Ballast's credentials: check providers.{name}.api_key"
+        );
+    }
 }
 
 /// Builds the body for `target`: the fast path when it speaks the client's format, else a translation
@@ -205,7 +467,7 @@ fn prepare(ctx: &mut Ctx<'_>, target: &PreparedTarget) -> Result<Prepared, Failu
         let model = (ctx.format != ApiFormat::Gemini).then_some(target.model.as_str());
         ctx.env.write_with_model(model, &mut body);
         return Ok(Prepared {
-            body,
+            body: Bytes::from(body),
             warnings: Vec::new(),
             translated: false,
             include_usage: false,
@@ -226,21 +488,26 @@ fn prepare(ctx: &mut Ctx<'_>, target: &PreparedTarget) -> Result<Prepared, Failu
     let encoded = translate::encode_request(provider.format, req, &opts)
         .map_err(|e| Failure::untranslatable(&e))?;
     Ok(Prepared {
-        body: encoded.body,
+        body: Bytes::from(encoded.body),
         warnings: encoded.warnings,
         translated: true,
         include_usage: req.include_usage,
     })
 }
 
-/// One attempt at one target: send, and on 2xx build the client's response (streamed or whole).
+/// One attempt at one target: send under the attempt's time limits, and on success commit the answer
+/// to the client (whole, or as a stream once its first token arrived).
 async fn attempt(
-    ctx: &Ctx<'_>,
+    ctx: &mut Ctx<'_>,
     target: &PreparedTarget,
-    prepared: Prepared,
+    prepared: &Prepared,
     attempts: u32,
+    ticket: Ticket,
+    slot: &mut Option<InFlight>,
+    earlier_failures: usize,
 ) -> Result<Response, Failure> {
     let st = ctx.st;
+    let policy = ctx.policy;
     let provider = &st.providers[target.provider];
     let stream = ctx.env.stream();
     let url = if stream {
@@ -256,31 +523,97 @@ async fn attempt(
             }
         }
     }
+    let attempt_started = Instant::now();
+    // The attempt ends at its own limit or the request's deadline, whichever comes first.
+    let (end, end_kind, end_after) = {
+        let attempt_end = attempt_started + policy.attempt_timeout;
+        if attempt_end < ctx.deadline {
+            (attempt_end, TimeoutKind::Attempt, policy.attempt_timeout)
+        } else {
+            (ctx.deadline, TimeoutKind::Deadline, policy.deadline)
+        }
+    };
+    // Until the answer starts: the first-token (streams) or response (whole answers) limit.
+    let (first, first_kind, first_after) = {
+        let (limit, kind) = if stream {
+            (policy.first_token_timeout, TimeoutKind::FirstToken)
+        } else {
+            (policy.response_timeout, TimeoutKind::Response)
+        };
+        let at = attempt_started + limit;
+        if at < end {
+            (at, kind, limit)
+        } else {
+            (end, end_kind, end_after)
+        }
+    };
     let req = st
         .client
         .post(url.clone())
         .headers(upstream_headers)
-        .body(prepared.body);
-    let timeout = st.config.server.request_timeout;
-    let resp = match tokio::time::timeout_at(ctx.deadline, req.send()).await {
-        Err(_) => return Err(Failure::Timeout(timeout)),
+        .body(prepared.body.clone());
+    let resp = match tokio::time::timeout_at(first, req.send()).await {
+        Err(_) => return Err(Failure::Timeout(first_kind, first_after)),
         Ok(Err(e)) => return Err(Failure::from_reqwest(&e)),
         Ok(Ok(resp)) if !resp.status().is_success() => {
-            return Err(status_failure(resp, ctx.deadline).await);
+            return Err(status_failure(resp, end).await);
         }
         Ok(Ok(resp)) => resp,
     };
-    let outcome = Outcome {
+    let status = resp.status();
+    let upstream_type = resp.headers().get(http::header::CONTENT_TYPE).cloned();
+    let mut outcome = Outcome {
+        st: st.clone(),
         request_id: ctx.rid.0.clone(),
         route: ctx.route.name.clone(),
         target: target.label.clone(),
+        target_state: target.state,
         started: ctx.started,
+        attempt_started,
         attempts,
         ttft: None,
+        ticket: Some(ticket),
+        guards: Vec::new(),
     };
-    let status = resp.status();
-    let upstream_type = resp.headers().get(http::header::CONTENT_TYPE).cloned();
     let mut r = if stream {
+        // Hold the answer back until its first token: a stream that fails before that falls over
+        // transparently, since the client has seen nothing yet.
+        let mut observer = StreamObserver::new(provider.format);
+        let mut prefix = Vec::new();
+        let mut inner: crate::stream::Upstream = Box::pin(resp.bytes_stream());
+        while !observer.observation().first_token_seen && !observer.observation().done {
+            let next =
+                tokio::time::timeout_at(first, futures_util::StreamExt::next(&mut inner)).await;
+            match next {
+                Err(_) => {
+                    outcome.ticket = None;
+                    return Err(Failure::Timeout(first_kind, first_after));
+                }
+                Ok(Some(Ok(chunk))) => {
+                    observer.feed(&chunk);
+                    prefix.push(chunk);
+                    if let Some(e) = &observer.observation().error {
+                        outcome.ticket = None;
+                        return Err(Failure::BadResponse(format!(
+                            "error event before the first token: {e}"
+                        )));
+                    }
+                }
+                Ok(Some(Err(e))) => {
+                    outcome.ticket = None;
+                    return Err(Failure::from_reqwest(&e));
+                }
+                Ok(None) => {
+                    outcome.ticket = None;
+                    return Err(Failure::BadResponse(
+                        "the stream ended before its first token".to_owned(),
+                    ));
+                }
+            }
+        }
+        outcome.first_token();
+        outcome.guards.extend(ctx.guard.take());
+        outcome.guards.extend(slot.take());
         let translator = prepared.translated.then(|| {
             StreamTranslator::new(
                 provider.format,
@@ -291,14 +624,18 @@ async fn attempt(
                 },
             )
         });
-        let body = ObservedStream::new(
-            Box::pin(resp.bytes_stream()),
-            provider.format,
-            ctx.format,
+        let body = ObservedStream::new(StreamStart {
+            inner,
+            client_format: ctx.format,
+            observer,
+            prefix,
             translator,
-            ctx.deadline,
+            deadline: end,
+            deadline_kind: end_kind,
+            deadline_after: end_after,
+            idle: policy.idle_timeout,
             outcome,
-        );
+        });
         let mut r = Response::new(Body::from_stream(body));
         let h = r.headers_mut();
         h.insert(
@@ -316,20 +653,36 @@ async fn attempt(
         );
         r
     } else {
-        let body = match tokio::time::timeout_at(
-            ctx.deadline,
-            upstream::read_body(resp, MAX_UPSTREAM_BODY),
-        )
-        .await
-        {
-            Err(_) => return Err(Failure::Timeout(timeout)),
-            Ok(Err(f)) => return Err(f),
+        let read = tokio::time::timeout_at(end, upstream::read_body(resp, MAX_UPSTREAM_BODY)).await;
+        let body = match read {
+            Err(_) => {
+                outcome.ticket = None;
+                return Err(Failure::Timeout(end_kind, end_after));
+            }
+            Ok(Err(f)) => {
+                outcome.ticket = None;
+                return Err(f);
+            }
             Ok(Ok(body)) => body,
         };
-        outcome.finish_body(&observe_body(provider.format, &body));
+        let observed = observe_body(provider.format, &body);
+        if !observed.done {
+            // A 2xx whose body is not the API's answer shape (e.g. cut short): not an answer.
+            outcome.ticket = None;
+            return Err(Failure::BadResponse(format!(
+                "the {} answer is not valid JSON ({} bytes)",
+                provider.format,
+                body.len()
+            )));
+        }
         let body = if prepared.translated {
-            let answer = translate::decode_response(provider.format, &body)
-                .map_err(|e| Failure::BadResponse(e.to_string()))?;
+            let answer = match translate::decode_response(provider.format, &body) {
+                Ok(a) => a,
+                Err(e) => {
+                    outcome.ticket = None;
+                    return Err(Failure::BadResponse(e.to_string()));
+                }
+            };
             Bytes::from(translate::encode_response(
                 ctx.format,
                 &answer,
@@ -338,15 +691,27 @@ async fn attempt(
         } else {
             body
         };
-        let mut r = Response::new(Body::from(body));
-        let ct = if prepared.translated {
+        outcome.finish_body(&observed);
+        let content_type = if prepared.translated {
             None
         } else {
             upstream_type
         };
+        if let Some(key) = ctx.cache_key {
+            cache::store(
+                st,
+                ctx.policy,
+                key,
+                &body,
+                content_type.as_ref(),
+                &target.model,
+                &target.label,
+            );
+        }
+        let mut r = Response::new(Body::from(body));
         r.headers_mut().insert(
             http::header::CONTENT_TYPE,
-            ct.unwrap_or_else(|| HeaderValue::from_static("application/json")),
+            content_type.unwrap_or_else(|| HeaderValue::from_static("application/json")),
         );
         r
     };
@@ -355,6 +720,22 @@ async fn attempt(
     h.insert(X_BALLAST_ROUTE.clone(), target_header(&ctx.route.name));
     h.insert(X_BALLAST_TARGET.clone(), target_header(&target.label));
     h.insert(X_BALLAST_ATTEMPTS.clone(), HeaderValue::from(attempts));
+    h.insert(
+        X_BALLAST_FALLBACK.clone(),
+        HeaderValue::from_static(if earlier_failures > 0 {
+            "true"
+        } else {
+            "false"
+        }),
+    );
+    h.insert(
+        X_BALLAST_CACHE.clone(),
+        HeaderValue::from_static(if ctx.cache_key.is_some() {
+            "miss"
+        } else {
+            "off"
+        }),
+    );
     if !prepared.warnings.is_empty()
         && let Ok(v) = HeaderValue::from_str(&prepared.warnings.join("; "))
     {
@@ -388,7 +769,12 @@ async fn read_request_body(body: Body, limit: usize) -> Result<Bytes, ClientErro
 
 async fn status_failure(resp: reqwest::Response, deadline: Instant) -> Failure {
     let status = resp.status().as_u16();
-    let retry_after = resp.headers().get(http::header::RETRY_AFTER).cloned();
+    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
+    let retry_after = ballast_core::policy::parse_retry_after(
+        header("retry-after"),
+        header("retry-after-ms"),
+        std::time::SystemTime::now(),
+    );
     let body =
         match tokio::time::timeout_at(deadline, upstream::read_body(resp, MAX_ERROR_BODY)).await {
             Ok(Ok(b)) => b,
@@ -400,6 +786,12 @@ async fn status_failure(resp: reqwest::Response, deadline: Instant) -> Failure {
         retry_after,
         body,
     }
+}
+
+/// A `retry-after` header value (whole seconds, rounded up) for a wait.
+fn retry_after_header(wait: Duration) -> Option<HeaderValue> {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    HeaderValue::from_str(&secs.to_string()).ok()
 }
 
 /// An upstream 4xx the client must see as is: same status, the upstream's message, the client's format.
@@ -431,14 +823,32 @@ fn upstream_client_error(
     );
     error.status = status;
     let mut e = EdgeError::new(format, rid.as_str(), error);
-    e.retry_after = retry_after;
+    e.retry_after = retry_after.and_then(retry_after_header);
     // Same format: the upstream's own error body is already what this client's SDK expects.
     e.passthrough = (same_format && !body.is_empty()).then_some(body);
     e
 }
 
+/// 503 with a `retry-after` saying when trying again may help (a breaker's next probe, else 1 s).
+fn unavailable(failures: &[(&PreparedTarget, Failure)]) -> (ErrorKind, u16, Option<HeaderValue>) {
+    let wait = failures
+        .iter()
+        .filter_map(|(_, f)| match f {
+            Failure::Skipped { retry_in, .. } => *retry_in,
+            _ => None,
+        })
+        .min()
+        .map_or(1, |d| d.as_secs().clamp(1, 60));
+    (
+        ErrorKind::Unavailable,
+        503,
+        HeaderValue::from_str(&wait.to_string()).ok(),
+    )
+}
+
 /// Every target failed: one error naming each target and its cause. A single failure keeps its own
-/// kind (an upstream 529 stays 529, a refused connection is 502, a timeout 504); several give 503.
+/// kind (an upstream 529 stays 529, a refused connection is 502, a timeout 504); several give 503
+/// with `retry-after`.
 fn all_failed(
     format: ApiFormat,
     rid: &RequestId,
@@ -452,9 +862,12 @@ fn all_failed(
     let attempted: Vec<&Failure> = failures
         .iter()
         .map(|(_, f)| f)
-        .filter(|f| !matches!(f, Failure::Untranslatable { .. }))
+        .filter(|f| !matches!(f, Failure::Untranslatable { .. } | Failure::Skipped { .. }))
         .collect();
-    if attempted.is_empty() {
+    let any_skipped = failures
+        .iter()
+        .any(|(_, f)| matches!(f, Failure::Skipped { .. }));
+    if attempted.is_empty() && !any_skipped {
         // No target could even be asked: the request is beyond every target (or malformed).
         let param = failures.iter().find_map(|(_, f)| match f {
             Failure::Untranslatable { param, .. } => param.clone(),
@@ -485,6 +898,8 @@ fn all_failed(
         );
     }
     let (kind, status, retry_after) = match attempted.as_slice() {
+        // Several targets failed (tried or skipped): the route as a whole is unavailable.
+        _ if failures.len() > 1 => unavailable(&failures),
         // The provider refused Ballast's own credentials: the gateway is misconfigured, not the client.
         [
             Failure::Status {
@@ -500,20 +915,16 @@ fn all_failed(
         ] => (
             ErrorKind::from_status(*status),
             *status,
-            retry_after.clone(),
+            retry_after.and_then(retry_after_header),
         ),
         [Failure::Connect(_) | Failure::Transport(_) | Failure::BadResponse(_)] => {
             (ErrorKind::BadGateway, 502, None)
         }
-        [Failure::Timeout(_)] => (ErrorKind::Timeout, 504, None),
-        all if !all.is_empty() && all.iter().all(|f| matches!(f, Failure::Timeout(_))) => {
+        [Failure::Timeout(..)] => (ErrorKind::Timeout, 504, None),
+        all if !all.is_empty() && all.iter().all(|f| matches!(f, Failure::Timeout(..))) => {
             (ErrorKind::Timeout, 504, None)
         }
-        _ => (
-            ErrorKind::Unavailable,
-            503,
-            Some(HeaderValue::from_static("1")),
-        ),
+        _ => unavailable(&failures),
     };
     let message = if failures.len() == 1 {
         let (t, f) = &failures[0];
@@ -529,74 +940,4 @@ fn all_failed(
     let mut e = EdgeError::new(format, rid.as_str(), error);
     e.retry_after = retry_after;
     e
-}
-
-/// What is logged about one answered request: who answered, how fast, how many tokens — no content.
-pub struct Outcome {
-    request_id: Arc<str>,
-    route: String,
-    pub target: String,
-    started: Instant,
-    attempts: u32,
-    ttft: Option<Duration>,
-}
-
-impl Outcome {
-    pub fn first_token(&mut self) {
-        if self.ttft.is_none() {
-            self.ttft = Some(self.started.elapsed());
-        }
-    }
-
-    fn log(&self, obs: &Observation, stream: bool, error: Option<&str>) {
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        let latency_ms = ms(self.started.elapsed());
-        let ttft_ms = self.ttft.map(ms);
-        let u = &obs.usage;
-        match error {
-            None => tracing::info!(
-                request_id = &*self.request_id,
-                route = self.route.as_str(),
-                target = self.target.as_str(),
-                attempts = self.attempts,
-                stream,
-                latency_ms,
-                ttft_ms,
-                input_tokens = u.input_tokens,
-                output_tokens = u.output_tokens,
-                stop_reason = obs.stop_reason.as_deref(),
-                malformed_events = obs.malformed_events,
-                "answered"
-            ),
-            Some(e) => tracing::warn!(
-                request_id = &*self.request_id,
-                route = self.route.as_str(),
-                target = self.target.as_str(),
-                attempts = self.attempts,
-                stream,
-                latency_ms,
-                ttft_ms,
-                output_tokens = u.output_tokens,
-                "stream failed after it started: {e}"
-            ),
-        }
-    }
-
-    pub fn finish_body(self, obs: &Observation) {
-        self.log(obs, false, None);
-    }
-
-    pub fn finish_stream(self, obs: &Observation, error: Option<&str>) {
-        self.log(obs, true, error);
-    }
-
-    pub fn client_gone(self, obs: &Observation) {
-        tracing::info!(
-            request_id = &*self.request_id,
-            route = self.route.as_str(),
-            target = self.target.as_str(),
-            output_tokens = obs.usage.output_tokens,
-            "client disconnected before the stream ended"
-        );
-    }
 }

@@ -12,6 +12,7 @@ use ballast_core::api::ApiFormat;
 use ballast_core::config::{Config, Secret};
 use ballast_core::provider::{AuthStyle, ProviderKind};
 
+use crate::runtime::Runtime;
 use crate::upstream;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,7 @@ pub struct AppState {
     pub(crate) providers: Vec<PreparedProvider>,
     pub(crate) targets: Vec<Vec<PreparedTarget>>,
     pub(crate) client: reqwest::Client,
+    pub(crate) runtime: Runtime,
     models_body: Bytes,
 }
 
@@ -51,10 +53,19 @@ pub(crate) struct PreparedTarget {
     pub label: String,
     pub url: Url,
     pub url_stream: Url,
+    /// Index of this target's live state in [`Runtime::targets`] (shared by routes naming it).
+    pub state: usize,
+    pub weight: u32,
 }
 
 impl AppState {
+    /// Prepares the gateway, with randomness (balancing, backoff jitter) seeded from the OS.
     pub fn new(config: Config) -> Result<Self, StateError> {
+        Self::with_seed(config, fastrand::u64(..))
+    }
+
+    /// Like [`AppState::new`] with a fixed seed, so a test can replay every random choice.
+    pub fn with_seed(config: Config, seed: u64) -> Result<Self, StateError> {
         let client = upstream::client(&config.server).map_err(StateError::Client)?;
         let providers = config
             .providers
@@ -71,6 +82,7 @@ impl AppState {
                 })
             })
             .collect::<Result<Vec<_>, StateError>>()?;
+        let runtime = Runtime::new(&config, seed);
         let mut targets = Vec::with_capacity(config.routes.len());
         for route in &config.routes {
             let mut prepared = Vec::with_capacity(route.targets.len());
@@ -90,6 +102,8 @@ impl AppState {
                     model: t.model.clone(),
                     url: parse(false)?,
                     url_stream: parse(true)?,
+                    state: runtime.index(&label).unwrap_or(0),
+                    weight: t.weight,
                     label,
                 });
             }
@@ -102,6 +116,7 @@ impl AppState {
             providers,
             targets,
             client,
+            runtime,
             models_body,
         })
     }
@@ -114,6 +129,12 @@ impl AppState {
     pub(crate) fn route_names(&self) -> String {
         let names: Vec<&str> = self.config.routes.iter().map(|r| r.name.as_str()).collect();
         names.join(", ")
+    }
+
+    /// Disables the providers and targets named in a `BALLAST_DISABLE`-style list; returns the
+    /// entries that name nothing.
+    pub fn disable(&self, list: &str) -> Vec<String> {
+        self.runtime.disable_from_list(&self.config, list)
     }
 
     pub(crate) fn models_body(&self) -> Bytes {

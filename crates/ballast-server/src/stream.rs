@@ -5,8 +5,10 @@
 //! its terminal event, breaks, or outlives the deadline ends with a well-formed error event in the
 //! client's format — never presented as a complete answer.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
@@ -18,20 +20,44 @@ use ballast_core::observe::StreamObserver;
 use ballast_core::sse::SseParser;
 use ballast_core::translate::StreamTranslator;
 
-use crate::proxy::Outcome;
+use crate::outcome::Outcome;
+use crate::upstream::{TimeoutKind, secs};
 
-type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+pub type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// Everything a stream needs once its attempt has been committed to the client.
+pub struct StreamStart {
+    pub inner: Upstream,
+    pub client_format: ApiFormat,
+    /// The observer, already fed with `prefix`.
+    pub observer: StreamObserver,
+    /// Chunks read (and observed) before the answer was committed, sent first.
+    pub prefix: Vec<Bytes>,
+    pub translator: Option<StreamTranslator>,
+    /// When the stream must end, and which limit that is.
+    pub deadline: Instant,
+    pub deadline_kind: TimeoutKind,
+    pub deadline_after: Duration,
+    /// The longest silence allowed between chunks.
+    pub idle: Duration,
+    pub outcome: Outcome,
+}
 
 pub struct ObservedStream {
     inner: Upstream,
     /// The client's format (error events are written in it).
     format: ApiFormat,
     observer: StreamObserver,
+    prefix: VecDeque<Bytes>,
     /// Present when the upstream speaks another format than the client.
     translation: Option<Translation>,
     /// Bytes of an event whose end has not arrived yet.
     pending: BytesMut,
     deadline: Pin<Box<Sleep>>,
+    deadline_kind: TimeoutKind,
+    deadline_after: Duration,
+    idle: Pin<Box<Sleep>>,
+    idle_after: Duration,
     outcome: Option<Outcome>,
 }
 
@@ -42,27 +68,62 @@ struct Translation {
 }
 
 impl ObservedStream {
-    pub fn new(
-        inner: Upstream,
-        upstream_format: ApiFormat,
-        client_format: ApiFormat,
-        translator: Option<StreamTranslator>,
-        deadline: Instant,
-        outcome: Outcome,
-    ) -> Self {
+    pub fn new(s: StreamStart) -> Self {
         Self {
-            inner,
-            format: client_format,
-            observer: StreamObserver::new(upstream_format),
-            translation: translator.map(|translator| Translation {
+            inner: s.inner,
+            format: s.client_format,
+            observer: s.observer,
+            prefix: s.prefix.into(),
+            translation: s.translator.map(|translator| Translation {
                 parser: SseParser::new(),
                 translator,
                 malformed: 0,
             }),
             pending: BytesMut::new(),
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            outcome: Some(outcome),
+            deadline: Box::pin(tokio::time::sleep_until(s.deadline)),
+            deadline_kind: s.deadline_kind,
+            deadline_after: s.deadline_after,
+            idle: Box::pin(tokio::time::sleep(s.idle)),
+            idle_after: s.idle,
+            outcome: Some(s.outcome),
         }
+    }
+
+    /// Turns upstream bytes into what the client gets now (`None`: nothing yet).
+    fn emit(&mut self, chunk: Bytes) -> Option<Bytes> {
+        if let Some(t) = &mut self.translation {
+            let mut out = Vec::new();
+            let Translation {
+                parser,
+                translator,
+                malformed,
+            } = t;
+            parser.feed(&chunk, |ev| {
+                if translator.push(&ev, &mut out).is_err() {
+                    *malformed += 1;
+                }
+            });
+            return (!out.is_empty()).then(|| Bytes::from(out));
+        }
+        let out = if self.pending.is_empty() {
+            match last_event_end(&chunk) {
+                Some(end) if end == chunk.len() => chunk,
+                Some(end) => {
+                    self.pending.extend_from_slice(&chunk[end..]);
+                    chunk.slice(..end)
+                }
+                None => {
+                    self.pending.extend_from_slice(&chunk);
+                    return None;
+                }
+            }
+        } else {
+            self.pending.extend_from_slice(&chunk);
+            self.pending
+                .split_to(last_event_end(&self.pending)?)
+                .freeze()
+        };
+        (!out.is_empty()).then_some(out)
     }
 
     /// Ends the stream with an error event naming the target and the cause.
@@ -122,61 +183,40 @@ impl Stream for ObservedStream {
             if this.outcome.is_none() {
                 return Poll::Ready(None);
             }
+            if let Some(chunk) = this.prefix.pop_front() {
+                match this.emit(chunk) {
+                    Some(out) => return Poll::Ready(Some(Ok(out))),
+                    None => continue,
+                }
+            }
             if this.deadline.as_mut().poll(cx).is_ready() {
-                let ev = this.fail(
-                    ErrorKind::Timeout,
-                    "request deadline exceeded mid-stream".to_owned(),
+                let cause = format!(
+                    "{} after {} mid-stream",
+                    this.deadline_kind.as_str(),
+                    secs(this.deadline_after)
                 );
+                let ev = this.fail(ErrorKind::Timeout, cause);
+                return Poll::Ready(Some(Ok(ev)));
+            }
+            if this.idle.as_mut().poll(cx).is_ready() {
+                let cause = format!("idle timeout: no data for {}", secs(this.idle_after));
+                let ev = this.fail(ErrorKind::Timeout, cause);
                 return Poll::Ready(Some(Ok(ev)));
             }
             match this.inner.as_mut().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(chunk))) => {
+                    let idle_after = this.idle_after;
+                    this.idle.as_mut().reset(Instant::now() + idle_after);
                     if this.observer.feed(&chunk)
                         && let Some(o) = this.outcome.as_mut()
                     {
                         o.first_token();
                     }
-                    if let Some(t) = &mut this.translation {
-                        let mut out = Vec::new();
-                        let Translation {
-                            parser,
-                            translator,
-                            malformed,
-                        } = t;
-                        parser.feed(&chunk, |ev| {
-                            if translator.push(&ev, &mut out).is_err() {
-                                *malformed += 1;
-                            }
-                        });
-                        if out.is_empty() {
-                            continue;
-                        }
-                        return Poll::Ready(Some(Ok(Bytes::from(out))));
+                    match this.emit(chunk) {
+                        Some(out) => return Poll::Ready(Some(Ok(out))),
+                        None => continue,
                     }
-                    let out = if this.pending.is_empty() {
-                        match last_event_end(&chunk) {
-                            Some(end) if end == chunk.len() => chunk,
-                            Some(end) => {
-                                this.pending.extend_from_slice(&chunk[end..]);
-                                chunk.slice(..end)
-                            }
-                            None => {
-                                this.pending.extend_from_slice(&chunk);
-                                continue;
-                            }
-                        }
-                    } else {
-                        this.pending.extend_from_slice(&chunk);
-                        match last_event_end(&this.pending) {
-                            Some(end) => this.pending.split_to(end).freeze(),
-                            None => continue,
-                        }
-                    };
-                    if out.is_empty() {
-                        continue;
-                    }
-                    return Poll::Ready(Some(Ok(out)));
                 }
                 Poll::Ready(Some(Err(e))) => {
                     let cause = crate::upstream::Failure::from_reqwest(&e).to_string();

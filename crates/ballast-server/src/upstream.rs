@@ -29,19 +29,26 @@ pub fn client(settings: &ServerSettings) -> Result<reqwest::Client, String> {
 pub enum Failure {
     /// No connection could be made (refused, reset during connect, DNS, TLS).
     Connect(String),
-    /// The upstream did not answer within the request's deadline.
-    Timeout(Duration),
+    /// The upstream did not answer in time.
+    Timeout(TimeoutKind, Duration),
     /// The connection broke while sending or receiving.
     Transport(String),
     /// The upstream answered with an error status.
     Status {
         status: u16,
         message: Option<String>,
-        retry_after: Option<http::HeaderValue>,
+        /// The provider's requested wait (`retry-after-ms`, `retry-after`), parsed.
+        retry_after: Option<Duration>,
         body: Bytes,
     },
     /// The upstream answered 2xx with a body we could not use.
     BadResponse(String),
+    /// The target was not tried: circuit open, disabled, at capacity, out of retry budget.
+    Skipped {
+        reason: String,
+        /// When trying again could help (e.g. the breaker's next probe).
+        retry_in: Option<Duration>,
+    },
     /// The request cannot be expressed in this target's format (never sent). `invalid` when the
     /// request itself is malformed rather than merely beyond what this target supports.
     Untranslatable {
@@ -51,7 +58,92 @@ pub enum Failure {
     },
 }
 
+/// Which wait ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutKind {
+    /// Streams: no first token in time.
+    FirstToken,
+    /// Non-streaming: the response did not begin in time.
+    Response,
+    /// The attempt's own time limit.
+    Attempt,
+    /// The request's deadline.
+    Deadline,
+}
+
+impl TimeoutKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TimeoutKind::FirstToken => "first token timeout",
+            TimeoutKind::Response => "response timeout",
+            TimeoutKind::Attempt => "attempt timeout",
+            TimeoutKind::Deadline => "deadline exceeded",
+        }
+    }
+}
+
+/// What the route does after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// The request itself is at fault: every target would refuse it. Answer now.
+    Answer,
+    /// Transient: the same target may be retried (within the retry and budget limits).
+    Retry,
+    /// Try another target, never this one again for this request.
+    Move,
+}
+
 impl Failure {
+    /// The decision after this failure. `fallback_on_refusal` is the route's content-policy setting.
+    pub fn next(&self, fallback_on_refusal: bool) -> Next {
+        match self {
+            Failure::Connect(_) | Failure::Transport(_) => Next::Retry,
+            // Waiting twice on a silent provider only doubles the wait.
+            Failure::Timeout(..) => Next::Move,
+            Failure::Status {
+                status, message, ..
+            } => match status {
+                408 | 429 | 500 | 502 | 503 | 504 | 529 => Next::Retry,
+                401 | 403 => Next::Move,
+                _ if *status >= 500 => Next::Retry,
+                _ if is_context_window(message.as_deref()) => Next::Move,
+                _ if is_content_policy(message.as_deref()) => {
+                    if fallback_on_refusal {
+                        Next::Move
+                    } else {
+                        Next::Answer
+                    }
+                }
+                _ => Next::Answer,
+            },
+            Failure::BadResponse(_) | Failure::Skipped { .. } | Failure::Untranslatable { .. } => {
+                Next::Move
+            }
+        }
+    }
+
+    /// Whether this failure is the target's fault and counts against its circuit breaker.
+    pub fn trips_breaker(&self) -> bool {
+        match self {
+            Failure::Connect(_)
+            | Failure::Transport(_)
+            | Failure::Timeout(..)
+            | Failure::BadResponse(_) => true,
+            Failure::Status { status, .. } => {
+                matches!(status, 401 | 403 | 408 | 429) || *status >= 500
+            }
+            Failure::Skipped { .. } | Failure::Untranslatable { .. } => false,
+        }
+    }
+
+    /// The provider's requested wait before a retry (`retry-after-ms`, `retry-after`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Failure::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     pub fn untranslatable(e: &ballast_core::translate::TranslateError) -> Self {
         use ballast_core::translate::TranslateError as T;
         match e {
@@ -75,24 +167,13 @@ impl Failure {
             Failure::Transport(root_cause(e))
         }
     }
-
-    /// Whether the route may try its next target after this failure. Client errors (400, 404, 413,
-    /// 422…) would fail the same way everywhere, so they are returned at once.
-    pub fn falls_over(&self) -> bool {
-        match self {
-            Failure::Status { status, .. } => {
-                matches!(status, 401 | 403 | 408 | 429) || *status >= 500
-            }
-            _ => true,
-        }
-    }
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Connect(c) => f.write_str(c),
-            Failure::Timeout(d) => write!(f, "no answer within {}s", d.as_secs_f64()),
+            Failure::Timeout(kind, d) => write!(f, "{} after {}", kind.as_str(), secs(*d)),
             Failure::Transport(c) => write!(f, "connection failed: {c}"),
             Failure::Status {
                 status, message, ..
@@ -110,8 +191,52 @@ impl fmt::Display for Failure {
             Failure::Untranslatable { message, .. } => {
                 write!(f, "cannot serve this request: {message}")
             }
+            Failure::Skipped { reason, .. } => f.write_str(reason),
         }
     }
+}
+
+/// `10s`, `1.5s`, `250ms`.
+pub fn secs(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// A provider's error saying the prompt does not fit the model's context window.
+fn is_context_window(message: Option<&str>) -> bool {
+    let Some(m) = message else { return false };
+    let m = m.to_ascii_lowercase();
+    [
+        "context length",
+        "context window",
+        "maximum context",
+        "prompt is too long",
+        "too many tokens",
+        "input is too long",
+        "exceeds the maximum number of tokens",
+    ]
+    .iter()
+    .any(|p| m.contains(p))
+}
+
+/// A provider's refusal on content-policy grounds.
+fn is_content_policy(message: Option<&str>) -> bool {
+    let Some(m) = message else { return false };
+    let m = m.to_ascii_lowercase();
+    [
+        "content policy",
+        "content_policy",
+        "content management policy",
+        "safety system",
+        "flagged",
+    ]
+    .iter()
+    .any(|p| m.contains(p))
 }
 
 /// The innermost error message, lower-cased words a person can act on (`connection refused`).

@@ -440,7 +440,9 @@ async fn failover_crosses_formats() {
             .await;
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["x-ballast-target"], "gem/gemini-2.5-flash");
-        assert_eq!(resp.headers()["x-ballast-attempts"], "2");
+        // The refused primary is retried once (policy.retries = 1), then the route falls over.
+        assert_eq!(resp.headers()["x-ballast-attempts"], "3");
+        assert_eq!(resp.headers()["x-ballast-fallback"], "true");
         let text = if stream {
             let (t, done, _, _) = read_stream(Client::Anthropic, &resp.text().await.unwrap());
             assert!(done);

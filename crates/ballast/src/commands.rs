@@ -101,6 +101,17 @@ async fn bind(listen: SocketAddr) -> Result<TcpListener, String> {
 
 async fn run_gateway(config: Config, listener: TcpListener) -> Result<(), String> {
     let state = AppState::new(config).map_err(|e| e.to_string())?;
+    // The kill switch at start: providers or provider/model targets to keep out of rotation.
+    if let Ok(list) = std::env::var("BALLAST_DISABLE") {
+        let unknown = state.disable(&list);
+        if !unknown.is_empty() {
+            return Err(format!(
+                "BALLAST_DISABLE names no provider or target: {}",
+                unknown.join(", ")
+            ));
+        }
+        println!("ballast: disabled at start (BALLAST_DISABLE): {list}");
+    }
     ballast_server::serve(listener, Arc::new(state), shutdown_signal())
         .await
         .map_err(|e| format!("server error: {e}"))
@@ -195,6 +206,10 @@ targets = ["sim-anthropic/claude-sonnet-4-5"]
 
 [routes."gpt-4.1"]
 targets = ["sim-openai/gpt-4.1"]
+
+# Any client, either provider: Claude first, GPT when Claude is down (translated both ways).
+[routes.chat]
+targets = ["sim-anthropic/claude-sonnet-4-5", "sim-openai/gpt-4.1"]
 "#,
         a = anthropic.base_url(),
         o = openai.base_url(),
@@ -244,8 +259,11 @@ With the Anthropic Python SDK:
   m = client.messages.create(model="claude-sonnet-4-5", max_tokens=256, messages=[{{"role": "user", "content": "Hello!"}}])
   print(m.content[0].text)
 
-Break a provider and watch the errors (then DELETE to heal):
+Take Claude down and watch route "chat" fail over to GPT, for either SDK (then DELETE to heal):
   curl -s -X POST {anthropic_sim}/_sim/faults -d '{{"error": {{"status": 529, "rate": 1.0}}}}'
+  curl -s -i {base}/v1/messages -H 'content-type: application/json' \
+    -d '{{"model":"chat","max_tokens":256,"messages":[{{"role":"user","content":"Still there?"}}]}}'
+  curl -s -X DELETE {anthropic_sim}/_sim/faults
 Press Ctrl-C to stop.
 "#
     );

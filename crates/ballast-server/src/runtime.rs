@@ -1,0 +1,262 @@
+//! Live state behind the resilience policies: per target (breaker, retry budget, latency EWMA,
+//! in-flight count, kill switch), per provider (kill switch), gateway-wide (retry budget, in-flight
+//! count, seeded RNG) and the response cache. Each piece sits behind its own mutex, held only for a
+//! decision — never across an await.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use ballast_core::config::Config;
+use ballast_core::policy::{
+    Breaker, CacheKeyer, Ewma, Forced, ResponseCache, RetryBudget, Transition,
+};
+
+use crate::state::AppState;
+
+/// Locks a mutex, recovering the data if a holder panicked (the state stays usable).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub struct TargetState {
+    /// `provider/model`.
+    pub label: String,
+    pub provider: usize,
+    pub breaker: Mutex<Breaker>,
+    pub budget: Mutex<RetryBudget>,
+    pub ewma: Mutex<Ewma>,
+    pub in_flight: AtomicU32,
+    /// Disabled by an operator (admin API or `BALLAST_DISABLE`).
+    pub disabled: AtomicBool,
+}
+
+impl TargetState {
+    pub fn force(&self, forced: Option<Forced>) {
+        let t = lock(&self.breaker).force(Instant::now(), forced);
+        log_transition(&self.label, t, "operator");
+    }
+
+    pub fn snapshot(&self, st: &AppState, now: Instant) -> Value {
+        let b = lock(&self.breaker).snapshot(now);
+        let budget = lock(&self.budget).snapshot(now);
+        let ewma_ms = lock(&self.ewma).get().map(|d| d.as_secs_f64() * 1e3);
+        let wall = |i: Instant| wall_clock(now, i);
+        json!({
+            "target": self.label,
+            "provider": st.providers[self.provider].name,
+            "disabled": self.disabled.load(Ordering::Relaxed),
+            "provider_disabled": st.runtime.provider_disabled[self.provider].load(Ordering::Relaxed),
+            "in_flight": self.in_flight.load(Ordering::Relaxed),
+            "latency_ewma_ms": ewma_ms,
+            "breaker": {
+                "state": b.state.as_str(),
+                "forced": b.forced.map(|f| match f { Forced::Open => "open", Forced::Closed => "closed" }),
+                "failures_in_window": b.failures,
+                "successes_in_window": b.successes,
+                "consecutive_failures": b.consecutive_failures,
+                "open_since": b.open_since.map(wall),
+                "reopen_at": b.reopen_at.map(wall),
+                "openings": b.openings,
+                "cooldown_ms": b.cooldown.as_millis() as u64,
+            },
+            "retry_budget": {
+                "requests_in_window": budget.requests,
+                "retries_in_window": budget.retries,
+                "available": budget.available,
+            },
+        })
+    }
+}
+
+/// Logs a breaker state change, once, at WARN (opening) or INFO.
+pub fn log_transition(label: &str, t: Option<Transition>, cause: &str) {
+    let Some(t) = t else { return };
+    if t.to == ballast_core::policy::State::Open {
+        tracing::warn!(
+            target = label,
+            from = t.from.as_str(),
+            to = t.to.as_str(),
+            cause,
+            "circuit breaker opened"
+        );
+    } else {
+        tracing::info!(
+            target = label,
+            from = t.from.as_str(),
+            to = t.to.as_str(),
+            cause,
+            "circuit breaker changed state"
+        );
+    }
+}
+
+/// An RFC 3339 wall-clock time for a monotonic instant, for people reading the admin API.
+pub fn wall_clock(now: Instant, at: Instant) -> String {
+    let wall = SystemTime::now();
+    let t = if at <= now {
+        wall.checked_sub(now - at)
+    } else {
+        wall.checked_add(at - now)
+    };
+    t.map(rfc3339).unwrap_or_default()
+}
+
+/// `2026-11-23T12:01:03Z` (UTC, seconds).
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+pub struct Runtime {
+    pub targets: Vec<TargetState>,
+    by_label: HashMap<String, usize>,
+    pub provider_disabled: Vec<AtomicBool>,
+    pub global_budget: Mutex<RetryBudget>,
+    pub in_flight: AtomicU32,
+    pub rng: Mutex<fastrand::Rng>,
+    pub cache: Mutex<ResponseCache>,
+    pub keyer: CacheKeyer,
+}
+
+impl Runtime {
+    pub fn new(config: &Config, seed: u64) -> Self {
+        let mut targets: Vec<TargetState> = Vec::new();
+        let mut by_label = HashMap::new();
+        for route in &config.routes {
+            for t in &route.targets {
+                let p = config.provider(t.provider);
+                let label = format!("{}/{}", p.name, t.model);
+                by_label.entry(label.clone()).or_insert_with(|| {
+                    targets.push(TargetState {
+                        label,
+                        provider: t.provider.0,
+                        breaker: Mutex::new(Breaker::new(config.policy.breaker.clone())),
+                        budget: Mutex::new(RetryBudget::new(config.policy.retry_budget.clone())),
+                        ewma: Mutex::new(Ewma::new(Duration::from_secs(10))),
+                        in_flight: AtomicU32::new(0),
+                        disabled: AtomicBool::new(false),
+                    });
+                    targets.len() - 1
+                });
+            }
+        }
+        Self {
+            targets,
+            by_label,
+            provider_disabled: config
+                .providers
+                .iter()
+                .map(|_| AtomicBool::new(false))
+                .collect(),
+            global_budget: Mutex::new(RetryBudget::new(config.policy.retry_budget.clone())),
+            in_flight: AtomicU32::new(0),
+            rng: Mutex::new(fastrand::Rng::with_seed(seed)),
+            cache: Mutex::new(ResponseCache::new(
+                config.cache.max_bytes,
+                config.cache.max_entry_bytes,
+            )),
+            keyer: CacheKeyer::new(),
+        }
+    }
+
+    pub fn index(&self, label: &str) -> Option<usize> {
+        self.by_label.get(label).copied()
+    }
+
+    pub fn find(&self, label: &str) -> Option<&TargetState> {
+        self.index(label).map(|i| &self.targets[i])
+    }
+
+    /// Applies `BALLAST_DISABLE`: a comma-separated list of provider names and `provider/model`
+    /// targets to start disabled. Returns the entries that named nothing.
+    pub fn disable_from_list(&self, config: &Config, list: &str) -> Vec<String> {
+        let mut unknown = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if let Some(t) = self.find(item) {
+                t.disabled.store(true, Ordering::Relaxed);
+            } else if let Some(p) = config.providers.iter().position(|p| p.name == item) {
+                self.provider_disabled[p].store(true, Ordering::Relaxed);
+            } else {
+                unknown.push(item.to_owned());
+            }
+        }
+        unknown
+    }
+
+    pub fn snapshot(&self, st: &AppState) -> Value {
+        let now = Instant::now();
+        json!({
+            "targets": self.targets.iter().map(|t| t.snapshot(st, now)).collect::<Vec<_>>(),
+            "in_flight": self.in_flight.load(Ordering::Relaxed),
+            "retry_budget": {
+                "available": lock(&self.global_budget).snapshot(now).available,
+            },
+        })
+    }
+}
+
+/// Counts one unit in flight until dropped.
+pub struct InFlight {
+    st: Arc<AppState>,
+    target: Option<usize>,
+}
+
+impl InFlight {
+    /// Enters the gateway; `None` when it is saturated (shed load).
+    pub fn enter(st: &Arc<AppState>) -> Option<Self> {
+        let max = st.config.server.max_in_flight;
+        let prev = st.runtime.in_flight.fetch_add(1, Ordering::AcqRel);
+        if prev >= max {
+            st.runtime.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self {
+            st: st.clone(),
+            target: None,
+        })
+    }
+
+    /// Occupies a slot of target `idx` (bulkhead); `None` when it is full.
+    pub fn target(st: &Arc<AppState>, idx: usize, max: u32) -> Option<Self> {
+        let t = &st.runtime.targets[idx];
+        let prev = t.in_flight.fetch_add(1, Ordering::AcqRel);
+        if prev >= max {
+            t.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self {
+            st: st.clone(),
+            target: Some(idx),
+        })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        match self.target {
+            Some(i) => self.st.runtime.targets[i]
+                .in_flight
+                .fetch_sub(1, Ordering::AcqRel),
+            None => self.st.runtime.in_flight.fetch_sub(1, Ordering::AcqRel),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_438_707);
+        assert_eq!(rfc3339(t), "2026-11-23T12:58:27Z");
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,486 @@
+//! The resilience engine against simulator faults: failover on outages and hangs, honoured
+//! `retry-after`, retries within budget, breakers that open and heal, deadlines kept, stale cache,
+//! the kill switch and load shedding — asserting what clients got and what each upstream saw.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ballast_core::config::Config;
+use ballast_core::config::env::MapEnv;
+use ballast_server::AppState;
+use ballast_sim::{SimConfig, SimHandle};
+use common::faults;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+struct Setup {
+    primary: SimHandle,
+    backup: SimHandle,
+    url: String,
+    state: Arc<AppState>,
+    http: reqwest::Client,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn sim_with(seed: u64) -> SimHandle {
+    ballast_sim::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        SimConfig {
+            seed,
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// A gateway with route `chat` = primary then backup (OpenAI format), `solo` = primary only, and
+/// `policy` as the `[policy]` table's body.
+async fn setup(policy: &str, route_extra: &str, server: &str) -> Setup {
+    let primary = sim_with(1).await;
+    let backup = sim_with(2).await;
+    let toml = format!(
+        r#"
+        [server]
+        {server}
+        [admin]
+        key = "admin-key"
+        [policy]
+        {policy}
+        [providers.primary]
+        kind = "openai"
+        base_url = "{p}/v1"
+        api_key = "k"
+        [providers.backup]
+        kind = "openai"
+        base_url = "{b}/v1"
+        api_key = "k"
+        [routes.chat]
+        targets = ["primary/gpt-4.1", "backup/gpt-4.1-mini"]
+        {route_extra}
+        [routes.solo]
+        targets = ["primary/gpt-4.1"]
+        "#,
+        p = primary.base_url(),
+        b = backup.base_url(),
+    );
+    let config = Config::from_toml(&toml, &MapEnv::new(&[])).unwrap();
+    let state = Arc::new(AppState::with_seed(config, 7).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(ballast_server::serve(listener, state.clone(), async {
+        let _ = rx.await;
+    }));
+    Setup {
+        primary,
+        backup,
+        url,
+        state,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap(),
+        _shutdown: tx,
+    }
+}
+
+fn chat(route: &str, text: &str, stream: bool) -> Value {
+    json!({"model": route, "stream": stream, "messages": [{"role": "user", "content": text}]})
+}
+
+impl Setup {
+    async fn send(&self, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/chat/completions", self.url))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn admin(&self, path: &str, body: Option<Value>) -> Value {
+        let req = match body {
+            Some(b) => self.http.post(format!("{}{path}", self.url)).json(&b),
+            None => self.http.get(format!("{}{path}", self.url)),
+        };
+        let resp = req.bearer_auth("admin-key").send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        resp.json().await.unwrap()
+    }
+
+    async fn breaker_state(&self, target: &str) -> String {
+        let v = self.admin("/admin/targets", None).await;
+        let t = v["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["target"] == target)
+            .unwrap();
+        t["breaker"]["state"].as_str().unwrap().to_owned()
+    }
+
+    fn upstream_requests(&self, sim: &SimHandle) -> u64 {
+        sim.stats().total_requests
+    }
+}
+
+#[tokio::test]
+async fn primary_down_every_request_succeeds_from_the_fallback_and_the_breaker_opens() {
+    let s = setup("", "", "").await;
+    s.primary.set_faults(faults(json!({"down": {"rate": 1.0}})));
+    for i in 0..40 {
+        let resp = s
+            .send(&chat("chat", &format!("hello {i}"), i % 2 == 0))
+            .await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert_eq!(resp.headers()["x-ballast-target"], "backup/gpt-4.1-mini");
+        let body = resp.text().await.unwrap();
+        assert!(!body.contains("\"error\""), "{body}");
+    }
+    assert_eq!(s.breaker_state("primary/gpt-4.1").await, "open");
+    // Once open, the dead primary is skipped at once: one attempt, straight to the backup.
+    let resp = s.send(&chat("chat", "after", false)).await;
+    assert_eq!(resp.headers()["x-ballast-attempts"], "1");
+    assert_eq!(resp.headers()["x-ballast-fallback"], "true");
+}
+
+#[tokio::test]
+async fn primary_hang_requests_complete_within_the_first_token_timeout_plus_the_fallback() {
+    let s = setup(
+        r#"first_token_timeout = "400ms"
+        response_timeout = "400ms""#,
+        "",
+        "",
+    )
+    .await;
+    s.primary.set_faults(faults(json!({"hang": {"rate": 1.0}})));
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let http = s.http.clone();
+        let url = format!("{}/v1/chat/completions", s.url);
+        let body = chat("chat", &format!("hi {i}"), i % 2 == 1);
+        tasks.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            let resp = http.post(url).json(&body).send().await.unwrap();
+            let status = resp.status();
+            let target = resp.headers()["x-ballast-target"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let text = resp.text().await.unwrap();
+            (status, target, text, t0.elapsed())
+        }));
+    }
+    for t in tasks {
+        let (status, target, text, took) = t.await.unwrap();
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(target, "backup/gpt-4.1-mini");
+        assert!(took < Duration::from_millis(400 + 600), "took {took:?}");
+        assert!(!text.contains("\"error\""), "{text}");
+    }
+    // A timed-out target is not retried within the same request: 12 requests, at most 12 waits.
+    assert!(s.primary.stats().by_outcome.hang <= 12);
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_when_it_fits_the_deadline() {
+    let s = setup("", "", "").await;
+    s.primary
+        .set_faults(faults(json!({"rate_limit": {"retry_after_secs": 1}})));
+    let control = format!("{}/_sim/faults", s.primary.base_url());
+    let http = s.http.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        http.delete(control).send().await.unwrap();
+    });
+    let t0 = Instant::now();
+    let resp = s.send(&chat("solo", "hello", false)).await;
+    let took = t0.elapsed();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-ballast-attempts"], "2");
+    assert!(
+        took >= Duration::from_millis(950),
+        "retried before retry-after: {took:?}"
+    );
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+
+    // A retry-after longer than what is left of the deadline is not waited for: fall over instead.
+    let s = setup(r#"deadline = "2s""#, "", "").await;
+    s.primary
+        .set_faults(faults(json!({"rate_limit": {"retry_after_secs": 30}})));
+    let t0 = Instant::now();
+    let resp = s.send(&chat("chat", "hello", false)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-ballast-target"], "backup/gpt-4.1-mini");
+    assert!(t0.elapsed() < Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn sixteen_percent_errors_every_request_succeeds_within_the_retry_budget() {
+    // Short backoffs keep the test quick; the budget, not the backoff, is under test.
+    let s = setup("backoff_base = \"2ms\"\nbackoff_cap = \"10ms\"", "", "").await;
+    s.primary
+        .set_faults(faults(json!({"error": {"status": 503, "rate": 0.16}})));
+    let n = 300u64;
+    for i in 0..n {
+        let resp = s.send(&chat("chat", &format!("q{i}"), false)).await;
+        if resp.status() != 200 {
+            let snap = s.admin("/admin/targets", None).await;
+            panic!(
+                "request {i}: {} {}\nprimary {:?}\nbackup {:?}\n{snap:#}",
+                resp.status(),
+                resp.text().await.unwrap(),
+                s.primary.stats(),
+                s.backup.stats()
+            );
+        }
+    }
+    let upstream = s.upstream_requests(&s.primary) + s.upstream_requests(&s.backup);
+    let per_request = upstream as f64 / n as f64;
+    eprintln!(
+        "16% errors: {upstream} upstream attempts for {n} requests ({per_request:.3} per request)"
+    );
+    let errors = s.primary.stats().by_outcome.error;
+    eprintln!(
+        "  the primary failed {errors} of its {} attempts",
+        s.upstream_requests(&s.primary)
+    );
+    // Extra attempts stay within the budget: 20% of first attempts plus the floor (10/s × 10 s).
+    assert!(
+        upstream - n <= n / 5 + 100,
+        "{upstream} attempts for {n} requests"
+    );
+    assert_eq!(
+        s.breaker_state("primary/gpt-4.1").await,
+        "closed",
+        "16% is below the breaker's threshold"
+    );
+}
+
+#[tokio::test]
+async fn full_outage_attempts_per_request_vs_a_naive_retry_loop() {
+    // Through Ballast: a route with only the dead primary (so every attempt is counted by it).
+    let s = setup(
+        r#"[policy.breaker]
+        cooldown = "60s""#,
+        "",
+        "",
+    )
+    .await;
+    s.primary
+        .set_faults(faults(json!({"error": {"status": 529}})));
+    let n = 200u64;
+    for i in 0..n {
+        let resp = s.send(&chat("solo", &format!("q{i}"), false)).await;
+        assert!(resp.status().is_server_error());
+    }
+    let ballast = s.upstream_requests(&s.primary) as f64 / n as f64;
+    // A naive client: 1 try + 5 retries with a sleep (the sleep is what makes it slow, not what it
+    // sends; the count is the same with any sleep, so it is shortened here).
+    let naive_sim = sim_with(3).await;
+    naive_sim.set_faults(faults(json!({"error": {"status": 529}})));
+    let naive_n = 20u64;
+    for i in 0..naive_n {
+        for _ in 0..6 {
+            let r = s
+                .http
+                .post(format!("{}/v1/chat/completions", naive_sim.base_url()))
+                .json(&chat("gpt-4.1", &format!("q{i}"), false))
+                .send()
+                .await
+                .unwrap();
+            if r.status().is_success() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let naive = naive_sim.stats().total_requests as f64 / naive_n as f64;
+    eprintln!(
+        "full outage: Ballast sent {ballast:.3} upstream attempts per client request; a naive 5-retry loop sent {naive:.1}"
+    );
+    assert!(ballast < 1.3, "{ballast}");
+    assert!((naive - 6.0).abs() < f64::EPSILON);
+    assert_eq!(s.breaker_state("primary/gpt-4.1").await, "open");
+}
+
+#[tokio::test]
+async fn the_breaker_opens_at_its_threshold_and_closes_after_the_primary_recovers() {
+    let s = setup(
+        r#"retries = 0
+        [policy.breaker]
+        consecutive_failures = 3
+        cooldown = "300ms""#,
+        "",
+        "",
+    )
+    .await;
+    s.primary
+        .set_faults(faults(json!({"error": {"status": 500}})));
+    for _ in 0..3 {
+        assert_eq!(s.send(&chat("chat", "x", false)).await.status(), 200);
+    }
+    assert_eq!(s.breaker_state("primary/gpt-4.1").await, "open");
+    let seen = s.upstream_requests(&s.primary);
+    for _ in 0..5 {
+        assert_eq!(s.send(&chat("chat", "x", false)).await.status(), 200);
+    }
+    assert_eq!(
+        s.upstream_requests(&s.primary),
+        seen,
+        "an open breaker sends nothing upstream"
+    );
+    s.primary.set_faults(Default::default());
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let resp = s.send(&chat("chat", "x", false)).await;
+    assert_eq!(
+        resp.headers()["x-ballast-target"],
+        "primary/gpt-4.1",
+        "the half-open trial goes to the primary"
+    );
+    assert_eq!(s.breaker_state("primary/gpt-4.1").await, "closed");
+}
+
+#[tokio::test]
+async fn the_deadline_is_never_exceeded_by_more_than_50ms() {
+    let s = setup(r#"deadline = "500ms""#, "", "").await;
+    // Slow enough that neither a whole answer nor a stream can finish in time.
+    s.primary
+        .set_faults(faults(json!({"slow": {"factor": 40.0}})));
+    for stream in [false, true] {
+        let t0 = Instant::now();
+        let resp = s.send(&chat("solo", "tell me everything", stream)).await;
+        let _ = resp.text().await.unwrap();
+        let took = t0.elapsed();
+        assert!(
+            took < Duration::from_millis(550),
+            "stream={stream}: took {took:?}"
+        );
+    }
+    s.primary.set_faults(faults(json!({"hang": {"rate": 1.0}})));
+    let t0 = Instant::now();
+    let resp = s.send(&chat("solo", "x", false)).await;
+    assert_eq!(resp.status(), 504);
+    assert!(t0.elapsed() < Duration::from_millis(550));
+}
+
+#[tokio::test]
+async fn a_stale_answer_is_served_when_every_target_is_down() {
+    let s = setup("", "[routes.chat.policy]\ncache = \"stale-on-error\"", "").await;
+    let body = chat("chat", "what is the capital of France?", false);
+    let first: Value = s.send(&body).await.json().await.unwrap();
+    s.primary.set_faults(faults(json!({"down": {"rate": 1.0}})));
+    s.backup.set_faults(faults(json!({"down": {"rate": 1.0}})));
+    let resp = s.send(&body).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-ballast-cache"], "stale");
+    let again: Value = resp.json().await.unwrap();
+    assert_eq!(again, first);
+    // As a stream too.
+    let resp = s
+        .send(&chat("chat", "what is the capital of France?", true))
+        .await;
+    assert_eq!(resp.headers()["x-ballast-cache"], "stale");
+    let text = resp.text().await.unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    // A request never seen before still fails, clearly.
+    let resp = s.send(&chat("chat", "something new", false)).await;
+    assert_eq!(resp.status(), 503);
+}
+
+#[tokio::test]
+async fn a_fresh_cache_hit_never_reaches_a_provider() {
+    let s = setup("", "[routes.chat.policy]\ncache = \"on\"", "").await;
+    let body = chat("chat", "cache me", false);
+    let a = s.send(&body).await;
+    assert_eq!(a.headers()["x-ballast-cache"], "miss");
+    let a: Value = a.json().await.unwrap();
+    let b = s.send(&body).await;
+    assert_eq!(b.headers()["x-ballast-cache"], "hit");
+    assert_eq!(b.json::<Value>().await.unwrap(), a);
+    assert_eq!(s.upstream_requests(&s.primary), 1);
+}
+
+#[tokio::test]
+async fn the_kill_switch_and_manual_breaker_control() {
+    let s = setup("", "", "").await;
+    // Without the admin key: refused.
+    let resp = s
+        .http
+        .get(format!("{}/admin/targets", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    s.admin("/admin/providers/primary/disable", Some(json!({})))
+        .await;
+    let resp = s.send(&chat("chat", "x", false)).await;
+    assert_eq!(resp.headers()["x-ballast-target"], "backup/gpt-4.1-mini");
+    assert_eq!(s.upstream_requests(&s.primary), 0);
+    s.admin("/admin/providers/primary/enable", Some(json!({})))
+        .await;
+
+    let v = s
+        .admin(
+            "/admin/targets/open",
+            Some(json!({"target": "primary/gpt-4.1"})),
+        )
+        .await;
+    assert_eq!(v["breaker"]["forced"], "open");
+    let resp = s.send(&chat("chat", "x", false)).await;
+    assert_eq!(resp.headers()["x-ballast-target"], "backup/gpt-4.1-mini");
+    s.admin(
+        "/admin/targets/auto",
+        Some(json!({"target": "primary/gpt-4.1"})),
+    )
+    .await;
+    let resp = s.send(&chat("chat", "x", false)).await;
+    assert_eq!(resp.headers()["x-ballast-target"], "primary/gpt-4.1");
+
+    // BALLAST_DISABLE at start does the same.
+    assert!(
+        s.state
+            .disable("backup, nope/x")
+            .contains(&"nope/x".to_owned())
+    );
+    s.primary.set_faults(faults(json!({"down": {"rate": 1.0}})));
+    let resp = s.send(&chat("chat", "x", false)).await;
+    assert_eq!(resp.status(), 503);
+    let v: Value = resp.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("backup/gpt-4.1-mini (disabled by an operator)"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn a_saturated_gateway_sheds_load_at_once() {
+    let s = setup("", "", "max_in_flight = 2").await;
+    s.primary.set_faults(faults(json!({"hang": {"rate": 1.0}})));
+    let mut hanging = Vec::new();
+    for _ in 0..2 {
+        let http = s.http.clone();
+        let url = format!("{}/v1/chat/completions", s.url);
+        hanging.push(tokio::spawn(async move {
+            let _ = http.post(url).json(&chat("solo", "x", false)).send().await;
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = Instant::now();
+    let resp = s.send(&chat("solo", "x", false)).await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert!(t0.elapsed() < Duration::from_millis(200));
+    for h in hanging {
+        h.abort();
+    }
+}
