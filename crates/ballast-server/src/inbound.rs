@@ -14,7 +14,7 @@ use ballast_core::client_error::{ClientError, ErrorKind};
 
 use crate::auth;
 use crate::error::EdgeError;
-use crate::proxy;
+use crate::proxy::{self, UrlCall};
 use crate::request_id::RequestId;
 use crate::state::AppState;
 
@@ -24,7 +24,15 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    proxy::handle(st, ApiFormat::OpenAiChat, rid, headers, body).await
+    proxy::handle(
+        st,
+        ApiFormat::OpenAiChat,
+        rid,
+        headers,
+        body,
+        UrlCall::default(),
+    )
+    .await
 }
 
 pub async fn messages(
@@ -33,7 +41,116 @@ pub async fn messages(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    proxy::handle(st, ApiFormat::AnthropicMessages, rid, headers, body).await
+    proxy::handle(
+        st,
+        ApiFormat::AnthropicMessages,
+        rid,
+        headers,
+        body,
+        UrlCall::default(),
+    )
+    .await
+}
+
+/// Gemini's `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent` (also under
+/// `/v1/`): the model and the streaming choice are in the path, the key in `x-goog-api-key` or `?key=`.
+pub async fn gemini(
+    State(st): State<Arc<AppState>>,
+    Extension(rid): Extension<RequestId>,
+    axum::extract::Path(rest): axum::extract::Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    mut headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (model, method) = rest.rsplit_once(':').unwrap_or((rest.as_str(), ""));
+    let stream = match method {
+        "generateContent" => false,
+        "streamGenerateContent" => true,
+        _ => {
+            return EdgeError::new(
+                ApiFormat::Gemini,
+                rid.as_str(),
+                ClientError::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "no such method {method:?} on models/{model}: Ballast serves :generateContent and :streamGenerateContent"
+                    ),
+                ),
+            )
+            .into_response();
+        }
+    };
+    if let Some(key) = query.as_deref().and_then(query_key)
+        && let Ok(v) = HeaderValue::from_str(&key)
+    {
+        headers.insert("x-goog-api-key", v);
+    }
+    let call = UrlCall {
+        model: Some(model.strip_prefix("models/").unwrap_or(model).to_owned()),
+        stream: Some(stream),
+    };
+    proxy::handle(st, ApiFormat::Gemini, rid, headers, body, call).await
+}
+
+/// The `key` parameter of a query string, percent-decoded.
+fn query_key(query: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == "key").then(|| {
+            percent_encoding::percent_decode_str(&v.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+/// `GET /v1beta/models`: the routes in Gemini's list shape.
+pub async fn gemini_models(
+    State(st): State<Arc<AppState>>,
+    Extension(rid): Extension<RequestId>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    mut headers: HeaderMap,
+) -> Response {
+    if let Some(key) = query.as_deref().and_then(query_key)
+        && let Ok(v) = HeaderValue::from_str(&key)
+    {
+        headers.insert("x-goog-api-key", v);
+    }
+    if !auth::authorized(&st.config.auth.gateway_keys, &headers) {
+        return EdgeError::new(
+            ApiFormat::Gemini,
+            rid.as_str(),
+            ClientError::new(ErrorKind::Authentication, "invalid or missing gateway key"),
+        )
+        .into_response();
+    }
+    let models: Vec<serde_json::Value> = st
+        .config
+        .routes
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "name": format!("models/{}", r.name),
+                "baseModelId": r.name,
+                "version": "ballast",
+                "displayName": r.name,
+                "description": format!("Ballast route {}", r.name),
+                "supportedGenerationMethods": ["generateContent", "streamGenerateContent"],
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "models": models })).into_response()
+}
+
+/// `POST /v1/messages/count_tokens`: forwarded to the route's first Anthropic target when it has one,
+/// else a local estimate, marked `x-ballast-token-count: estimate`.
+pub async fn count_tokens(
+    State(st): State<Arc<AppState>>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    crate::count_tokens::handle(st, rid, headers, body).await
 }
 
 /// The API format to answer in on endpoints shared by several SDKs.

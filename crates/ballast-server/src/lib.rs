@@ -5,6 +5,7 @@
 mod admin;
 mod auth;
 mod cache;
+mod count_tokens;
 mod error;
 mod inbound;
 mod outcome;
@@ -28,6 +29,10 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(inbound::chat_completions))
         .route("/v1/messages", post(inbound::messages))
+        .route("/v1/messages/count_tokens", post(inbound::count_tokens))
+        .route("/v1beta/models", get(inbound::gemini_models))
+        .route("/v1beta/models/{*rest}", post(inbound::gemini))
+        .route("/v1/models/{*rest}", post(inbound::gemini))
         .route("/v1/models", get(inbound::models))
         .route("/healthz", get(inbound::healthz))
         .route("/readyz", get(inbound::readyz))

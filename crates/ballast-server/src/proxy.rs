@@ -56,14 +56,22 @@ fn forwarded_headers(format: ApiFormat) -> &'static [&'static str] {
     }
 }
 
+/// What the URL says about the call, for APIs that carry it there (Gemini: the model and whether to
+/// stream are in the path).
+#[derive(Debug, Default)]
+pub struct UrlCall {
+    pub model: Option<String>,
+    pub stream: Option<bool>,
+}
+
 pub async fn handle(
     st: Arc<AppState>,
     format: ApiFormat,
     rid: RequestId,
     headers: HeaderMap,
     body: Body,
+    call: UrlCall,
 ) -> Response {
-    let started = Instant::now();
     let Some(guard) = InFlight::enter(&st) else {
         // Saturated: answer at once rather than queue without bound.
         let mut e = EdgeError::new(
@@ -80,7 +88,7 @@ pub async fn handle(
         e.retry_after = Some(HeaderValue::from_static("1"));
         return e.into_response();
     };
-    match run(&st, format, &rid, &headers, body, started, guard).await {
+    match run(&st, format, &rid, &headers, body, guard, call).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -92,9 +100,10 @@ async fn run(
     rid: &RequestId,
     headers: &HeaderMap,
     body: Body,
-    started: Instant,
     guard: InFlight,
+    call: UrlCall,
 ) -> Result<Response, EdgeError> {
+    let started = Instant::now();
     let edge = |e: ClientError| EdgeError::new(format, rid.as_str(), e);
     if !auth::authorized(&st.config.auth.gateway_keys, headers) {
         return Err(edge(ClientError::new(
@@ -108,7 +117,7 @@ async fn run(
     let env = Envelope::parse(format, &bytes).map_err(|e| {
         edge(ClientError::new(ErrorKind::InvalidRequest, e.message).with_param(e.param))
     })?;
-    let model = env.model().unwrap_or_default();
+    let model = call.model.as_deref().or(env.model()).unwrap_or_default();
     let Some(route_idx) = st.route(model) else {
         return Err(edge(
             ClientError::new(
@@ -123,7 +132,7 @@ async fn run(
     };
     let route = &st.config.routes[route_idx];
     let policy = &route.policy;
-    let stream = env.stream();
+    let stream = call.stream.unwrap_or_else(|| env.stream());
     let include_usage = stream && cache::wants_usage(&env);
     let cache_key = (policy.cache != CacheMode::Off).then(|| cache::key(st, route, format, &env));
     if policy.cache == CacheMode::On
@@ -155,6 +164,7 @@ async fn run(
         policy,
         started,
         deadline: started + policy.deadline,
+        stream,
         canonical: None,
         cache_key,
         guard: Some(guard),
@@ -199,6 +209,8 @@ struct Ctx<'a> {
     policy: &'a Policy,
     started: Instant,
     deadline: Instant,
+    /// The client asked for a stream (in the body, or in the URL for Gemini).
+    stream: bool,
     /// The request in canonical form, decoded on the first target that needs translation.
     canonical: Option<Result<ChatRequest, TranslateError>>,
     cache_key: Option<u128>,
@@ -473,7 +485,7 @@ fn prepare(ctx: &mut Ctx<'_>, target: &PreparedTarget) -> Result<Prepared, Failu
             include_usage: false,
         });
     }
-    let (format, bytes, stream) = (ctx.format, ctx.bytes, ctx.env.stream());
+    let (format, bytes, stream) = (ctx.format, ctx.bytes, ctx.stream);
     let canonical = ctx.canonical.get_or_insert_with(|| {
         translate::decode_request(format, bytes).map(|mut r| {
             r.stream = stream;
@@ -509,7 +521,7 @@ async fn attempt(
     let st = ctx.st;
     let policy = ctx.policy;
     let provider = &st.providers[target.provider];
-    let stream = ctx.env.stream();
+    let stream = ctx.stream;
     let url = if stream {
         &target.url_stream
     } else {

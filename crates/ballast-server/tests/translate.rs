@@ -493,3 +493,135 @@ async fn upstream_errors_are_shown_in_the_clients_format() {
     assert_eq!(v["error"]["type"], "invalid_request_error");
     assert!(!v["error"]["message"].as_str().unwrap().is_empty());
 }
+
+fn gemini_body(text: &str) -> Value {
+    json!({
+        "systemInstruction": {"parts": [{"text": "Be brief."}]},
+        "contents": [{"role": "user", "parts": [{"text": text}]}],
+        "generationConfig": {"maxOutputTokens": 200}
+    })
+}
+
+#[tokio::test]
+async fn gemini_clients_are_served_by_every_provider_kind() {
+    let s = setup().await;
+    for (route, upstream_path) in [
+        ("anthropic", "/v1/messages"),
+        ("openai", "/v1/chat/completions"),
+        ("gemini", "/v1beta/models/gemini-2.5-flash:generateContent"),
+    ] {
+        s.sim.reset();
+        // The key may come as `?key=` (gateway keys are not configured here, so any is accepted).
+        let resp = s
+            .http
+            .post(format!(
+                "{}/v1beta/models/{route}:generateContent?key=k",
+                s.gw.url
+            ))
+            .json(&gemini_body("echo héllo ไทย"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{route}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(
+            v["candidates"][0]["content"]["parts"][0]["text"], "héllo ไทย",
+            "{route}: {v}"
+        );
+        assert_eq!(v["candidates"][0]["finishReason"], "STOP", "{route}: {v}");
+        assert!(
+            v["usageMetadata"]["promptTokenCount"].as_u64().is_some(),
+            "{v}"
+        );
+        assert!(
+            s.sim.recent_requests()[0].path.starts_with(upstream_path),
+            "{route}"
+        );
+
+        let resp = s
+            .http
+            .post(format!(
+                "{}/v1beta/models/{route}:streamGenerateContent?alt=sse",
+                s.gw.url
+            ))
+            .json(&gemini_body("echo one two three"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{route}");
+        let body = resp.text().await.unwrap();
+        let mut p = SseParser::new();
+        let mut text = String::new();
+        let mut finished = false;
+        p.feed(body.as_bytes(), |e| {
+            let v: Value = serde_json::from_str(&e.data).unwrap();
+            if let Some(t) = v["candidates"][0]["content"]["parts"][0]["text"].as_str() {
+                text.push_str(t);
+            }
+            finished |= v["candidates"][0]["finishReason"].is_string();
+        });
+        assert_eq!(text, "one two three", "{route}: {body}");
+        assert!(finished, "{route}: {body}");
+    }
+    // Errors come back in Google's shape.
+    let resp = s
+        .http
+        .post(format!("{}/v1beta/models/nope:generateContent", s.gw.url))
+        .json(&gemini_body("hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["status"], "NOT_FOUND", "{v}");
+    let v: Value = s
+        .http
+        .get(format!("{}/v1beta/models", s.gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        v["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "models/gemini")
+    );
+}
+
+#[tokio::test]
+async fn count_tokens_is_forwarded_to_anthropic_or_estimated() {
+    let s = setup().await;
+    let body = json!({"model": "anthropic", "system": "Be brief.", "messages": [{"role": "user", "content": "How many tokens is this?"}]});
+    let resp = s
+        .http
+        .post(format!("{}/v1/messages/count_tokens?beta=true", s.gw.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-ballast-token-count"], "provider");
+    let v: Value = resp.json().await.unwrap();
+    assert!(v["input_tokens"].as_u64().unwrap() > 0);
+    let seen = &s.sim.recent_requests()[0];
+    assert_eq!(seen.path, "/v1/messages/count_tokens");
+    assert_eq!(seen.body["model"], "claude-sonnet-4-5");
+
+    let mut body = body;
+    body["model"] = json!("openai");
+    let resp = s
+        .http
+        .post(format!("{}/v1/messages/count_tokens", s.gw.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-ballast-token-count"], "estimate");
+    let v: Value = resp.json().await.unwrap();
+    assert!(v["input_tokens"].as_u64().unwrap() > 0);
+}
