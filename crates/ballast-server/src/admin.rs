@@ -90,11 +90,21 @@ pub async fn target(
     State(st): State<Arc<AppState>>,
     Path(action): Path<String>,
     headers: HeaderMap,
-    Json(body): Json<TargetBody>,
+    body: bytes::Bytes,
 ) -> Response {
+    // The key first: nothing about the body is answered to a caller without it.
     if let Some(r) = refuse(&st, &headers) {
         return r;
     }
+    let Ok(body) = serde_json::from_slice::<TargetBody>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(
+                json!({"error": {"message": "send a JSON body {\"target\": \"provider/model\"}"}}),
+            ),
+        )
+            .into_response();
+    };
     let Some(t) = st.runtime.find(&body.target) else {
         return (
             StatusCode::NOT_FOUND,

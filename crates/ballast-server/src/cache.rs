@@ -19,10 +19,24 @@ use crate::proxy::X_BALLAST_CACHE;
 use crate::runtime::lock;
 use crate::state::AppState;
 
-pub fn key(st: &AppState, route: &Route, format: ApiFormat, env: &Envelope<'_>) -> u128 {
+/// Client headers that change the upstream's answer (betas, API versions): part of the key.
+const KEYED_HEADERS: [&str; 3] = ["anthropic-version", "anthropic-beta", "openai-beta"];
+
+pub fn key(
+    st: &AppState,
+    route: &Route,
+    format: ApiFormat,
+    headers: &http::HeaderMap,
+    env: &Envelope<'_>,
+) -> u128 {
     let mut identity = Vec::with_capacity(256);
     identity.extend_from_slice(format.as_str().as_bytes());
     identity.push(0);
+    for name in KEYED_HEADERS {
+        let v = headers.get(name).map_or(&b""[..], |v| v.as_bytes());
+        identity.extend_from_slice(&(v.len() as u64).to_le_bytes());
+        identity.extend_from_slice(v);
+    }
     env.cache_identity(&mut identity);
     st.runtime.keyer.key(&route.name, &identity)
 }

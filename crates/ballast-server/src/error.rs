@@ -16,6 +16,11 @@ pub struct EdgeError {
     pub retry_after: Option<HeaderValue>,
     /// An upstream error body already in the client's format, sent instead of rendering `error`.
     pub passthrough: Option<Bytes>,
+    /// What to log instead of the client's message when that message carries text from the provider
+    /// or the request (which never goes to logs).
+    pub log_line: Option<String>,
+    /// Every target failed for reasons of their own: a stale cached answer may stand in.
+    pub stale_ok: bool,
 }
 
 impl EdgeError {
@@ -26,22 +31,25 @@ impl EdgeError {
             error,
             retry_after: None,
             passthrough: None,
+            log_line: None,
+            stale_ok: false,
         }
     }
 
     fn log(&self) {
         let e = &self.error;
         let id = self.request_id.as_str();
+        let message = self.log_line.as_deref().unwrap_or(&e.message);
         match e.kind {
             ErrorKind::Api
             | ErrorKind::BadGateway
             | ErrorKind::Unavailable
             | ErrorKind::Overloaded
             | ErrorKind::Timeout => {
-                tracing::error!(request_id = id, status = e.status, api = %self.format, "{}", e.message)
+                tracing::error!(request_id = id, status = e.status, api = %self.format, "{message}")
             }
             _ => {
-                tracing::warn!(request_id = id, status = e.status, api = %self.format, "{}", e.message)
+                tracing::warn!(request_id = id, status = e.status, api = %self.format, "{message}")
             }
         }
     }

@@ -7,11 +7,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use ballast_core::observe::Observation;
-use ballast_core::policy::Ticket;
-
-use crate::runtime::{InFlight, lock, log_transition};
+use crate::runtime::{Admitted, InFlight, lock};
 use crate::state::AppState;
+use ballast_core::observe::Observation;
 
 pub struct Outcome {
     pub st: Arc<AppState>,
@@ -24,7 +22,8 @@ pub struct Outcome {
     pub attempt_started: Instant,
     pub attempts: u32,
     pub ttft: Option<Duration>,
-    pub ticket: Option<Ticket>,
+    /// The breaker admission, told at the end (dropped unrecorded: cancelled).
+    pub ticket: Option<Admitted>,
     /// The request's and the target's in-flight slots, released when the answer ends.
     pub guards: Vec<InFlight>,
 }
@@ -40,13 +39,7 @@ impl Outcome {
 
     fn record(&mut self, success: bool) {
         if let Some(ticket) = self.ticket.take() {
-            let t = &self.st.runtime.targets[self.target_state];
-            let transition = lock(&t.breaker).record(Instant::now(), ticket, success);
-            log_transition(
-                &t.label,
-                transition,
-                if success { "success" } else { "stream failed" },
-            );
+            ticket.record(success, if success { "success" } else { "stream failed" });
         }
     }
 
@@ -98,7 +91,7 @@ impl Outcome {
 
     pub fn client_gone(mut self, obs: &Observation) {
         if let Some(ticket) = self.ticket.take() {
-            lock(&self.st.runtime.targets[self.target_state].breaker).cancel(ticket);
+            ticket.cancel();
         }
         tracing::info!(
             request_id = &*self.request_id,

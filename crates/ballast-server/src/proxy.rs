@@ -20,7 +20,7 @@ use ballast_core::config::{CacheMode, ContentPolicyAction, Policy, Route, Strate
 use ballast_core::envelope::Envelope;
 use ballast_core::model::ChatRequest;
 use ballast_core::observe::{StreamObserver, observe_body};
-use ballast_core::policy::{Admission, P2cCandidate, Ticket, pick_p2c, pick_weighted, plan_wait};
+use ballast_core::policy::{Admission, P2cCandidate, pick_p2c, pick_weighted, plan_wait};
 use ballast_core::translate::{
     self, EncodeOptions, StreamOptions, StreamTranslator, TranslateError,
 };
@@ -30,10 +30,15 @@ use crate::cache;
 use crate::error::EdgeError;
 use crate::outcome::Outcome;
 use crate::request_id::RequestId;
-use crate::runtime::{InFlight, lock, log_transition};
+use crate::runtime::{Admitted, InFlight, lock};
 use crate::state::{AppState, PreparedTarget};
 use crate::stream::{ObservedStream, StreamStart};
 use crate::upstream::{self, Failure, Next, TimeoutKind};
+
+/// Below this much time left before the deadline, no new attempt is started.
+const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(10);
+/// The latency a failed attempt counts as for the balancer, at least.
+const FAILURE_LATENCY: Duration = Duration::from_secs(1);
 
 /// Largest upstream answer read whole (non-streaming); streams are never read whole.
 const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
@@ -111,9 +116,19 @@ async fn run(
             "invalid or missing gateway key: send it as `Authorization: Bearer <key>` or `x-api-key: <key>`",
         )));
     }
-    let bytes = read_request_body(body, st.config.server.body_limit)
-        .await
-        .map_err(edge)?;
+    // A client that never finishes sending must not hold its slot forever.
+    let read = read_request_body(body, st.config.server.body_limit);
+    let bytes = match tokio::time::timeout(st.config.policy.deadline, read).await {
+        Ok(r) => r.map_err(edge)?,
+        Err(_) => {
+            let mut e = ClientError::new(
+                ErrorKind::InvalidRequest,
+                "the request body did not arrive in time",
+            );
+            e.status = 408;
+            return Err(edge(e));
+        }
+    };
     let env = Envelope::parse(format, &bytes).map_err(|e| {
         edge(ClientError::new(ErrorKind::InvalidRequest, e.message).with_param(e.param))
     })?;
@@ -134,7 +149,8 @@ async fn run(
     let policy = &route.policy;
     let stream = call.stream.unwrap_or_else(|| env.stream());
     let include_usage = stream && cache::wants_usage(&env);
-    let cache_key = (policy.cache != CacheMode::Off).then(|| cache::key(st, route, format, &env));
+    let cache_key =
+        (policy.cache != CacheMode::Off).then(|| cache::key(st, route, format, headers, &env));
     if policy.cache == CacheMode::On
         && let Some(key) = cache_key
         && let Some(hit) = cache::lookup(st, key, true)
@@ -173,15 +189,15 @@ async fn run(
         Ok(r) => Ok(r),
         Err(e) => {
             if let (CacheMode::StaleOnError | CacheMode::On, Some(key)) = (policy.cache, cache_key)
-                && e.error.status >= 500
+                && e.stale_ok
                 && let Some(hit) = cache::lookup(st, key, false)
             {
                 tracing::warn!(
                     request_id = rid.as_str(),
                     route = route.name.as_str(),
                     age_s = hit.age.as_secs(),
-                    "every target failed ({}); served a cached answer",
-                    e.error.message
+                    "{}; served a cached answer",
+                    e.log_line.as_deref().unwrap_or("every target failed")
                 );
                 return Ok(cache::respond(
                     &hit,
@@ -228,18 +244,34 @@ struct Prepared {
     include_usage: bool,
 }
 
-/// Picks the next untried target of a tier, or `None` when the tier is spent.
+/// Picks the next untried target of a tier, preferring healthy ones (not disabled, breaker not open);
+/// once only unhealthy ones are left, returns them in order so the error can name them. `None` when
+/// the tier is spent.
 fn pick(ctx: &Ctx<'_>, targets: &[PreparedTarget], tier: &Tier, tried: &[bool]) -> Option<usize> {
     let range = tier.targets.clone();
-    if range.len() == 1 {
-        return (!tried[range.start]).then_some(range.start);
-    }
     let rt = &ctx.st.runtime;
+    let untried = || range.clone().find(|&i| !tried[i]);
+    if range.len() == 1 {
+        return untried();
+    }
+    let now = Instant::now();
+    let healthy = |i: usize| {
+        let ts = &rt.targets[targets[i].state];
+        !tried[i]
+            && !ts.disabled.load(Ordering::Relaxed)
+            && !rt.provider_disabled[targets[i].provider].load(Ordering::Relaxed)
+            && {
+                // An open breaker whose cool-down is over is due a trial: that counts as healthy.
+                let b = lock(&ts.breaker).snapshot(now);
+                b.state != ballast_core::policy::State::Open
+                    || b.reopen_at.is_some_and(|at| at <= now)
+            }
+    };
     let mut rng = lock(&rt.rng);
     let chosen = match tier.strategy {
         Strategy::Weighted => {
             let weights: Vec<u32> = range.clone().map(|i| targets[i].weight).collect();
-            let eligible: Vec<bool> = range.clone().map(|i| !tried[i]).collect();
+            let eligible: Vec<bool> = range.clone().map(healthy).collect();
             pick_weighted(&weights, &eligible, &mut rng)
         }
         Strategy::Latency => {
@@ -248,7 +280,7 @@ fn pick(ctx: &Ctx<'_>, targets: &[PreparedTarget], tier: &Tier, tried: &[bool]) 
                 .map(|i| {
                     let ts = &rt.targets[targets[i].state];
                     P2cCandidate {
-                        eligible: !tried[i],
+                        eligible: healthy(i),
                         ewma: lock(&ts.ewma).get(),
                         in_flight: ts.in_flight.load(Ordering::Relaxed),
                         weight: targets[i].weight,
@@ -258,7 +290,7 @@ fn pick(ctx: &Ctx<'_>, targets: &[PreparedTarget], tier: &Tier, tried: &[bool]) 
             pick_p2c(&candidates, &mut rng)
         }
     };
-    chosen.map(|c| range.start + c)
+    chosen.map(|c| range.start + c).or_else(untried)
 }
 
 async fn attempt_targets(
@@ -286,7 +318,11 @@ async fn attempt_targets(
                 continue;
             }
             let now = Instant::now();
-            let mut ticket = match lock(&ts.breaker).admit(now) {
+            if ctx.deadline.saturating_duration_since(now) < MIN_ATTEMPT_TIME {
+                failures.push((target, Failure::OutOfTime));
+                break 'tiers;
+            }
+            let ticket = match lock(&ts.breaker).admit(now) {
                 Admission::Allowed(t) | Admission::Trial(t) => t,
                 Admission::Rejected { open_since, until } => {
                     let since = crate::runtime::wall_clock(now, open_since);
@@ -304,10 +340,10 @@ async fn attempt_targets(
                     continue;
                 }
             };
+            let mut ticket = Some(Admitted::new(st, target.state, ticket));
             let Some(slot) =
                 InFlight::target(st, target.state, ctx.policy.max_in_flight_per_target)
             else {
-                lock(&ts.breaker).cancel(ticket);
                 failures.push((
                     target,
                     skipped(
@@ -320,49 +356,49 @@ async fn attempt_targets(
             let prepared = match prepare(&mut ctx, target) {
                 Ok(p) => p,
                 Err(f) => {
-                    lock(&ts.breaker).cancel(ticket);
                     tracing::info!(
                         request_id = ctx.rid.as_str(),
                         target = target.label.as_str(),
-                        "target skipped: {f}"
+                        "target skipped: {}",
+                        f.summary()
                     );
                     failures.push((target, f));
                     continue;
                 }
             };
+            // The first upstream attempt of a request is counted by the budgets; a fallback after
+            // another target failed is paid from that target's budget and the gateway's.
+            let now = Instant::now();
+            match failed_target {
+                None => {
+                    lock(&ts.budget).record_request(now);
+                    lock(&rt.global_budget).record_request(now);
+                }
+                Some(charged) => {
+                    if !withdraw_budget(st, charged, now) {
+                        failures.push((
+                            target,
+                            skipped(
+                                "not tried: the retry budget is exhausted",
+                                Some(Duration::from_secs(1)),
+                            ),
+                        ));
+                        break 'tiers;
+                    }
+                }
+            }
             let mut slot = Some(slot);
             let mut retries_left = ctx.policy.retries;
             let mut previous_backoff = None;
             loop {
-                // Every upstream attempt after the request's first is a retry or a fallback: it
-                // needs the retry budget of the target and of the gateway.
-                let now = Instant::now();
-                match failed_target {
-                    None => {
-                        lock(&ts.budget).record_request(now);
-                        lock(&rt.global_budget).record_request(now);
-                    }
-                    Some(charged) => {
-                        if !withdraw_budget(st, charged, now) {
-                            lock(&ts.breaker).cancel(ticket);
-                            failures.push((
-                                target,
-                                skipped(
-                                    "not tried: the retry budget is exhausted",
-                                    Some(Duration::from_secs(1)),
-                                ),
-                            ));
-                            break 'tiers;
-                        }
-                    }
-                }
                 attempts += 1;
+                let attempt_started = Instant::now();
                 let result = attempt(
                     &mut ctx,
                     target,
                     &prepared,
                     attempts,
-                    ticket,
+                    &mut ticket,
                     &mut slot,
                     failures.len(),
                 )
@@ -372,24 +408,24 @@ async fn attempt_targets(
                     Err(f) => f,
                 };
                 let now = Instant::now();
-                if !matches!(
-                    failure,
-                    Failure::Skipped { .. } | Failure::Untranslatable { .. }
-                ) {
-                    failed_target = Some(target.state);
-                }
-                if failure.trips_breaker() {
-                    let t = lock(&ts.breaker).record(now, ticket, false);
-                    log_transition(&ts.label, t, "failures");
-                } else {
-                    lock(&ts.breaker).cancel(ticket);
+                failed_target = Some(target.state);
+                if let Some(t) = ticket.take() {
+                    if failure.trips_breaker() {
+                        t.record(false, "failures");
+                        // A failing target must not look fast to the latency balancer.
+                        let penalty = now.duration_since(attempt_started).max(FAILURE_LATENCY);
+                        lock(&ts.ewma).observe(now, penalty);
+                    } else {
+                        t.cancel();
+                    }
                 }
                 tracing::info!(
                     request_id = ctx.rid.as_str(),
                     route = ctx.route.name.as_str(),
                     target = target.label.as_str(),
                     attempt = attempts,
-                    "attempt failed: {failure}"
+                    "attempt failed: {}",
+                    failure.summary()
                 );
                 match failure.next(fallback_on_refusal) {
                     Next::Answer => {
@@ -408,7 +444,11 @@ async fn attempt_targets(
                         break;
                     }
                     Next::Retry => {
-                        let remaining = ctx.deadline.saturating_duration_since(now);
+                        // Leave the retry time to run: a wait that eats the deadline helps no one.
+                        let remaining = ctx
+                            .deadline
+                            .saturating_duration_since(now)
+                            .saturating_sub(MIN_ATTEMPT_TIME * 10);
                         let backoff = ctx
                             .policy
                             .backoff
@@ -418,16 +458,23 @@ async fn attempt_targets(
                             failures.push((target, failure));
                             break;
                         };
+                        // Pay for the retry before waiting for it.
+                        if !withdraw_budget(st, target.state, now) {
+                            failures.push((target, failure));
+                            break;
+                        }
                         retries_left -= 1;
                         previous_backoff = Some(backoff);
                         tokio::time::sleep(wait).await;
-                        ticket = match lock(&ts.breaker).admit(Instant::now()) {
-                            Admission::Allowed(t) | Admission::Trial(t) => t,
+                        match lock(&ts.breaker).admit(Instant::now()) {
+                            Admission::Allowed(t) | Admission::Trial(t) => {
+                                ticket = Some(Admitted::new(st, target.state, t));
+                            }
                             _ => {
                                 failures.push((target, failure));
                                 break;
                             }
-                        };
+                        }
                     }
                 }
             }
@@ -514,7 +561,7 @@ async fn attempt(
     target: &PreparedTarget,
     prepared: &Prepared,
     attempts: u32,
-    ticket: Ticket,
+    ticket: &mut Option<Admitted>,
     slot: &mut Option<InFlight>,
     earlier_failures: usize,
 ) -> Result<Response, Failure> {
@@ -584,7 +631,7 @@ async fn attempt(
         attempt_started,
         attempts,
         ttft: None,
-        ticket: Some(ticket),
+        ticket: None,
         guards: Vec::new(),
     };
     let mut r = if stream {
@@ -598,31 +645,28 @@ async fn attempt(
                 tokio::time::timeout_at(first, futures_util::StreamExt::next(&mut inner)).await;
             match next {
                 Err(_) => {
-                    outcome.ticket = None;
                     return Err(Failure::Timeout(first_kind, first_after));
                 }
                 Ok(Some(Ok(chunk))) => {
                     observer.feed(&chunk);
                     prefix.push(chunk);
                     if let Some(e) = &observer.observation().error {
-                        outcome.ticket = None;
                         return Err(Failure::BadResponse(format!(
                             "error event before the first token: {e}"
                         )));
                     }
                 }
                 Ok(Some(Err(e))) => {
-                    outcome.ticket = None;
                     return Err(Failure::from_reqwest(&e));
                 }
                 Ok(None) => {
-                    outcome.ticket = None;
                     return Err(Failure::BadResponse(
                         "the stream ended before its first token".to_owned(),
                     ));
                 }
             }
         }
+        outcome.ticket = ticket.take();
         outcome.first_token();
         outcome.guards.extend(ctx.guard.take());
         outcome.guards.extend(slot.take());
@@ -638,6 +682,7 @@ async fn attempt(
         });
         let body = ObservedStream::new(StreamStart {
             inner,
+            upstream_format: provider.format,
             client_format: ctx.format,
             observer,
             prefix,
@@ -668,11 +713,9 @@ async fn attempt(
         let read = tokio::time::timeout_at(end, upstream::read_body(resp, MAX_UPSTREAM_BODY)).await;
         let body = match read {
             Err(_) => {
-                outcome.ticket = None;
                 return Err(Failure::Timeout(end_kind, end_after));
             }
             Ok(Err(f)) => {
-                outcome.ticket = None;
                 return Err(f);
             }
             Ok(Ok(body)) => body,
@@ -680,7 +723,6 @@ async fn attempt(
         let observed = observe_body(provider.format, &body);
         if !observed.done {
             // A 2xx whose body is not the API's answer shape (e.g. cut short): not an answer.
-            outcome.ticket = None;
             return Err(Failure::BadResponse(format!(
                 "the {} answer is not valid JSON ({} bytes)",
                 provider.format,
@@ -691,7 +733,6 @@ async fn attempt(
             let answer = match translate::decode_response(provider.format, &body) {
                 Ok(a) => a,
                 Err(e) => {
-                    outcome.ticket = None;
                     return Err(Failure::BadResponse(e.to_string()));
                 }
             };
@@ -703,13 +744,15 @@ async fn attempt(
         } else {
             body
         };
+        outcome.ticket = ticket.take();
         outcome.finish_body(&observed);
         let content_type = if prepared.translated {
             None
         } else {
             upstream_type
         };
-        if let Some(key) = ctx.cache_key {
+        // An answer from a target that could not honour every field is not the answer to store.
+        if let Some(key) = ctx.cache_key.filter(|_| prepared.warnings.is_empty()) {
             cache::store(
                 st,
                 ctx.policy,
@@ -835,6 +878,10 @@ fn upstream_client_error(
     );
     error.status = status;
     let mut e = EdgeError::new(format, rid.as_str(), error);
+    e.log_line = Some(format!(
+        "{}: HTTP {status} (the provider's message is not logged)",
+        target.label
+    ));
     e.retry_after = retry_after.and_then(retry_after_header);
     // Same format: the upstream's own error body is already what this client's SDK expects.
     e.passthrough = (same_format && !body.is_empty()).then_some(body);
@@ -874,11 +921,16 @@ fn all_failed(
     let attempted: Vec<&Failure> = failures
         .iter()
         .map(|(_, f)| f)
-        .filter(|f| !matches!(f, Failure::Untranslatable { .. } | Failure::Skipped { .. }))
+        .filter(|f| {
+            !matches!(
+                f,
+                Failure::Untranslatable { .. } | Failure::Skipped { .. } | Failure::OutOfTime
+            )
+        })
         .collect();
     let any_skipped = failures
         .iter()
-        .any(|(_, f)| matches!(f, Failure::Skipped { .. }));
+        .any(|(_, f)| matches!(f, Failure::Skipped { .. } | Failure::OutOfTime));
     if attempted.is_empty() && !any_skipped {
         // No target could even be asked: the request is beyond every target (or malformed).
         let param = failures.iter().find_map(|(_, f)| match f {
@@ -903,13 +955,23 @@ fn all_failed(
                 causes.join(", ")
             )
         };
-        return EdgeError::new(
+        let mut e = EdgeError::new(
             format,
             rid.as_str(),
             ClientError::new(ErrorKind::InvalidRequest, message).with_param(param),
         );
+        e.log_line = Some(format!(
+            "no target of route {route:?} can serve this request"
+        ));
+        return e;
     }
+    // Nothing answered in time, and nothing else went wrong: a timeout.
+    let all_timeouts = !attempted.is_empty()
+        && failures
+            .iter()
+            .all(|(_, f)| matches!(f, Failure::Timeout(..) | Failure::OutOfTime));
     let (kind, status, retry_after) = match attempted.as_slice() {
+        _ if all_timeouts => (ErrorKind::Timeout, 504, None),
         // Several targets failed (tried or skipped): the route as a whole is unavailable.
         _ if failures.len() > 1 => unavailable(&failures),
         // The provider refused Ballast's own credentials: the gateway is misconfigured, not the client.
@@ -932,12 +994,12 @@ fn all_failed(
         [Failure::Connect(_) | Failure::Transport(_) | Failure::BadResponse(_)] => {
             (ErrorKind::BadGateway, 502, None)
         }
-        [Failure::Timeout(..)] => (ErrorKind::Timeout, 504, None),
-        all if !all.is_empty() && all.iter().all(|f| matches!(f, Failure::Timeout(..))) => {
-            (ErrorKind::Timeout, 504, None)
-        }
         _ => unavailable(&failures),
     };
+    let summaries: Vec<String> = failures
+        .iter()
+        .map(|(t, f)| format!("{} ({})", t.label, f.summary()))
+        .collect();
     let message = if failures.len() == 1 {
         let (t, f) = &failures[0];
         format!("{}: {f}", t.label)
@@ -951,5 +1013,10 @@ fn all_failed(
     error.status = status;
     let mut e = EdgeError::new(format, rid.as_str(), error);
     e.retry_after = retry_after;
+    e.stale_ok = true;
+    e.log_line = Some(format!(
+        "all targets of route {route:?} failed: {}",
+        summaries.join(", ")
+    ));
     e
 }

@@ -260,3 +260,48 @@ mod tests {
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
     }
 }
+
+/// A breaker admission that must end in exactly one `record` or `cancel`: dropping it unrecorded (the
+/// client went away mid-attempt, an early return) cancels it, so a half-open target is never left
+/// waiting for a trial that will not report.
+pub struct Admitted {
+    st: Arc<AppState>,
+    target: usize,
+    ticket: Option<ballast_core::policy::Ticket>,
+}
+
+impl Admitted {
+    pub fn new(st: &Arc<AppState>, target: usize, ticket: ballast_core::policy::Ticket) -> Self {
+        Self {
+            st: st.clone(),
+            target,
+            ticket: Some(ticket),
+        }
+    }
+
+    /// Tells the breaker how the attempt went.
+    pub fn record(mut self, success: bool, cause: &str) {
+        if let Some(ticket) = self.ticket.take() {
+            let t = &self.st.runtime.targets[self.target];
+            let transition = lock(&t.breaker).record(Instant::now(), ticket, success);
+            log_transition(&t.label, transition, cause);
+        }
+    }
+
+    /// The outcome says nothing about the target's health.
+    pub fn cancel(mut self) {
+        self.release();
+    }
+
+    fn release(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            lock(&self.st.runtime.targets[self.target].breaker).cancel(ticket);
+        }
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.release();
+    }
+}

@@ -28,6 +28,7 @@ pub type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 /// Everything a stream needs once its attempt has been committed to the client.
 pub struct StreamStart {
     pub inner: Upstream,
+    pub upstream_format: ApiFormat,
     pub client_format: ApiFormat,
     /// The observer, already fed with `prefix`.
     pub observer: StreamObserver,
@@ -47,6 +48,7 @@ pub struct ObservedStream {
     inner: Upstream,
     /// The client's format (error events are written in it).
     format: ApiFormat,
+    upstream_format: ApiFormat,
     observer: StreamObserver,
     prefix: VecDeque<Bytes>,
     /// Present when the upstream speaks another format than the client.
@@ -72,6 +74,7 @@ impl ObservedStream {
         Self {
             inner: s.inner,
             format: s.client_format,
+            upstream_format: s.upstream_format,
             observer: s.observer,
             prefix: s.prefix.into(),
             translation: s.translator.map(|translator| Translation {
@@ -87,6 +90,46 @@ impl ObservedStream {
             idle_after: s.idle,
             outcome: Some(s.outcome),
         }
+    }
+
+    /// Once the upstream's closing sentinel went by (`[DONE]`, `message_stop`), the answer is
+    /// complete: end now, even if the provider keeps the connection open. Gemini has no sentinel (its
+    /// last chunk carries the finish reason and maybe more): it ends at the end of the body.
+    fn end_if_done(&mut self, out: Option<Bytes>) -> Option<Bytes> {
+        let obs = self.observer.observation();
+        if !(obs.done && self.pending.is_empty() && self.upstream_format != ApiFormat::Gemini) {
+            return out;
+        }
+        let tail = self.closing_events(true);
+        self.complete();
+        match (out, tail.is_empty()) {
+            (out, true) => out.or(Some(Bytes::new())),
+            (None, false) => Some(Bytes::from(tail)),
+            (Some(out), false) => {
+                let mut all = Vec::with_capacity(out.len() + tail.len());
+                all.extend_from_slice(&out);
+                all.extend_from_slice(&tail);
+                Some(Bytes::from(all))
+            }
+        }
+    }
+
+    /// What the client still needs to see a complete answer: the translator's closing events, or —
+    /// same format, when the upstream left out its sentinel — the format's own terminator.
+    fn closing_events(&mut self, sentinel_seen: bool) -> Vec<u8> {
+        let mut tail = Vec::new();
+        if let Some(t) = &mut self.translation {
+            t.translator.finish(&mut tail);
+        } else if !sentinel_seen {
+            match self.format {
+                ApiFormat::OpenAiChat => tail.extend_from_slice(b"data: [DONE]\n\n"),
+                ApiFormat::AnthropicMessages => tail.extend_from_slice(
+                    b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+                ),
+                ApiFormat::Gemini => {}
+            }
+        }
+        tail
     }
 
     /// Turns upstream bytes into what the client gets now (`None`: nothing yet).
@@ -184,7 +227,8 @@ impl Stream for ObservedStream {
                 return Poll::Ready(None);
             }
             if let Some(chunk) = this.prefix.pop_front() {
-                match this.emit(chunk) {
+                let out = this.emit(chunk);
+                match this.end_if_done(out) {
                     Some(out) => return Poll::Ready(Some(Ok(out))),
                     None => continue,
                 }
@@ -213,7 +257,8 @@ impl Stream for ObservedStream {
                     {
                         o.first_token();
                     }
-                    match this.emit(chunk) {
+                    let out = this.emit(chunk);
+                    match this.end_if_done(out) {
                         Some(out) => return Poll::Ready(Some(Ok(out))),
                         None => continue,
                     }
@@ -226,18 +271,20 @@ impl Stream for ObservedStream {
                 Poll::Ready(None) => {
                     let cut_mid_event = this.observer.finish() || !this.pending.is_empty();
                     let obs = this.observer.observation();
-                    if let Some(err) = obs.error.clone() {
+                    if obs.error.is_some() {
                         // The provider ended the stream with its own error event: already forwarded.
                         if let Some(o) = this.outcome.take() {
-                            o.finish_stream(this.observer.observation(), Some(&err));
+                            o.finish_stream(
+                                this.observer.observation(),
+                                Some("the provider sent an error event"),
+                            );
                         }
                         return Poll::Ready(None);
                     }
-                    if obs.done && !cut_mid_event {
-                        let mut tail = Vec::new();
-                        if let Some(t) = &mut this.translation {
-                            t.translator.finish(&mut tail);
-                        }
+                    // A clean end with the answer's stop reason but no closing sentinel: finalise it
+                    // at once rather than call a complete answer broken.
+                    if !cut_mid_event && (obs.done || obs.stop_reason.is_some()) {
+                        let tail = this.closing_events(obs.done);
                         this.complete();
                         if tail.is_empty() {
                             return Poll::Ready(None);

@@ -43,6 +43,8 @@ pub enum Failure {
     },
     /// The upstream answered 2xx with a body we could not use.
     BadResponse(String),
+    /// The target was not tried: the request's deadline had (all but) passed.
+    OutOfTime,
     /// The target was not tried: circuit open, disabled, at capacity, out of retry budget.
     Skipped {
         reason: String,
@@ -61,6 +63,8 @@ pub enum Failure {
 /// Which wait ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeoutKind {
+    /// No connection within `server.connect_timeout`.
+    Connect,
     /// Streams: no first token in time.
     FirstToken,
     /// Non-streaming: the response did not begin in time.
@@ -74,6 +78,7 @@ pub enum TimeoutKind {
 impl TimeoutKind {
     pub const fn as_str(self) -> &'static str {
         match self {
+            TimeoutKind::Connect => "connect timeout",
             TimeoutKind::FirstToken => "first token timeout",
             TimeoutKind::Response => "response timeout",
             TimeoutKind::Attempt => "attempt timeout",
@@ -116,15 +121,18 @@ impl Failure {
                 }
                 _ => Next::Answer,
             },
-            Failure::BadResponse(_) | Failure::Skipped { .. } | Failure::Untranslatable { .. } => {
-                Next::Move
-            }
+            Failure::BadResponse(_)
+            | Failure::Skipped { .. }
+            | Failure::Untranslatable { .. }
+            | Failure::OutOfTime => Next::Move,
         }
     }
 
     /// Whether this failure is the target's fault and counts against its circuit breaker.
     pub fn trips_breaker(&self) -> bool {
         match self {
+            // The request ran out of time: that says nothing about the target.
+            Failure::Timeout(TimeoutKind::Deadline, _) => false,
             Failure::Connect(_)
             | Failure::Transport(_)
             | Failure::Timeout(..)
@@ -132,7 +140,7 @@ impl Failure {
             Failure::Status { status, .. } => {
                 matches!(status, 401 | 403 | 408 | 429) || *status >= 500
             }
-            Failure::Skipped { .. } | Failure::Untranslatable { .. } => false,
+            Failure::Skipped { .. } | Failure::Untranslatable { .. } | Failure::OutOfTime => false,
         }
     }
 
@@ -161,7 +169,10 @@ impl Failure {
     }
 
     pub fn from_reqwest(e: &reqwest::Error) -> Self {
-        if e.is_connect() {
+        if e.is_connect() && (e.is_timeout() || root_cause(e) == "connect timed out") {
+            // Waiting again on a target that could not be reached in time only doubles the wait.
+            Failure::Timeout(TimeoutKind::Connect, Duration::ZERO)
+        } else if e.is_connect() {
             Failure::Connect(describe_connect(e))
         } else {
             Failure::Transport(root_cause(e))
@@ -173,25 +184,48 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Connect(c) => f.write_str(c),
+            Failure::Timeout(TimeoutKind::Connect, _) => f.write_str("connect timeout"),
             Failure::Timeout(kind, d) => write!(f, "{} after {}", kind.as_str(), secs(*d)),
             Failure::Transport(c) => write!(f, "connection failed: {c}"),
             Failure::Status {
                 status, message, ..
             } => {
-                match message {
-                    Some(m) => write!(f, "HTTP {status}: {m}")?,
-                    None => write!(f, "HTTP {status}")?,
-                }
                 if matches!(status, 401 | 403) {
-                    f.write_str("; the provider rejected the gateway's credentials")?;
+                    // The provider's text may quote (part of) our key: never pass it on.
+                    return write!(
+                        f,
+                        "HTTP {status}; the provider rejected the gateway's credentials"
+                    );
                 }
-                Ok(())
+                match message {
+                    Some(m) => write!(f, "HTTP {status}: {m}"),
+                    None => write!(f, "HTTP {status}"),
+                }
             }
             Failure::BadResponse(m) => write!(f, "unusable response: {m}"),
             Failure::Untranslatable { message, .. } => {
                 write!(f, "cannot serve this request: {message}")
             }
             Failure::Skipped { reason, .. } => f.write_str(reason),
+            Failure::OutOfTime => f.write_str("not tried: no time left before the deadline"),
+        }
+    }
+}
+
+impl Failure {
+    /// For logs: the failure without any text the provider or the request supplied (an upstream
+    /// message can quote the prompt; a decoding error can quote the answer).
+    pub fn summary(&self) -> String {
+        match self {
+            Failure::Status { status, .. } => format!("HTTP {status}"),
+            Failure::BadResponse(_) => "unusable response".to_owned(),
+            Failure::Untranslatable { invalid: true, .. } => {
+                "request cannot be translated".to_owned()
+            }
+            Failure::Untranslatable { invalid: false, .. } => {
+                "request not supported by this target".to_owned()
+            }
+            other => other.to_string(),
         }
     }
 }

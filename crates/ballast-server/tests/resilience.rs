@@ -484,3 +484,201 @@ async fn a_saturated_gateway_sheds_load_at_once() {
         h.abort();
     }
 }
+
+#[tokio::test]
+async fn running_out_of_time_never_counts_against_a_healthy_fallback() {
+    let s = setup(r#"deadline = "400ms""#, "", "").await;
+    s.primary.set_faults(faults(json!({"hang": {"rate": 1.0}})));
+    for _ in 0..6 {
+        let resp = s.send(&chat("chat", "x", false)).await;
+        assert_eq!(resp.status(), 504);
+        let v: Value = resp.json().await.unwrap();
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(
+            m.contains("primary/gpt-4.1 (deadline exceeded after 400ms)"),
+            "{m}"
+        );
+        assert!(
+            m.contains("backup/gpt-4.1-mini (not tried: no time left before the deadline)"),
+            "{m}"
+        );
+    }
+    assert_eq!(s.upstream_requests(&s.backup), 0);
+    assert_eq!(s.breaker_state("backup/gpt-4.1-mini").await, "closed");
+}
+
+#[tokio::test]
+async fn a_client_leaving_during_a_half_open_trial_does_not_lock_the_target_out() {
+    let s = setup(
+        r#"retries = 0
+        [policy.breaker]
+        consecutive_failures = 1
+        cooldown = "100ms""#,
+        "",
+        "",
+    )
+    .await;
+    s.primary
+        .set_faults(faults(json!({"error": {"status": 500}})));
+    assert_eq!(s.send(&chat("solo", "x", false)).await.status(), 500);
+    assert_eq!(s.breaker_state("primary/gpt-4.1").await, "open");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The half-open trial hangs and its client gives up.
+    s.primary.set_faults(faults(json!({"hang": {"rate": 1.0}})));
+    let gave_up = s
+        .http
+        .post(format!("{}/v1/chat/completions", s.url))
+        .timeout(Duration::from_millis(200))
+        .json(&chat("solo", "x", false))
+        .send()
+        .await;
+    assert!(gave_up.is_err());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The provider recovers: the next request is let through as a trial and closes the breaker.
+    s.primary.set_faults(Default::default());
+    let resp = s.send(&chat("solo", "x", false)).await;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    assert_eq!(s.breaker_state("primary/gpt-4.1").await, "closed");
+}
+
+#[tokio::test]
+async fn an_exhausted_budget_reports_the_real_failure_at_once() {
+    let s = setup(
+        "retry_budget_ratio = 0.0\nretry_budget_min_per_second = 0.0\nbackoff_base = \"2s\"\nbackoff_cap = \"2s\"",
+        "",
+        "",
+    )
+    .await;
+    s.primary
+        .set_faults(faults(json!({"error": {"status": 529}})));
+    let t0 = Instant::now();
+    let resp = s.send(&chat("chat", "x", false)).await;
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "waited for a retry it could not pay for"
+    );
+    assert_eq!(resp.status(), 503);
+    let v: Value = resp.json().await.unwrap();
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(m.contains("primary/gpt-4.1 (HTTP 529"), "{m}");
+    assert!(m.contains("retry budget is exhausted"), "{m}");
+}
+
+#[tokio::test]
+async fn stale_on_error_also_covers_rate_limits() {
+    let s = setup(
+        "retries = 0",
+        "[routes.solo.policy]\ncache = \"stale-on-error\"",
+        "",
+    )
+    .await;
+    let body = chat("solo", "cache me", false);
+    assert_eq!(s.send(&body).await.status(), 200);
+    s.primary
+        .set_faults(faults(json!({"rate_limit": {"retry_after_secs": 30}})));
+    let resp = s.send(&body).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-ballast-cache"], "stale");
+}
+
+/// A hand-rolled OpenAI-compatible upstream that streams `events` and then either closes the
+/// connection or keeps it open.
+async fn raw_upstream(events: &'static str, linger: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let Ok(n) = sock.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(events.as_bytes()).await;
+                if linger {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                }
+            });
+        }
+    });
+    url
+}
+
+async fn raw_gateway(upstream: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let toml = format!(
+        r#"
+        [policy]
+        idle_timeout = "5s"
+        [providers.raw]
+        kind = "openai-compatible"
+        base_url = "{upstream}/v1"
+        [routes.raw]
+        targets = ["raw/m"]
+        "#
+    );
+    let config = Config::from_toml(&toml, &MapEnv::new(&[])).unwrap();
+    let state = Arc::new(AppState::with_seed(config, 1).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(ballast_server::serve(listener, state, async {
+        let _ = rx.await;
+    }));
+    (url, tx)
+}
+
+const CHUNKS: &str = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n\
+data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
+
+#[tokio::test]
+async fn a_stream_that_ends_cleanly_without_its_sentinel_is_finalised() {
+    let upstream = raw_upstream(CHUNKS, false).await;
+    let (gw, _stop) = raw_gateway(&upstream).await;
+    let text = reqwest::Client::new()
+        .post(format!("{gw}/v1/chat/completions"))
+        .json(&chat("raw", "x", true))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("\"error\""), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+}
+
+#[tokio::test]
+async fn a_stream_ends_at_its_sentinel_even_if_the_provider_lingers() {
+    static EVENTS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let events = EVENTS.get_or_init(|| format!("{CHUNKS}data: [DONE]\n\n"));
+    let upstream = raw_upstream(events, true).await;
+    let (gw, _stop) = raw_gateway(&upstream).await;
+    let t0 = Instant::now();
+    let text = reqwest::Client::new()
+        .post(format!("{gw}/v1/chat/completions"))
+        .json(&chat("raw", "x", true))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "waited for the provider to hang up"
+    );
+    assert!(!text.contains("\"error\""), "{text}");
+    assert_eq!(text.matches("[DONE]").count(), 1, "{text}");
+}

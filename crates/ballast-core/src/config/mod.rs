@@ -532,7 +532,12 @@ fn validate(raw: RawConfig, env: &dyn env::Env) -> Result<Config, ConfigErrors> 
                     format!("{tier_path}[{i}]")
                 };
                 if let Some(t) = v.target(t, &tpath, &raw.providers, &known_providers) {
-                    targets.push(t);
+                    let dup = targets.iter().any(|o: &Target| o.provider == t.provider && o.model == t.model);
+                    if dup {
+                        v.err(&tpath, "this target is already in the route (each target is tried once per request)");
+                    } else {
+                        targets.push(t);
+                    }
                 }
             }
             if targets.len() > start {

@@ -7,6 +7,9 @@ use serde::Deserialize;
 
 use crate::policy::{BackoffConfig, BreakerConfig, RetryBudgetConfig};
 
+/// The longest any timeout may be (keeps instant arithmetic far from overflow).
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 /// `[policy]` / `[routes.NAME.policy]` as written: every field optional so a route overrides only what
 /// it names.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -191,6 +194,8 @@ impl Policy {
         ] {
             if d.is_zero() {
                 errors.push((name.to_owned(), "must be greater than 0".to_owned()));
+            } else if d > MAX_DURATION && name != "cache_ttl" {
+                errors.push((name.to_owned(), "must be at most 24h".to_owned()));
             }
         }
         if p.max_in_flight_per_target == 0 {
