@@ -21,4 +21,4 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
-BALLAST_BIN="$PWD/target/debug/ballast" .venv/bin/python -m pytest -q -p no:cacheprovider tests/e2e
+BALLAST_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/ballast" .venv/bin/python -m pytest -q -p no:cacheprovider tests/e2e

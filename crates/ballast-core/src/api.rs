@@ -13,6 +13,8 @@ pub enum ApiFormat {
     AnthropicMessages,
     /// Google Gemini `generateContent` / `streamGenerateContent?alt=sse`.
     Gemini,
+    /// OpenAI Responses (`POST /v1/responses`), spoken by OpenAI's SDKs, its Agents SDK and Codex.
+    OpenAiResponses,
 }
 
 impl ApiFormat {
@@ -22,6 +24,7 @@ impl ApiFormat {
             ApiFormat::OpenAiChat => "openai-chat",
             ApiFormat::AnthropicMessages => "anthropic-messages",
             ApiFormat::Gemini => "gemini",
+            ApiFormat::OpenAiResponses => "openai-responses",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Errors as clients see them: one kind, rendered in the client's own API error format (OpenAI,
-//! Anthropic or Gemini) with the status each API uses, so every SDK raises its usual exception class.
+//! Anthropic or Gemini; OpenAI Responses uses OpenAI's) with the status each API uses, so every SDK
+//! raises its usual exception class.
 
 use serde::Deserialize;
 use serde_json::json;
@@ -143,7 +144,7 @@ impl ClientError {
     /// The body, in `format`'s error shape.
     pub fn render(&self, format: ApiFormat, request_id: &str) -> Vec<u8> {
         let v = match format {
-            ApiFormat::OpenAiChat => {
+            ApiFormat::OpenAiChat | ApiFormat::OpenAiResponses => {
                 let (ty, code) = self.kind.openai_type_code();
                 json!({"error": {"message": self.message, "type": ty, "param": self.param, "code": code}})
             }
@@ -161,10 +162,36 @@ impl ClientError {
 }
 
 /// A well-formed error event to end a stream that already started, in `format`'s streaming dialect:
-/// the SDKs raise it as an error instead of presenting a cut answer as complete.
+/// the SDKs raise it as an error instead of presenting a cut answer as complete. For OpenAI Responses
+/// use [`stream_error_event_after`], which continues the stream's `sequence_number`s.
 pub fn stream_error_event(format: ApiFormat, error: &ClientError) -> Vec<u8> {
+    stream_error_event_after(format, error, None)
+}
+
+/// [`stream_error_event`] for a stream whose last `sequence_number` was `last_sequence_number`
+/// ([`crate::observe::Observation::last_sequence_number`]; only OpenAI Responses streams have one).
+/// For Responses it is two events: an `error` event carrying both the documented flat fields and the
+/// nested `error` object the API sends (the `openai` SDK raises `APIError` on the latter), then a
+/// terminal `response.failed` (Codex and other typed clients act on that one).
+pub fn stream_error_event_after(
+    format: ApiFormat,
+    error: &ClientError,
+    last_sequence_number: Option<u64>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(160 + error.message.len());
     match format {
+        ApiFormat::OpenAiResponses => {
+            let next = last_sequence_number.map_or(0, |n| n + 1);
+            let (ty, _) = error.kind.openai_type_code();
+            crate::translate::responses_failure(
+                &mut out,
+                next,
+                ty,
+                error.kind == ErrorKind::RateLimited,
+                &error.message,
+            );
+            return out;
+        }
         ApiFormat::AnthropicMessages => {
             out.extend_from_slice(b"event: error\ndata: ");
             let v = json!({"type": "error", "error": {"type": error.kind.anthropic_type(), "message": error.message}});
@@ -251,6 +278,48 @@ mod tests {
                 "{v}"
             );
         }
+    }
+
+    #[test]
+    fn responses_errors_use_openai_shapes_and_continue_the_sequence() {
+        let e = ClientError::new(ErrorKind::RateLimited, "slow down");
+        assert_eq!(
+            render(ApiFormat::OpenAiResponses, &e),
+            render(ApiFormat::OpenAiChat, &e)
+        );
+        let bytes = stream_error_event_after(ApiFormat::OpenAiResponses, &e, Some(6));
+        let mut p = crate::sse::SseParser::new();
+        let mut events = Vec::new();
+        p.feed(&bytes, |ev| events.push(ev));
+        assert!(!p.finish());
+        let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(names, ["error", "response.failed"]);
+        let error: Value = serde_json::from_str(&events[0].data).unwrap();
+        assert_eq!(error["type"], "error");
+        assert_eq!(error["sequence_number"], 7);
+        assert_eq!(error["message"], "slow down");
+        assert_eq!(error["code"], "rate_limit_exceeded");
+        assert_eq!(error["param"], Value::Null);
+        // What the openai SDK raises on: a truthy top-level `error` with a message.
+        assert_eq!(
+            upstream_error_message(events[0].data.as_bytes()).as_deref(),
+            Some("slow down")
+        );
+        let failed: Value = serde_json::from_str(&events[1].data).unwrap();
+        assert_eq!(failed["type"], "response.failed");
+        assert_eq!(failed["sequence_number"], 8);
+        assert_eq!(failed["response"]["status"], "failed");
+        assert_eq!(failed["response"]["object"], "response");
+        assert_eq!(
+            failed["response"]["error"],
+            json!({"code": "rate_limit_exceeded", "message": "slow down"})
+        );
+        let first = stream_error_event(ApiFormat::OpenAiResponses, &e);
+        assert!(
+            String::from_utf8(first)
+                .unwrap()
+                .contains(r#""sequence_number":0"#)
+        );
     }
 
     #[test]

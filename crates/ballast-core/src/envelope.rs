@@ -51,8 +51,8 @@ impl<'a> Envelope<'a> {
         let (need_messages, need_max_tokens) = match format {
             ApiFormat::OpenAiChat => (true, false),
             ApiFormat::AnthropicMessages => (true, true),
-            // Gemini carries the model in the URL and `contents` in the body.
-            ApiFormat::Gemini => (false, false),
+            // Gemini carries the model in the URL and `contents` in the body; Responses has `input`.
+            ApiFormat::Gemini | ApiFormat::OpenAiResponses => (false, false),
         };
         if format != ApiFormat::Gemini && !has("model") {
             return Err(missing("model"));
@@ -65,6 +65,9 @@ impl<'a> Envelope<'a> {
         }
         if format == ApiFormat::Gemini && !has("contents") {
             return Err(missing("contents"));
+        }
+        if format == ApiFormat::OpenAiResponses && !has("input") {
+            return Err(missing("input"));
         }
         for (k, v) in &fields {
             match k.as_ref() {
@@ -85,6 +88,15 @@ impl<'a> Envelope<'a> {
                 }
                 "messages" if need_messages && !v.get().trim_start().starts_with('[') => {
                     return Err(wrong_type("messages", "an array"));
+                }
+                "input"
+                    if format == ApiFormat::OpenAiResponses
+                        && !matches!(
+                            v.get().trim_start().as_bytes().first(),
+                            Some(b'[' | b'"')
+                        ) =>
+                {
+                    return Err(wrong_type("input", "a string or an array of items"));
                 }
                 "max_tokens" if need_max_tokens => {
                     let _: u64 = parse_field(v, "max_tokens", "a positive integer")?;
@@ -160,6 +172,18 @@ impl<'a> Envelope<'a> {
             out.extend_from_slice(v.get().as_bytes());
             out.push(0);
         }
+    }
+
+    /// For an OpenAI Responses request: the first field that needs state stored by OpenAI
+    /// (`previous_response_id`, `conversation`, `background: true`), which a stateless gateway cannot
+    /// honour on any target but OpenAI itself. `null` and `false` count as absent.
+    pub fn responses_stateful_field(&self) -> Option<&'static str> {
+        ["previous_response_id", "conversation", "background"]
+            .into_iter()
+            .find(|name| {
+                self.field(name)
+                    .is_some_and(|v| !matches!(v.trim(), "null" | "false"))
+            })
     }
 
     /// The raw JSON text of a top-level field.
@@ -381,6 +405,52 @@ mod tests {
             "contents: this field is required",
             Some("contents"),
         );
+        check(
+            OpenAiResponses,
+            r#"{"model":"x"}"#,
+            "input: this field is required",
+            Some("input"),
+        );
+        check(
+            OpenAiResponses,
+            r#"{"model":"x","input":{}}"#,
+            "input: expected a string or an array",
+            Some("input"),
+        );
+        check(
+            OpenAiResponses,
+            r#"{"input":"hi"}"#,
+            "model: this field is required",
+            Some("model"),
+        );
+    }
+
+    #[test]
+    fn responses_bodies_and_their_stateful_fields() {
+        let env = Envelope::parse(
+            ApiFormat::OpenAiResponses,
+            br#"{"model":"m","input":"hi","stream":true,"store":false,"previous_response_id":null,"background":false}"#,
+        )
+        .unwrap();
+        assert!(env.stream());
+        assert_eq!(env.responses_stateful_field(), None);
+        for (body, want) in [
+            (
+                r#"{"model":"m","input":[],"previous_response_id":"resp_1"}"#,
+                "previous_response_id",
+            ),
+            (
+                r#"{"model":"m","input":[],"conversation":{"id":"conv_1"}}"#,
+                "conversation",
+            ),
+            (
+                r#"{"model":"m","input":[],"background":true}"#,
+                "background",
+            ),
+        ] {
+            let env = Envelope::parse(ApiFormat::OpenAiResponses, body.as_bytes()).unwrap();
+            assert_eq!(env.responses_stateful_field(), Some(want), "{body}");
+        }
     }
 
     #[test]

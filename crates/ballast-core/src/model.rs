@@ -30,6 +30,41 @@ pub struct ChatRequest {
     /// Names of request fields the decoder saw but the canonical model cannot carry. The encoder turns
     /// them into `x-ballast-warning` entries when the target cannot honour them.
     pub dropped: Vec<String>,
+    /// Functions the client declared inside OpenAI Responses `namespace` tools. They travel under
+    /// their flat names (in [`ChatRequest::tools`] and in tool calls); answers for a Responses client
+    /// get their namespace and name back.
+    pub namespaced_tools: Vec<NamespacedTool>,
+    /// Tools only OpenAI can run (Responses built-ins: `web_search`, `file_search`,
+    /// `code_interpreter`, `computer_use_preview`, `mcp`, …), as the client sent them. Any target but
+    /// an OpenAI Responses one cannot serve such a request: encoding for it is `Unsupported`, so the
+    /// route falls over. [`ChatRequest::drop_builtin_tools`] turns them into warnings instead.
+    pub builtin_tools: Vec<Value>,
+}
+
+impl ChatRequest {
+    /// Gives up the built-in tools (listing them in [`ChatRequest::dropped`]), for a deployment that
+    /// prefers an answer without them to a failover.
+    pub fn drop_builtin_tools(&mut self) {
+        for t in self.builtin_tools.drain(..) {
+            let kind = t.get("type").and_then(Value::as_str).unwrap_or("unknown");
+            self.dropped.push(format!("tools ({kind})"));
+        }
+    }
+
+    /// The client's (namespace, name) for a flat canonical tool name, when it was namespaced.
+    pub fn namespaced(&self, flat: &str) -> Option<&NamespacedTool> {
+        self.namespaced_tools.iter().find(|t| t.flat == flat)
+    }
+}
+
+/// A function declared inside an OpenAI Responses `namespace` tool, and the flat name it has in the
+/// canonical model (`{namespace}__{name}` unless that is too long or taken; see
+/// `translate::responses`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespacedTool {
+    pub flat: String,
+    pub namespace: String,
+    pub name: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

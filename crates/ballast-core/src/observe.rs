@@ -23,6 +23,9 @@ pub struct Observation {
     pub events: u64,
     /// Events that were not valid JSON of the expected shape.
     pub malformed_events: u64,
+    /// The last `sequence_number` seen (OpenAI Responses streams): an error event the gateway adds
+    /// to a passed-through stream must continue after it.
+    pub last_sequence_number: Option<u64>,
 }
 
 /// Feeds stream chunks through an SSE parser and the format's event reader.
@@ -68,6 +71,7 @@ fn observe_event(format: ApiFormat, ev: &SseEvent, obs: &mut Observation) {
         ApiFormat::AnthropicMessages => anthropic_event(ev, obs),
         ApiFormat::OpenAiChat => openai_event(ev, obs),
         ApiFormat::Gemini => gemini_chunk(ev.data.as_bytes(), obs),
+        ApiFormat::OpenAiResponses => responses_event(ev, obs),
     };
     if !ok {
         obs.malformed_events += 1;
@@ -288,6 +292,113 @@ fn gemini_chunk(data: &[u8], obs: &mut Observation) -> bool {
     true
 }
 
+#[derive(Deserialize)]
+struct ResponsesUsage {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    input_tokens_details: Option<ResponsesInputDetails>,
+    output_tokens_details: Option<OpenAiCompletionDetails>,
+}
+
+#[derive(Deserialize)]
+struct ResponsesInputDetails {
+    cached_tokens: Option<u64>,
+    cache_write_tokens: Option<u64>,
+}
+
+/// A Responses `response` object, its text and items skipped.
+#[derive(Deserialize)]
+struct ResponsesObject {
+    status: Option<String>,
+    #[serde(default)]
+    output: Vec<serde::de::IgnoredAny>,
+    incomplete_details: Option<ResponsesIncomplete>,
+    error: Option<ErrorBody>,
+    usage: Option<ResponsesUsage>,
+}
+
+#[derive(Deserialize)]
+struct ResponsesIncomplete {
+    reason: Option<String>,
+}
+
+/// Usage, and the stop reason: `incomplete_details.reason` when there is one, else the status.
+fn merge_responses_object(r: &ResponsesObject, obs: &mut Observation) {
+    if let Some(u) = &r.usage {
+        let t = &mut obs.usage;
+        t.input_tokens = u.input_tokens.or(t.input_tokens);
+        t.output_tokens = u.output_tokens.or(t.output_tokens);
+        let input = u.input_tokens_details.as_ref();
+        t.cache_read_tokens = input.and_then(|d| d.cached_tokens).or(t.cache_read_tokens);
+        t.cache_write_tokens = input
+            .and_then(|d| d.cache_write_tokens)
+            .filter(|&n| n > 0)
+            .or(t.cache_write_tokens);
+        t.reasoning_tokens = u
+            .output_tokens_details
+            .as_ref()
+            .and_then(|d| d.reasoning_tokens)
+            .or(t.reasoning_tokens);
+    }
+    let reason = r.incomplete_details.as_ref().and_then(|d| d.reason.clone());
+    if let Some(r) = reason.or_else(|| r.status.clone()) {
+        obs.stop_reason = Some(r);
+    }
+}
+
+fn responses_event(ev: &SseEvent, obs: &mut Observation) -> bool {
+    #[derive(Deserialize)]
+    struct Event {
+        #[serde(rename = "type")]
+        kind: String,
+        sequence_number: Option<u64>,
+        response: Option<ResponsesObject>,
+        message: Option<String>,
+        code: Option<String>,
+        error: Option<ErrorBody>,
+    }
+    let Ok(e) = serde_json::from_str::<Event>(&ev.data) else {
+        return false;
+    };
+    if let Some(n) = e.sequence_number {
+        obs.last_sequence_number = Some(obs.last_sequence_number.map_or(n, |m| m.max(n)));
+    }
+    match e.kind.as_str() {
+        "response.output_item.added"
+        | "response.output_text.delta"
+        | "response.refusal.delta"
+        | "response.function_call_arguments.delta" => obs.first_token_seen = true,
+        "response.completed" | "response.incomplete" => {
+            if let Some(r) = &e.response {
+                merge_responses_object(r, obs);
+            }
+            obs.done = true;
+        }
+        "response.failed" => {
+            let r = e.response.as_ref();
+            if let Some(r) = r {
+                merge_responses_object(r, obs);
+            }
+            obs.error = Some(
+                r.and_then(|r| r.error.as_ref())
+                    .and_then(|x| x.message.clone())
+                    .unwrap_or_else(|| "response.failed".to_owned()),
+            );
+            obs.done = true;
+        }
+        "error" => {
+            obs.error = Some(
+                e.message
+                    .or_else(|| e.error.and_then(|x| x.message.or(x.kind)))
+                    .or(e.code)
+                    .unwrap_or_else(|| "error event".to_owned()),
+            );
+        }
+        _ => {}
+    }
+    true
+}
+
 /// Observes a complete (non-streaming) JSON answer.
 pub fn observe_body(format: ApiFormat, body: &[u8]) -> Observation {
     let mut obs = Observation::default();
@@ -327,6 +438,19 @@ pub fn observe_body(format: ApiFormat, body: &[u8]) -> Observation {
                 .is_ok()
         }
         ApiFormat::Gemini => gemini_chunk(body, &mut obs),
+        ApiFormat::OpenAiResponses => serde_json::from_slice::<ResponsesObject>(body)
+            .map(|r| {
+                obs.first_token_seen = !r.output.is_empty();
+                merge_responses_object(&r, &mut obs);
+                if r.status.as_deref() == Some("failed") {
+                    obs.error = Some(
+                        r.error
+                            .and_then(|e| e.message)
+                            .unwrap_or_else(|| "response failed".to_owned()),
+                    );
+                }
+            })
+            .is_ok(),
     };
     obs.done = ok;
     if !ok {
@@ -427,5 +551,78 @@ mod tests {
         assert!(o.done && o.first_token_seen);
         assert_eq!(o.usage.output_tokens, Some(2));
         assert!(!observe_body(ApiFormat::Gemini, b"nope").done);
+        let o = observe_body(
+            ApiFormat::OpenAiResponses,
+            br#"{"id":"resp_1","object":"response","status":"incomplete","incomplete_details":{"reason":"max_output_tokens"},
+               "output":[{"type":"message","id":"msg_1","role":"assistant","status":"incomplete","content":[{"type":"output_text","text":"x","annotations":[]}]}],
+               "usage":{"input_tokens":9,"input_tokens_details":{"cached_tokens":4,"cache_write_tokens":0},"output_tokens":16,"output_tokens_details":{"reasoning_tokens":2},"total_tokens":25}}"#,
+        );
+        assert!(o.done && o.first_token_seen && o.error.is_none());
+        assert_eq!(o.stop_reason.as_deref(), Some("max_output_tokens"));
+        assert_eq!(
+            (
+                o.usage.input_tokens,
+                o.usage.output_tokens,
+                o.usage.cache_read_tokens,
+                o.usage.cache_write_tokens,
+                o.usage.reasoning_tokens
+            ),
+            (Some(9), Some(16), Some(4), None, Some(2))
+        );
+    }
+
+    #[test]
+    fn responses_stream() {
+        let ev = |name: &str, data: &str| format!("event: {name}\ndata: {data}\n\n");
+        let mut t = String::new();
+        t += &ev(
+            "response.created",
+            r#"{"type":"response.created","sequence_number":0,"response":{"id":"resp_1","object":"response","status":"in_progress","output":[],"usage":null}}"#,
+        );
+        t += &ev(
+            "response.in_progress",
+            r#"{"type":"response.in_progress","sequence_number":1,"response":{"id":"resp_1","status":"in_progress","output":[]}}"#,
+        );
+        let (o, _) = observe(ApiFormat::OpenAiResponses, &t);
+        assert!(!o.first_token_seen && !o.done);
+        t += &ev(
+            "response.output_item.added",
+            r#"{"type":"response.output_item.added","sequence_number":2,"output_index":0,"item":{"type":"message","id":"msg_1","status":"in_progress","role":"assistant","content":[]}}"#,
+        );
+        t += &ev(
+            "response.output_text.delta",
+            r#"{"type":"response.output_text.delta","sequence_number":3,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"Hi","logprobs":[]}"#,
+        );
+        let mut cut = t.clone();
+        t += &ev(
+            "response.completed",
+            r#"{"type":"response.completed","sequence_number":4,"response":{"id":"resp_1","status":"completed","output":[{"type":"message"}],"usage":{"input_tokens":5,"input_tokens_details":{"cached_tokens":1},"output_tokens":2,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":7}}}"#,
+        );
+        let (o, cut_off) = observe(ApiFormat::OpenAiResponses, &t);
+        assert!(!cut_off && o.done && o.first_token_seen && o.error.is_none());
+        assert_eq!(o.stop_reason.as_deref(), Some("completed"));
+        assert_eq!(
+            (o.usage.input_tokens, o.usage.output_tokens),
+            (Some(5), Some(2))
+        );
+        assert_eq!(o.last_sequence_number, Some(4));
+        assert_eq!(o.malformed_events, 0);
+
+        cut += &ev(
+            "error",
+            r#"{"type":"error","code":"server_error","message":"boom","param":null,"sequence_number":4}"#,
+        );
+        let (o, _) = observe(ApiFormat::OpenAiResponses, &cut);
+        assert_eq!(o.error.as_deref(), Some("boom"));
+        assert!(!o.done);
+        cut += &ev(
+            "response.failed",
+            r#"{"type":"response.failed","sequence_number":5,"response":{"id":"resp_1","status":"failed","output":[],"error":{"code":"server_error","message":"boom"}}}"#,
+        );
+        let (o, _) = observe(ApiFormat::OpenAiResponses, &cut);
+        assert!(o.done);
+        assert_eq!(o.error.as_deref(), Some("boom"));
+        assert_eq!(o.stop_reason.as_deref(), Some("failed"));
+        assert_eq!(o.last_sequence_number, Some(5));
     }
 }

@@ -80,18 +80,40 @@ impl ProviderKind {
         }
     }
 
-    /// The full endpoint URL for a chat call to `model`, given a base URL without trailing slash.
+    /// Whether a provider of this kind can be configured to speak `format` upstream: its own format,
+    /// and for `openai` also the Responses API.
+    pub const fn speaks(self, format: ApiFormat) -> bool {
+        matches!(
+            (self, format),
+            (ProviderKind::Anthropic, ApiFormat::AnthropicMessages)
+                | (
+                    ProviderKind::OpenAi,
+                    ApiFormat::OpenAiChat | ApiFormat::OpenAiResponses
+                )
+                | (ProviderKind::OpenAiCompatible, ApiFormat::OpenAiChat)
+                | (ProviderKind::Gemini, ApiFormat::Gemini)
+        )
+    }
+
+    /// The full endpoint URL for a chat call to `model` in this kind's default format, given a base
+    /// URL without trailing slash.
     pub fn endpoint(self, base_url: &str, model: &str, stream: bool) -> String {
-        match self {
-            ProviderKind::Anthropic => format!("{base_url}/v1/messages"),
-            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
-                format!("{base_url}/chat/completions")
-            }
-            ProviderKind::Gemini if stream => {
-                format!("{base_url}/v1beta/models/{model}:streamGenerateContent?alt=sse")
-            }
-            ProviderKind::Gemini => format!("{base_url}/v1beta/models/{model}:generateContent"),
+        endpoint_for(self.format(), base_url, model, stream)
+    }
+}
+
+/// The full endpoint URL for a call in `format` to `model`, given a base URL without trailing slash
+/// (host root for Anthropic and Gemini; including the version path, e.g. `https://api.openai.com/v1`,
+/// for the OpenAI formats).
+pub fn endpoint_for(format: ApiFormat, base_url: &str, model: &str, stream: bool) -> String {
+    match format {
+        ApiFormat::AnthropicMessages => format!("{base_url}/v1/messages"),
+        ApiFormat::OpenAiChat => format!("{base_url}/chat/completions"),
+        ApiFormat::OpenAiResponses => format!("{base_url}/responses"),
+        ApiFormat::Gemini if stream => {
+            format!("{base_url}/v1beta/models/{model}:streamGenerateContent?alt=sse")
         }
+        ApiFormat::Gemini => format!("{base_url}/v1beta/models/{model}:generateContent"),
     }
 }
 
@@ -136,6 +158,25 @@ mod tests {
             true,
             "https://generativelanguage.googleapis.com/v1beta/models/m-1:streamGenerateContent?alt=sse",
         );
+    }
+
+    #[test]
+    fn openai_speaks_responses_at_its_own_path() {
+        assert_eq!(
+            endpoint_for(
+                ApiFormat::OpenAiResponses,
+                "https://api.openai.com/v1",
+                "gpt-5",
+                true
+            ),
+            "https://api.openai.com/v1/responses"
+        );
+        assert!(ProviderKind::OpenAi.speaks(ApiFormat::OpenAiResponses));
+        assert!(!ProviderKind::OpenAiCompatible.speaks(ApiFormat::OpenAiResponses));
+        assert!(!ProviderKind::Anthropic.speaks(ApiFormat::OpenAiChat));
+        for k in ProviderKind::ALL {
+            assert!(k.speaks(k.format()), "{k}");
+        }
     }
 
     #[test]

@@ -52,6 +52,24 @@ pub async fn messages(
     .await
 }
 
+/// OpenAI's Responses API (`POST /v1/responses`), as the openai SDKs, the Agents SDK and Codex send it.
+pub async fn responses(
+    State(st): State<Arc<AppState>>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    proxy::handle(
+        st,
+        ApiFormat::OpenAiResponses,
+        rid,
+        headers,
+        body,
+        UrlCall::default(),
+    )
+    .await
+}
+
 /// Gemini's `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent` (also under
 /// `/v1/`): the model and the streaming choice are in the path, the key in `x-goog-api-key` or `?key=`.
 pub async fn gemini(
@@ -232,7 +250,7 @@ pub async fn not_found(Extension(rid): Extension<RequestId>, req: Request) -> Re
         ClientError::new(
             ErrorKind::NotFound,
             format!(
-                "no such endpoint: {} {path}; Ballast serves POST /v1/chat/completions, POST /v1/messages, GET /v1/models",
+                "no such endpoint: {} {path}; Ballast serves POST /v1/chat/completions, POST /v1/responses, POST /v1/messages, POST /v1beta/models/{{model}}:generateContent, GET /v1/models",
                 req.method()
             ),
         ),

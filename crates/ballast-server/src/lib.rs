@@ -28,6 +28,7 @@ pub use state::{AppState, StateError};
 pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(inbound::chat_completions))
+        .route("/v1/responses", post(inbound::responses))
         .route("/v1/messages", post(inbound::messages))
         .route("/v1/messages/count_tokens", post(inbound::count_tokens))
         .route("/v1beta/models", get(inbound::gemini_models))

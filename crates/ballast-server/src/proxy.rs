@@ -22,7 +22,7 @@ use ballast_core::model::ChatRequest;
 use ballast_core::observe::{StreamObserver, observe_body};
 use ballast_core::policy::{Admission, P2cCandidate, pick_p2c, pick_weighted, plan_wait};
 use ballast_core::translate::{
-    self, EncodeOptions, StreamOptions, StreamTranslator, TranslateError,
+    self, EncodeOptions, StreamEncoder, StreamOptions, StreamTranslator, TranslateError,
 };
 
 use crate::auth;
@@ -56,7 +56,7 @@ pub static X_BALLAST_CACHE: HeaderName = HeaderName::from_static("x-ballast-cach
 fn forwarded_headers(format: ApiFormat) -> &'static [&'static str] {
     match format {
         ApiFormat::AnthropicMessages => &["anthropic-version", "anthropic-beta"],
-        ApiFormat::OpenAiChat => &["openai-beta"],
+        ApiFormat::OpenAiChat | ApiFormat::OpenAiResponses => &["openai-beta"],
         ApiFormat::Gemini => &[],
     }
 }
@@ -132,6 +132,21 @@ async fn run(
     let env = Envelope::parse(format, &bytes).map_err(|e| {
         edge(ClientError::new(ErrorKind::InvalidRequest, e.message).with_param(e.param))
     })?;
+    if format == ApiFormat::OpenAiResponses
+        && let Some(field) = env.responses_stateful_field()
+    {
+        return Err(edge(
+            ClientError::new(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "{field}: Ballast is stateless (it stores no prompts or answers), so it cannot \
+                     continue a stored response or conversation; send the full conversation in `input` \
+                     (and `store: false`)"
+                ),
+            )
+            .with_param(Some(field.to_owned())),
+        ));
+    }
     let model = call.model.as_deref().or(env.model()).unwrap_or_default();
     let Some(route_idx) = st.route(model) else {
         return Err(edge(
@@ -671,14 +686,17 @@ async fn attempt(
         outcome.guards.extend(ctx.guard.take());
         outcome.guards.extend(slot.take());
         let translator = prepared.translated.then(|| {
-            StreamTranslator::new(
-                provider.format,
+            let mut encoder = StreamEncoder::new(
                 ctx.format,
                 StreamOptions {
                     model: target.model.clone(),
                     include_usage: prepared.include_usage,
                 },
-            )
+            );
+            if let Some(Ok(req)) = ctx.canonical.as_ref() {
+                encoder = encoder.for_request(req);
+            }
+            StreamTranslator::with_encoder(provider.format, encoder)
         });
         let body = ObservedStream::new(StreamStart {
             inner,
@@ -736,11 +754,13 @@ async fn attempt(
                     return Err(Failure::BadResponse(e.to_string()));
                 }
             };
-            Bytes::from(translate::encode_response(
-                ctx.format,
-                &answer,
-                &target.model,
-            ))
+            let body = match ctx.canonical.as_ref() {
+                Some(Ok(req)) => {
+                    translate::encode_response_for(ctx.format, &answer, &target.model, req)
+                }
+                _ => translate::encode_response(ctx.format, &answer, &target.model),
+            };
+            Bytes::from(body)
         } else {
             body
         };
@@ -791,8 +811,19 @@ async fn attempt(
             "off"
         }),
     );
-    if !prepared.warnings.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&prepared.warnings.join("; "))
+    let mut warnings = prepared.warnings.join("; ");
+    if ctx.format == ApiFormat::OpenAiResponses
+        && ctx.env.field("store").is_some_and(|v| v.trim() == "true")
+    {
+        if !warnings.is_empty() {
+            warnings.push_str("; ");
+        }
+        warnings.push_str(
+            "store: Ballast is stateless; this response is not stored (send the full input each turn)",
+        );
+    }
+    if !warnings.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&warnings)
     {
         h.insert(X_BALLAST_WARNING.clone(), v);
     }

@@ -246,21 +246,6 @@ impl Drop for InFlight {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::rfc3339;
-    use std::time::{Duration, SystemTime};
-
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_438_707);
-        assert_eq!(rfc3339(t), "2026-11-23T12:58:27Z");
-        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
-    }
-}
-
 /// A breaker admission that must end in exactly one `record` or `cancel`: dropping it unrecorded (the
 /// client went away mid-attempt, an early return) cancels it, so a half-open target is never left
 /// waiting for a trial that will not report.
@@ -303,5 +288,20 @@ impl Admitted {
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_438_707);
+        assert_eq!(rfc3339(t), "2026-11-23T12:58:27Z");
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
     }
 }

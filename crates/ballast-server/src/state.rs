@@ -73,7 +73,7 @@ impl AppState {
             .map(|p| {
                 Ok(PreparedProvider {
                     name: p.name.clone(),
-                    format: p.kind.format(),
+                    format: p.format,
                     headers: provider_headers(p.kind, p.api_key.as_ref(), &p.headers).ok_or_else(
                         || StateError::BadKey {
                             provider: p.name.clone(),
@@ -90,7 +90,12 @@ impl AppState {
                 let p = config.provider(t.provider);
                 let label = format!("{}/{}", p.name, t.model);
                 let parse = |stream| {
-                    let url = p.kind.endpoint(&p.base_url, &t.model, stream);
+                    let url = ballast_core::provider::endpoint_for(
+                        p.format,
+                        &p.base_url,
+                        &t.model,
+                        stream,
+                    );
                     Url::parse(&url).map_err(|_| StateError::BadUrl {
                         route: route.name.clone(),
                         target: label.clone(),

@@ -15,7 +15,7 @@ use futures_util::Stream;
 use tokio::time::{Instant, Sleep};
 
 use ballast_core::api::ApiFormat;
-use ballast_core::client_error::{ClientError, ErrorKind, stream_error_event};
+use ballast_core::client_error::{ClientError, ErrorKind, stream_error_event_after};
 use ballast_core::observe::StreamObserver;
 use ballast_core::sse::SseParser;
 use ballast_core::translate::StreamTranslator;
@@ -126,6 +126,18 @@ impl ObservedStream {
                 ApiFormat::AnthropicMessages => tail.extend_from_slice(
                     b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
                 ),
+                // A Responses stream is complete only with its `response.completed`, which carries
+                // the whole answer the passthrough never kept: end it as failed instead.
+                ApiFormat::OpenAiResponses => {
+                    tail = stream_error_event_after(
+                        ApiFormat::OpenAiResponses,
+                        &ClientError::new(
+                            ErrorKind::BadGateway,
+                            "the upstream ended without response.completed",
+                        ),
+                        self.observer.observation().last_sequence_number,
+                    );
+                }
                 ApiFormat::Gemini => {}
             }
         }
@@ -179,7 +191,11 @@ impl ObservedStream {
                 t.translator.error(error_word(kind), &message, &mut out);
                 out
             }
-            None => stream_error_event(self.format, &ClientError::new(kind, message.clone())),
+            None => stream_error_event_after(
+                self.format,
+                &ClientError::new(kind, message.clone()),
+                self.observer.observation().last_sequence_number,
+            ),
         };
         if let Some(o) = self.outcome.take() {
             o.finish_stream(self.observer.observation(), Some(&message));

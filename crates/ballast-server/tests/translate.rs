@@ -34,6 +34,13 @@ async fn setup() -> Setup {
         kind = "gemini"
         base_url = "{s}"
         api_key = "k-gem"
+        [providers.oai-resp]
+        kind = "openai"
+        api = "responses"
+        base_url = "{s}/v1"
+        api_key = "k-oai"
+        [routes.responses]
+        targets = ["oai-resp/gpt-5"]
         [providers.anth-dead]
         kind = "anthropic"
         base_url = "{d}"
@@ -624,4 +631,147 @@ async fn count_tokens_is_forwarded_to_anthropic_or_estimated() {
     assert_eq!(resp.headers()["x-ballast-token-count"], "estimate");
     let v: Value = resp.json().await.unwrap();
     assert!(v["input_tokens"].as_u64().unwrap() > 0);
+}
+
+fn responses_body(text: &str, stream: bool) -> Value {
+    json!({
+        "model": "ROUTE",
+        "instructions": "Be brief.",
+        "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}],
+        "max_output_tokens": 200,
+        "store": false,
+        "stream": stream,
+    })
+}
+
+#[tokio::test]
+async fn responses_clients_are_served_by_every_provider_kind() {
+    let s = setup().await;
+    for (route, upstream_path) in [
+        ("anthropic", "/v1/messages"),
+        ("openai", "/v1/chat/completions"),
+        ("gemini", "/v1beta/models/gemini-2.5-flash:"),
+        ("responses", "/v1/responses"),
+    ] {
+        s.sim.reset();
+        let mut body = responses_body("echo héllo ไทย", false);
+        body["model"] = json!(route);
+        let resp = s
+            .http
+            .post(format!("{}/v1/responses", s.gw.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{route}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["object"], "response", "{route}: {v}");
+        assert_eq!(v["status"], "completed", "{route}: {v}");
+        let msg = v["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["type"] == "message")
+            .unwrap();
+        assert_eq!(msg["content"][0]["text"], "héllo ไทย", "{route}: {v}");
+        assert!(
+            s.sim.recent_requests()[0].path.starts_with(upstream_path),
+            "{route}"
+        );
+
+        body["stream"] = json!(true);
+        body["input"][0]["content"][0]["text"] = json!("echo one two three");
+        let resp = s
+            .http
+            .post(format!("{}/v1/responses", s.gw.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{route}");
+        let text = resp.text().await.unwrap();
+        let mut p = SseParser::new();
+        let (mut deltas, mut completed, mut last_seq) = (String::new(), false, -1i64);
+        p.feed(text.as_bytes(), |e| {
+            let v: Value = serde_json::from_str(&e.data).unwrap();
+            assert_eq!(v["type"].as_str(), Some(e.event.as_str()), "{route}: {e:?}");
+            let seq = v["sequence_number"].as_i64().unwrap();
+            assert!(seq > last_seq, "{route}: sequence numbers must increase");
+            last_seq = seq;
+            match e.event.as_str() {
+                "response.output_text.delta" => deltas.push_str(v["delta"].as_str().unwrap()),
+                "response.completed" => completed = true,
+                _ => {}
+            }
+        });
+        assert_eq!(deltas, "one two three", "{route}: {text}");
+        assert!(completed, "{route}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn responses_state_is_refused_and_store_is_reported() {
+    let s = setup().await;
+    let mut body = responses_body("hi", false);
+    body["model"] = json!("anthropic");
+    body["previous_response_id"] = json!("resp_123");
+    let resp = s
+        .http
+        .post(format!("{}/v1/responses", s.gw.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(
+        m.starts_with("previous_response_id: Ballast is stateless"),
+        "{m}"
+    );
+    assert_eq!(v["error"]["param"], "previous_response_id");
+
+    let mut body = responses_body("hi", false);
+    body["model"] = json!("anthropic");
+    body["store"] = json!(true);
+    let resp = s
+        .http
+        .post(format!("{}/v1/responses", s.gw.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let w = resp.headers()["x-ballast-warning"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(w.contains("store: Ballast is stateless"), "{w}");
+}
+
+#[tokio::test]
+async fn builtin_tools_fall_over_to_a_responses_target() {
+    let s = setup().await;
+    let mut body = responses_body("search the web for ballast", false);
+    body["model"] = json!("anthropic");
+    body["tools"] = json!([{"type": "web_search"}]);
+    let resp = s
+        .http
+        .post(format!("{}/v1/responses", s.gw.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    // The only target cannot run OpenAI's built-in tools: a clear 400, nothing sent upstream.
+    assert_eq!(resp.status(), 400);
+    assert_eq!(s.sim.recent_requests().len(), 0);
+    body["model"] = json!("responses");
+    let resp = s
+        .http
+        .post(format!("{}/v1/responses", s.gw.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
 }

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use crate::api::anthropic::{self, Anthropic};
 use crate::api::gemini::{self, Gemini};
 use crate::api::openai::{self, OpenAi};
+use crate::api::responses;
 use crate::api::{Api, Dialect, Failure, models};
 use crate::control;
 use crate::state::SimState;
@@ -28,6 +29,7 @@ pub(crate) fn router(sim: Arc<SimState>) -> Router {
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/responses", post(responses::create))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{*id}", get(models::get).post(models::get))
         .route("/v1beta/models", get(models::gemini_list))

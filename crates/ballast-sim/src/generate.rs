@@ -56,6 +56,17 @@ pub(crate) struct Prompt {
     pub tool_choice: ToolChoice,
     pub max_tokens: Option<u64>,
     pub stop_sequences: Vec<String>,
+    /// Structured output asked for: text answers (except echoes) become this JSON.
+    pub json_output: Option<JsonOutput>,
+}
+
+/// A structured-output request (OpenAI Responses `text.format`).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum JsonOutput {
+    /// `json_object`: any JSON object; the answer is `{"answer": TEXT}`.
+    Object,
+    /// `json_schema`: an object built from the schema, as tool arguments are.
+    Schema(Value),
 }
 
 /// Why an answer ended.
@@ -136,26 +147,41 @@ pub(crate) fn answer(seed: u64, prompt: &Prompt, corrupt: Option<Script>) -> Ans
     let input_tokens = estimate_tokens(prompt.input_chars);
 
     let forced = !matches!(prompt.tool_choice, ToolChoice::Auto | ToolChoice::None);
+    let echoed = prompt
+        .last_user_text
+        .as_deref()
+        .and_then(|t| t.strip_prefix("echo "));
     let text = if let Some(result) = &prompt.tool_result {
         let quoted: String = result.chars().take(TOOL_RESULT_QUOTE_CHARS).collect();
         format!("Tool result received: {quoted}")
     } else if let Some(tool) = pick_tool(prompt).filter(|_| forced) {
         return tool_call(tool, input_tokens);
-    } else if let Some(echoed) = prompt
-        .last_user_text
-        .as_deref()
-        .and_then(|t| t.strip_prefix("echo "))
-    {
-        echoed.to_owned()
+    } else if let Some(echoed) = echoed {
+        // Echoes stay verbatim, even under structured output.
+        return text_answer(echoed.to_owned(), prompt, input_tokens, corrupt, &mut rng);
     } else if let Some(tool) = pick_tool(prompt) {
         return tool_call(tool, input_tokens);
     } else {
         generated_text(&mut rng)
     };
+    let text = match &prompt.json_output {
+        Some(format) => json_text(format, text),
+        None => text,
+    };
+    text_answer(text, prompt, input_tokens, corrupt, &mut rng)
+}
 
+/// A text answer: `max_tokens` and stop sequences applied, then the `corrupt` fault.
+fn text_answer(
+    text: String,
+    prompt: &Prompt,
+    input_tokens: u64,
+    corrupt: Option<Script>,
+    rng: &mut fastrand::Rng,
+) -> Answer {
     let (mut pieces, finish) = limit(&text, prompt.max_tokens, &prompt.stop_sequences);
     let corrupted = match corrupt {
-        Some(script) => corrupt_pieces(&mut pieces, script, &mut rng),
+        Some(script) => corrupt_pieces(&mut pieces, script, rng),
         None => false,
     };
     let output_tokens = pieces.len() as u64;
@@ -305,6 +331,15 @@ fn corrupt_pieces(pieces: &mut [String], script: Script, rng: &mut fastrand::Rng
         }
     }
     true
+}
+
+/// A text answer as structured output: indented JSON, so it streams in several pieces.
+fn json_text(format: &JsonOutput, text: String) -> String {
+    let value = match format {
+        JsonOutput::Object => json!({ "answer": text }),
+        JsonOutput::Schema(schema) => example_value(schema, 0),
+    };
+    serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string())
 }
 
 /// An example value for a JSON schema: required properties only; strings "example", numbers 1,
@@ -469,6 +504,31 @@ mod tests {
             answer(0, &p, None).text(),
             "Tool result received: 22 degrees and sunny"
         );
+    }
+
+    #[test]
+    fn structured_output_replaces_text_but_not_echoes() {
+        let schema =
+            json!({"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]});
+        let mut p = prompt("give me json");
+        p.json_output = Some(JsonOutput::Schema(schema));
+        let a = answer(0, &p, None);
+        assert_eq!(
+            serde_json::from_str::<Value>(&a.text()).unwrap(),
+            json!({"a": "example"})
+        );
+        assert!(a.output_tokens > 1, "indented JSON streams in pieces");
+        p.tool_result = Some("done".into());
+        assert_eq!(
+            serde_json::from_str::<Value>(&answer(0, &p, None).text()).unwrap(),
+            json!({"a": "example"})
+        );
+        p.json_output = Some(JsonOutput::Object);
+        p.tool_result = None;
+        let text = answer(0, &p, None).text();
+        assert!(serde_json::from_str::<Value>(&text).unwrap()["answer"].is_string());
+        p.last_user_text = Some("echo not json".into());
+        assert_eq!(answer(0, &p, None).text(), "not json");
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub struct Stats {
 pub struct ApiCounts {
     /// `/v1/messages…`, and `/v1/models` when called with Anthropic headers.
     pub anthropic: u64,
-    /// `/v1/chat/completions`, and `/v1/models` otherwise.
+    /// `/v1/chat/completions`, `/v1/responses`, and `/v1/models` otherwise.
     pub openai: u64,
     /// `/v1beta/models…`.
     pub gemini: u64,

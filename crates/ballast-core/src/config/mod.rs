@@ -75,6 +75,8 @@ pub struct AuthSettings {
 pub struct Provider {
     pub name: String,
     pub kind: ProviderKind,
+    /// The wire format Ballast speaks to it (the kind's own, or `openai`'s Responses API).
+    pub format: crate::api::ApiFormat,
     /// Without trailing slash.
     pub base_url: String,
     pub api_key: Option<Secret>,
@@ -383,6 +385,24 @@ fn validate(raw: RawConfig, env: &dyn env::Env) -> Result<Config, ConfigErrors> 
             );
             continue;
         };
+        let format = match p.api.as_deref() {
+            None => kind.format(),
+            Some("chat") if kind.speaks(crate::api::ApiFormat::OpenAiChat) => {
+                crate::api::ApiFormat::OpenAiChat
+            }
+            Some("responses") if kind.speaks(crate::api::ApiFormat::OpenAiResponses) => {
+                crate::api::ApiFormat::OpenAiResponses
+            }
+            Some(other) => {
+                v.err(
+                    format!("{path}.api"),
+                    format!(
+                        "{other:?} is not an API Ballast speaks to kind \"{kind}\" (openai: \"chat\" or \"responses\"; other kinds: leave it out)"
+                    ),
+                );
+                kind.format()
+            }
+        };
         let base_url = match &p.base_url {
             Some(u) => v.interpolate(&format!("{path}.base_url"), u),
             None => {
@@ -449,6 +469,7 @@ fn validate(raw: RawConfig, env: &dyn env::Env) -> Result<Config, ConfigErrors> 
             base_url.map(|base_url| Provider {
                 name: name.clone(),
                 kind,
+                format,
                 base_url,
                 api_key,
                 headers,
@@ -532,7 +553,9 @@ fn validate(raw: RawConfig, env: &dyn env::Env) -> Result<Config, ConfigErrors> 
                     format!("{tier_path}[{i}]")
                 };
                 if let Some(t) = v.target(t, &tpath, &raw.providers, &known_providers) {
-                    let dup = targets.iter().any(|o: &Target| o.provider == t.provider && o.model == t.model);
+                    let dup = targets
+                        .iter()
+                        .any(|o: &Target| o.provider == t.provider && o.model == t.model);
                     if dup {
                         v.err(&tpath, "this target is already in the route (each target is tried once per request)");
                     } else {

@@ -61,6 +61,8 @@ pub struct RawCache {
 #[serde(deny_unknown_fields)]
 pub struct RawProvider {
     pub kind: String,
+    /// Which of the provider's APIs Ballast speaks to it: `chat` or, for `openai`, `responses`.
+    pub api: Option<String>,
     pub base_url: Option<String>,
     pub api_key: Option<String>,
     #[serde(default)]

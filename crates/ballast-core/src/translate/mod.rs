@@ -19,13 +19,22 @@
 //!   with its call by name. The Anthropic request encoder maps characters outside `[A-Za-z0-9_-]` to `_`
 //!   (the same way for a call and its result), as Anthropic validates ids.
 //! - `Unsupported` means "this target cannot serve this request" (fail over); `Invalid` means the
-//!   client's request is wrong whatever the target.
+//!   client's request is wrong whatever the target. A request with OpenAI built-in tools
+//!   ([`ChatRequest::builtin_tools`]) is `Unsupported` for every target but an OpenAI Responses one.
+//! - Responses `namespace` tools are flattened (see `responses`); answers given back to a Responses
+//!   client need the request's name table: [`encode_response_for`], [`StreamEncoder::for_request`].
 
 mod anthropic;
 mod gemini;
 mod openai_chat;
+mod responses;
+#[cfg(test)]
+mod responses_tests;
 #[cfg(test)]
 mod tests;
+
+pub use responses::NAMESPACE_SEPARATOR;
+pub(crate) use responses::write_failure as responses_failure;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -37,7 +46,7 @@ use serde_json::value::RawValue;
 
 use crate::api::ApiFormat;
 use crate::model::{
-    ChatRequest, ChatResponse, Message, Part, Role, StopReason, StreamEvent, Usage,
+    ChatRequest, ChatResponse, Message, NamespacedTool, Part, Role, StopReason, StreamEvent, Usage,
 };
 use crate::sse::SseEvent;
 
@@ -119,6 +128,7 @@ pub fn decode_request(format: ApiFormat, body: &[u8]) -> Result<ChatRequest, Tra
         ApiFormat::OpenAiChat => openai_chat::decode_request(body),
         ApiFormat::AnthropicMessages => anthropic::decode_request(body),
         ApiFormat::Gemini => gemini::decode_request(body),
+        ApiFormat::OpenAiResponses => responses::decode_request(body),
     }
 }
 
@@ -129,6 +139,18 @@ pub fn encode_request(
     req: &ChatRequest,
     opts: &EncodeOptions,
 ) -> Result<Encoded, TranslateError> {
+    if format != ApiFormat::OpenAiResponses
+        && let Some(tool) = req.builtin_tools.first()
+    {
+        let kind = tool
+            .get("type")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("unknown");
+        return Err(TranslateError::unsupported(format!(
+            "built-in tool {:?} can only be served by an OpenAI Responses target",
+            header_safe(kind)
+        )));
+    }
     let mut warnings = Warnings::default();
     for field in &req.dropped {
         warnings.push(format!(
@@ -140,6 +162,7 @@ pub fn encode_request(
         ApiFormat::OpenAiChat => openai_chat::encode_request(req, opts, &mut warnings)?,
         ApiFormat::AnthropicMessages => anthropic::encode_request(req, opts, &mut warnings)?,
         ApiFormat::Gemini => gemini::encode_request(req, opts, &mut warnings)?,
+        ApiFormat::OpenAiResponses => responses::encode_request(req, opts, &mut warnings)?,
     };
     Ok(Encoded {
         body,
@@ -153,15 +176,38 @@ pub fn decode_response(format: ApiFormat, body: &[u8]) -> Result<ChatResponse, T
         ApiFormat::OpenAiChat => openai_chat::decode_response(body),
         ApiFormat::AnthropicMessages => anthropic::decode_response(body),
         ApiFormat::Gemini => gemini::decode_response(body),
+        ApiFormat::OpenAiResponses => responses::decode_response(body),
     }
 }
 
 /// Renders a complete answer in the client's format; `client_model` is what the body's `model` says.
+/// Prefer [`encode_response_for`] when the client's request is at hand.
 pub fn encode_response(format: ApiFormat, resp: &ChatResponse, client_model: &str) -> Vec<u8> {
+    encode_response_with(format, resp, client_model, &[])
+}
+
+/// Like [`encode_response`], for the client request `req` it answers: a Responses client gets its
+/// namespaced function names back ([`ChatRequest::namespaced_tools`]).
+pub fn encode_response_for(
+    format: ApiFormat,
+    resp: &ChatResponse,
+    client_model: &str,
+    req: &ChatRequest,
+) -> Vec<u8> {
+    encode_response_with(format, resp, client_model, &req.namespaced_tools)
+}
+
+fn encode_response_with(
+    format: ApiFormat,
+    resp: &ChatResponse,
+    client_model: &str,
+    names: &[NamespacedTool],
+) -> Vec<u8> {
     match format {
         ApiFormat::OpenAiChat => openai_chat::encode_response(resp, client_model),
         ApiFormat::AnthropicMessages => anthropic::encode_response(resp, client_model),
         ApiFormat::Gemini => gemini::encode_response(resp, client_model),
+        ApiFormat::OpenAiResponses => responses::encode_response(resp, client_model, names),
     }
 }
 
@@ -186,6 +232,7 @@ enum DecoderKind {
     OpenAi(openai_chat::ChunkDecoder),
     Anthropic(anthropic::EventDecoder),
     Gemini(gemini::ChunkDecoder),
+    Responses(responses::EventDecoder),
 }
 
 impl StreamDecoder {
@@ -196,6 +243,9 @@ impl StreamDecoder {
                 DecoderKind::Anthropic(anthropic::EventDecoder::default())
             }
             ApiFormat::Gemini => DecoderKind::Gemini(gemini::ChunkDecoder::default()),
+            ApiFormat::OpenAiResponses => {
+                DecoderKind::Responses(responses::EventDecoder::default())
+            }
         };
         Self { inner }
     }
@@ -211,6 +261,7 @@ impl StreamDecoder {
             DecoderKind::OpenAi(d) => d.push(ev, out),
             DecoderKind::Anthropic(d) => d.push(ev, out),
             DecoderKind::Gemini(d) => d.push(ev, out),
+            DecoderKind::Responses(d) => d.push(ev, out),
         }
     }
 }
@@ -226,6 +277,7 @@ enum EncoderKind {
     OpenAi(openai_chat::ChunkEncoder),
     Anthropic(anthropic::EventEncoder),
     Gemini(gemini::ChunkEncoder),
+    Responses(responses::EventEncoder),
 }
 
 impl StreamEncoder {
@@ -239,14 +291,29 @@ impl StreamEncoder {
                 EncoderKind::Anthropic(anthropic::EventEncoder::new(opts))
             }
             ApiFormat::Gemini => EncoderKind::Gemini(gemini::ChunkEncoder::new(opts)),
+            ApiFormat::OpenAiResponses => {
+                EncoderKind::Responses(responses::EventEncoder::new(opts, created))
+            }
         };
         Self { inner }
     }
 
-    /// Fixes the `created` timestamp OpenAI chunks carry (deterministic output for tests and replays).
+    /// Fixes the `created` (`created_at`) timestamp OpenAI chunks and Responses objects carry
+    /// (deterministic output for tests and replays).
     pub fn with_created(mut self, created: u64) -> Self {
-        if let EncoderKind::OpenAi(e) = &mut self.inner {
-            e.set_created(created);
+        match &mut self.inner {
+            EncoderKind::OpenAi(e) => e.set_created(created),
+            EncoderKind::Responses(e) => e.set_created(created),
+            EncoderKind::Anthropic(_) | EncoderKind::Gemini(_) => {}
+        }
+        self
+    }
+
+    /// Tells the encoder about the client request it answers: a Responses client gets its
+    /// namespaced function names back ([`ChatRequest::namespaced_tools`]).
+    pub fn for_request(mut self, req: &ChatRequest) -> Self {
+        if let EncoderKind::Responses(e) = &mut self.inner {
+            e.set_names(req.namespaced_tools.clone());
         }
         self
     }
@@ -257,6 +324,7 @@ impl StreamEncoder {
             EncoderKind::OpenAi(e) => e.push(ev, out),
             EncoderKind::Anthropic(e) => e.push(ev, out),
             EncoderKind::Gemini(e) => e.push(ev, out),
+            EncoderKind::Responses(e) => e.push(ev, out),
         }
     }
 
@@ -268,6 +336,7 @@ impl StreamEncoder {
             EncoderKind::OpenAi(e) => e.finish(out),
             EncoderKind::Anthropic(e) => e.finish(out),
             EncoderKind::Gemini(e) => e.finish(out),
+            EncoderKind::Responses(e) => e.finish(out),
         }
     }
 
@@ -280,6 +349,7 @@ impl StreamEncoder {
             EncoderKind::OpenAi(e) => e.error(kind, message, out),
             EncoderKind::Anthropic(e) => e.error(kind, message, out),
             EncoderKind::Gemini(e) => e.error(kind, message, out),
+            EncoderKind::Responses(e) => e.error(kind, message, out),
         }
     }
 }

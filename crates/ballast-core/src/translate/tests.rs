@@ -4,26 +4,28 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::api::ApiFormat::{self, AnthropicMessages as A, Gemini as G, OpenAiChat as O};
+use crate::api::ApiFormat::{
+    self, AnthropicMessages as A, Gemini as G, OpenAiChat as O, OpenAiResponses as R,
+};
 use crate::model::*;
 use crate::sse::SseParser;
 
-const ALL: [ApiFormat; 3] = [O, A, G];
-const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+pub(super) const ALL: [ApiFormat; 4] = [O, A, G, R];
+pub(super) const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
 
-fn opts() -> EncodeOptions<'static> {
+pub(super) fn opts() -> EncodeOptions<'static> {
     EncodeOptions {
         upstream_model: "up-model",
         default_max_tokens: 4096,
     }
 }
 
-fn decode(format: ApiFormat, body: &Value) -> ChatRequest {
+pub(super) fn decode(format: ApiFormat, body: &Value) -> ChatRequest {
     decode_request(format, &serde_json::to_vec(body).unwrap())
         .unwrap_or_else(|e| panic!("decode {format}: {e}"))
 }
 
-fn encode(format: ApiFormat, req: &ChatRequest) -> (Value, Vec<String>) {
+pub(super) fn encode(format: ApiFormat, req: &ChatRequest) -> (Value, Vec<String>) {
     let enc =
         encode_request(format, req, &opts()).unwrap_or_else(|e| panic!("encode {format}: {e}"));
     (serde_json::from_slice(&enc.body).unwrap(), enc.warnings)
@@ -34,8 +36,10 @@ fn renumber_ids(v: &mut Value, seen: &mut Vec<String>) {
     match v {
         Value::Object(map) => {
             for (k, child) in map.iter_mut() {
-                if matches!(k.as_str(), "id" | "tool_call_id" | "tool_use_id")
-                    && let Value::String(s) = child
+                if matches!(
+                    k.as_str(),
+                    "id" | "tool_call_id" | "tool_use_id" | "call_id"
+                ) && let Value::String(s) = child
                 {
                     let n = match seen.iter().position(|x| x == s) {
                         Some(n) => n,
@@ -162,11 +166,44 @@ fn gemini_request() -> Value {
     })
 }
 
+fn responses_request() -> Value {
+    json!({
+        "model": "route-a",
+        "instructions": "You are terse.",
+        "input": [
+            {"role": "user", "content": [
+                {"type": "input_text", "text": "Weather in Zürich? 🌦"},
+                {"type": "input_image", "image_url": format!("data:image/png;base64,{PNG}"), "detail": "auto"}
+            ]},
+            {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{\"city\":\"Zürich\"}"},
+            {"type": "function_call", "call_id": "call_2", "name": "get_time", "arguments": ""},
+            {"type": "function_call_output", "call_id": "call_1", "output": "12°C, rain"},
+            {"type": "function_call_output", "call_id": "call_2", "output": "Error: clock unavailable"},
+            {"type": "message", "role": "assistant", "content": [
+                {"type": "output_text", "text": "It is 12°C and raining.", "annotations": []}]},
+            {"role": "user", "content": "Thanks!"}
+        ],
+        "tools": [
+            {"type": "function", "name": "get_weather", "description": "Weather for a city", "strict": null,
+             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
+            {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+        ],
+        "tool_choice": "auto",
+        "max_output_tokens": 300,
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "stream": true,
+        "store": false,
+        "user": "user-42"
+    })
+}
+
 fn client_request(format: ApiFormat) -> Value {
     match format {
         O => openai_request(),
         A => anthropic_request(),
         G => gemini_request(),
+        R => responses_request(),
     }
 }
 
@@ -263,6 +300,34 @@ fn expected_upstream(format: ApiFormat) -> Value {
             "toolConfig": {"functionCallingConfig": {"mode": "AUTO"}},
             "generationConfig": {"maxOutputTokens": 300, "temperature": 0.5, "topP": 0.9, "stopSequences": ["END"]}
         }),
+        R => json!({
+            "model": "up-model",
+            "input": [
+                {"type": "message", "role": "system", "content": "You are terse."},
+                {"type": "message", "role": "user", "content": [
+                    {"type": "input_text", "text": "Weather in Zürich? 🌦"},
+                    {"type": "input_image", "image_url": format!("data:image/png;base64,{PNG}"), "detail": "auto"}
+                ]},
+                {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{\"city\":\"Zürich\"}"},
+                {"type": "function_call", "call_id": "call_2", "name": "get_time", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "call_1", "output": "12°C, rain"},
+                {"type": "function_call_output", "call_id": "call_2", "output": "Error: clock unavailable"},
+                {"type": "message", "role": "assistant", "content": "It is 12°C and raining."},
+                {"type": "message", "role": "user", "content": "Thanks!"}
+            ],
+            "tools": [
+                {"type": "function", "name": "get_weather", "description": "Weather for a city", "strict": false,
+                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
+                {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}, "strict": false}
+            ],
+            "tool_choice": "auto",
+            "max_output_tokens": 300,
+            "temperature": 0.5,
+            "top_p": 0.9,
+            "stream": true,
+            "store": false,
+            "user": "user-42"
+        }),
     };
     ids_renumbered(v)
 }
@@ -285,12 +350,26 @@ fn every_client_format_to_every_target() {
                     expected.as_object_mut().unwrap().remove(key);
                 }
             }
-            if to == A && from == O {
+            // Responses has no stop sequences.
+            if from == R {
+                match to {
+                    O => drop(expected.as_object_mut().unwrap().remove("stop")),
+                    A => drop(expected.as_object_mut().unwrap().remove("stop_sequences")),
+                    G => drop(
+                        expected["generationConfig"]
+                            .as_object_mut()
+                            .unwrap()
+                            .remove("stopSequences"),
+                    ),
+                    R => {}
+                }
+            }
+            if to == A && (from == O || from == R) {
                 // OpenAI's error result has no flag: it arrives as text.
                 expected["messages"][2]["content"][1] = json!(
                     {"type": "tool_result", "tool_use_id": "id1", "content": "Error: clock unavailable"});
             }
-            if to == G && from == O {
+            if to == G && (from == O || from == R) {
                 expected["contents"][2]["parts"][1] = json!(
                     {"functionResponse": {"name": "get_time", "response": {"output": "Error: clock unavailable"}}});
             }
@@ -299,6 +378,12 @@ fn every_client_format_to_every_target() {
                 assert_eq!(
                     warnings,
                     vec!["dropped field user: not supported by gemini"],
+                    "{from} -> {to}"
+                );
+            } else if to == R && from != R {
+                assert_eq!(
+                    warnings,
+                    vec!["dropped field stop: not supported by openai-responses"],
                     "{from} -> {to}"
                 );
             } else {
@@ -329,6 +414,18 @@ fn decoded_conversations_agree_across_formats() {
         r.content,
         vec![Part::Text("Error: clock unavailable".into())]
     );
+
+    // The same conversation from a Responses client means the same as from a Chat Completions one.
+    let r = decode(R, &responses_request());
+    assert_eq!(
+        (&r.system, &r.messages, &r.tools),
+        (&o.system, &o.messages, &o.tools)
+    );
+    assert_eq!(
+        (r.max_tokens, r.stream, r.user.as_deref(), &r.tool_choice),
+        (Some(300), true, Some("user-42"), &Some(ToolChoice::Auto))
+    );
+    assert!(r.dropped.is_empty(), "{:?}", r.dropped);
 
     let a = decode(A, &anthropic_request());
     let Part::ToolResult(r) = &a.messages[2].content[1] else {
@@ -989,6 +1086,28 @@ fn anthropic_response() -> Value {
     })
 }
 
+fn responses_response() -> Value {
+    json!({
+        "id": "resp_abc", "object": "response", "created_at": 1700000000, "status": "completed",
+        "background": false, "error": null, "incomplete_details": null, "instructions": null,
+        "max_output_tokens": null, "model": "gpt-5-2025-08-07", "parallel_tool_calls": true,
+        "previous_response_id": null, "store": false, "temperature": 1.0, "top_p": 1.0,
+        "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [], "truncation": "disabled",
+        "metadata": {}, "user": null,
+        "output": [
+            {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAA"},
+            {"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+             "content": [{"type": "output_text", "text": "Let me check ☀️.", "annotations": [], "logprobs": []}]},
+            {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "get_weather",
+             "arguments": "{\"city\":\"Paris\"}", "status": "completed"},
+            {"type": "function_call", "id": "fc_2", "call_id": "call_2", "name": "get_time",
+             "arguments": "", "status": "completed"}
+        ],
+        "usage": {"input_tokens": 100, "input_tokens_details": {"cached_tokens": 60},
+            "output_tokens": 20, "output_tokens_details": {"reasoning_tokens": 5}, "total_tokens": 120}
+    })
+}
+
 fn gemini_response() -> Value {
     json!({
         "candidates": [{"content": {"role": "model", "parts": [
@@ -1073,6 +1192,19 @@ fn responses_decode_to_the_same_meaning() {
         (g.id.as_str(), g.model.as_str()),
         ("resp-1", "gemini-2.5-flash")
     );
+
+    let r = decode_response(R, &serde_json::to_vec(&responses_response()).unwrap()).unwrap();
+    assert_eq!(r.content, expected_content("call_1", "call_2"));
+    assert_eq!(
+        r.stop_reason,
+        Some(StopReason::ToolUse),
+        "completed with function calls is tool use"
+    );
+    assert_eq!((r.usage, r.created), (o.usage, Some(1700000000)));
+    assert_eq!(
+        (r.id.as_str(), r.model.as_str()),
+        ("resp_abc", "gpt-5-2025-08-07")
+    );
 }
 
 #[test]
@@ -1131,6 +1263,7 @@ fn every_response_pair_keeps_meaning_and_tool_ids() {
         (O, openai_response()),
         (A, anthropic_response()),
         (G, gemini_response()),
+        (R, responses_response()),
     ];
     for (from, body) in &bodies {
         let resp = decode_response(*from, &serde_json::to_vec(body).unwrap()).unwrap();
@@ -1205,6 +1338,20 @@ fn stop_reasons_map_both_ways() {
             StopReason::Other("MALFORMED_FUNCTION_CALL".into()),
             "MALFORMED_FUNCTION_CALL",
         ),
+        // Responses: the status, or the incomplete reason.
+        (R, "completed", StopReason::EndTurn, "completed"),
+        (
+            R,
+            "max_output_tokens",
+            StopReason::MaxTokens,
+            "max_output_tokens",
+        ),
+        (
+            R,
+            "content_filter",
+            StopReason::ContentFilter,
+            "content_filter",
+        ),
     ];
     for (format, wire, canonical, back) in cases {
         let body = match format {
@@ -1216,6 +1363,14 @@ fn stop_reasons_map_both_ways() {
             }
             G => {
                 json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "hi"}]}, "finishReason": wire}]})
+            }
+            R if wire == "completed" => {
+                json!({"id": "resp_x", "object": "response", "model": "m", "status": wire, "output": [
+                    {"type": "message", "id": "m1", "role": "assistant", "status": "completed", "content": [{"type": "output_text", "text": "hi", "annotations": []}]}]})
+            }
+            R => {
+                json!({"id": "resp_x", "object": "response", "model": "m", "status": "incomplete",
+                    "incomplete_details": {"reason": wire}, "output": []})
             }
         };
         let resp = decode_response(format, &serde_json::to_vec(&body).unwrap()).unwrap();
@@ -1229,6 +1384,8 @@ fn stop_reasons_map_both_ways() {
             O => &out["choices"][0]["finish_reason"],
             A => &out["stop_reason"],
             G => &out["candidates"][0]["finishReason"],
+            R if out["incomplete_details"].is_null() => &out["status"],
+            R => &out["incomplete_details"]["reason"],
         };
         assert_eq!(got, back, "{format} {wire}");
         if wire == "stop_sequence" {
@@ -1416,11 +1573,68 @@ fn gemini_stream() -> Vec<SseEvent> {
     ]
 }
 
-fn provider_stream(format: ApiFormat) -> Vec<SseEvent> {
+/// A Responses transcript as the API sends it (same answer as the others; `get_time`'s empty
+/// arguments arrive only in its `.done` events).
+pub(super) fn responses_stream() -> Vec<SseEvent> {
+    let resp = |status: &str, output: Value, usage: Value| {
+        json!({"id": "resp_1", "object": "response", "created_at": 1, "status": status, "background": false,
+            "error": null, "incomplete_details": null, "instructions": null, "max_output_tokens": null,
+            "model": "gpt-5", "output": output, "parallel_tool_calls": true, "previous_response_id": null,
+            "store": false, "temperature": 1.0, "text": {"format": {"type": "text"}}, "tool_choice": "auto",
+            "tools": [], "top_p": 1.0, "truncation": "disabled", "usage": usage, "user": null, "metadata": {}})
+    };
+    let msg = |status: &str, text: &str| {
+        let content = if status == "in_progress" {
+            json!([])
+        } else {
+            json!([{"type": "output_text", "text": text, "annotations": [], "logprobs": []}])
+        };
+        json!({"type": "message", "id": "msg_1", "status": status, "role": "assistant", "content": content})
+    };
+    let call = |id: &str, call_id: &str, name: &str, status: &str, args: &str| json!({"type": "function_call", "id": id, "call_id": call_id, "name": name, "arguments": args, "status": status});
+    let part = |text: &str| json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
+    let events = vec![
+        json!({"type": "response.created", "response": resp("in_progress", json!([]), Value::Null)}),
+        json!({"type": "response.in_progress", "response": resp("in_progress", json!([]), Value::Null)}),
+        json!({"type": "response.output_item.added", "output_index": 0, "item": msg("in_progress", "")}),
+        json!({"type": "response.content_part.added", "item_id": "msg_1", "output_index": 0, "content_index": 0, "part": part("")}),
+        json!({"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": "Hello", "logprobs": []}),
+        json!({"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": " wörld 🌍", "logprobs": []}),
+        json!({"type": "response.output_text.done", "item_id": "msg_1", "output_index": 0, "content_index": 0, "text": "Hello wörld 🌍", "logprobs": []}),
+        json!({"type": "response.content_part.done", "item_id": "msg_1", "output_index": 0, "content_index": 0, "part": part("Hello wörld 🌍")}),
+        json!({"type": "response.output_item.done", "output_index": 0, "item": msg("completed", "Hello wörld 🌍")}),
+        json!({"type": "response.output_item.added", "output_index": 1, "item": call("fc_1", "call_a", "get_weather", "in_progress", "")}),
+        json!({"type": "response.function_call_arguments.delta", "item_id": "fc_1", "output_index": 1, "delta": "{\"city\":"}),
+        json!({"type": "response.function_call_arguments.delta", "item_id": "fc_1", "output_index": 1, "delta": "\"Paris\"}"}),
+        json!({"type": "response.function_call_arguments.done", "item_id": "fc_1", "output_index": 1, "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}),
+        json!({"type": "response.output_item.done", "output_index": 1, "item": call("fc_1", "call_a", "get_weather", "completed", "{\"city\":\"Paris\"}")}),
+        json!({"type": "response.output_item.added", "output_index": 2, "item": call("fc_2", "call_b", "get_time", "in_progress", "")}),
+        json!({"type": "response.function_call_arguments.done", "item_id": "fc_2", "output_index": 2, "name": "get_time", "arguments": "{}"}),
+        json!({"type": "response.output_item.done", "output_index": 2, "item": call("fc_2", "call_b", "get_time", "completed", "{}")}),
+        json!({"type": "response.completed", "response": resp("completed", json!([
+            msg("completed", "Hello wörld 🌍"),
+            call("fc_1", "call_a", "get_weather", "completed", "{\"city\":\"Paris\"}"),
+            call("fc_2", "call_b", "get_time", "completed", "{}")]),
+            json!({"input_tokens": 20, "input_tokens_details": {"cached_tokens": 5}, "output_tokens": 10,
+                "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 30}))}),
+    ];
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(n, mut v)| {
+            v["sequence_number"] = json!(n);
+            let name = v["type"].as_str().unwrap().to_owned();
+            sse(&name, v)
+        })
+        .collect()
+}
+
+pub(super) fn provider_stream(format: ApiFormat) -> Vec<SseEvent> {
     match format {
         O => openai_stream(),
         A => anthropic_stream(),
         G => gemini_stream(),
+        R => responses_stream(),
     }
 }
 
@@ -1576,24 +1790,46 @@ fn stream_decoders_yield_the_same_canonical_events() {
             StreamEvent::Done,
         ]
     );
+
+    let r = run(R);
+    assert_eq!(
+        r[..7],
+        expected("resp_1", "gpt-5", 0, 1, 2, ["call_a", "call_b"])[..]
+    );
+    // `.done` events repeat what the deltas said, except for get_time's arguments, sent only there.
+    assert_eq!(
+        r[7..],
+        [
+            StreamEvent::ToolCallDelta {
+                index: 2,
+                fragment: "{}".into()
+            },
+            StreamEvent::Usage(Usage {
+                reasoning_tokens: Some(0),
+                ..usage
+            }),
+            StreamEvent::Stop(StopReason::ToolUse),
+            StreamEvent::Done
+        ]
+    );
 }
 
 /// What a client SDK would rebuild from the stream, plus protocol checks along the way.
 #[derive(Debug, Default, PartialEq)]
-struct Rebuilt {
-    id: String,
-    text: String,
+pub(super) struct Rebuilt {
+    pub(super) id: String,
+    pub(super) text: String,
     /// (id, name, arguments as JSON)
-    calls: Vec<(String, String, Value)>,
-    stop: Option<String>,
+    pub(super) calls: Vec<(String, String, Value)>,
+    pub(super) stop: Option<String>,
     /// (input, output, cache read) in the client's own terms.
-    usage: Option<(u64, u64, u64)>,
-    error: Option<Value>,
-    terminated: bool,
+    pub(super) usage: Option<(u64, u64, u64)>,
+    pub(super) error: Option<Value>,
+    pub(super) terminated: bool,
 }
 
 /// Parses encoder output with the SSE parser and serde_json, event by event, and rebuilds the answer.
-fn rebuild(format: ApiFormat, bytes: &[u8]) -> Rebuilt {
+pub(super) fn rebuild(format: ApiFormat, bytes: &[u8]) -> Rebuilt {
     let mut parser = SseParser::new();
     let mut events = Vec::new();
     parser.feed(bytes, |e| events.push(e));
@@ -1602,6 +1838,9 @@ fn rebuild(format: ApiFormat, bytes: &[u8]) -> Rebuilt {
     let mut args: Vec<String> = Vec::new();
     // Anthropic block bookkeeping: index → (open, is_tool, call slot)
     let mut blocks: Vec<(bool, Option<usize>)> = Vec::new();
+    // Responses bookkeeping: output items as (id, open, call slot, text so far), last sequence number.
+    let mut items: Vec<(String, bool, Option<usize>, String)> = Vec::new();
+    let mut last_seq: Option<u64> = None;
     for ev in &events {
         assert!(
             !r.terminated,
@@ -1766,6 +2005,7 @@ fn rebuild(format: ApiFormat, bytes: &[u8]) -> Rebuilt {
                     r.terminated = true;
                 }
             }
+            R => rebuild_responses_event(ev, &v, &mut r, &mut args, &mut items, &mut last_seq),
         }
     }
     for (call, a) in r.calls.iter_mut().zip(args) {
@@ -1776,7 +2016,176 @@ fn rebuild(format: ApiFormat, bytes: &[u8]) -> Rebuilt {
     r
 }
 
-fn translate_all(
+/// One Responses event, checked the way the `openai` SDK's `responses.stream` helper uses it: the
+/// stream opens with `response.created`, sequence numbers strictly increase, every event names an
+/// output item that was added (and is still open), `.done` events repeat exactly what the deltas
+/// said, and the terminal response carries every item whole.
+fn rebuild_responses_event(
+    ev: &SseEvent,
+    v: &Value,
+    r: &mut Rebuilt,
+    args: &mut Vec<String>,
+    items: &mut Vec<(String, bool, Option<usize>, String)>,
+    last_seq: &mut Option<u64>,
+) {
+    let kind = v["type"].as_str().unwrap();
+    assert_eq!(ev.event, kind, "event name matches type");
+    let seq = v["sequence_number"].as_u64().expect("sequence_number");
+    assert!(
+        last_seq.is_none_or(|l| seq > l),
+        "sequence numbers increase: {seq} after {last_seq:?}"
+    );
+    if last_seq.is_none() {
+        assert_eq!(
+            kind, "response.created",
+            "the stream opens with response.created"
+        );
+    }
+    *last_seq = Some(seq);
+    let open_item = |items: &Vec<(String, bool, Option<usize>, String)>| {
+        let i = v["output_index"].as_u64().unwrap() as usize;
+        assert!(items[i].1, "{kind}: item {i} is open");
+        if let Some(id) = v["item_id"].as_str() {
+            assert_eq!(id, items[i].0, "{kind}: item_id matches output_index");
+        }
+        i
+    };
+    match kind {
+        "response.created" => {
+            let resp = &v["response"];
+            assert_eq!(resp["object"], "response");
+            assert_eq!(resp["status"], "in_progress");
+            assert_eq!(resp["output"], json!([]));
+            r.id = resp["id"].as_str().unwrap().into();
+        }
+        "response.in_progress" => assert_eq!(v["response"]["id"], r.id.as_str()),
+        "response.output_item.added" => {
+            let i = v["output_index"].as_u64().unwrap() as usize;
+            assert_eq!(i, items.len(), "items are added in order");
+            let item = &v["item"];
+            assert_eq!(item["status"], "in_progress");
+            let id = item["id"].as_str().unwrap().to_owned();
+            assert!(items.iter().all(|it| it.0 != id), "item ids are unique");
+            let slot = match item["type"].as_str().unwrap() {
+                "function_call" => {
+                    assert_eq!(item["arguments"], "");
+                    r.calls.push((
+                        item["call_id"].as_str().unwrap().into(),
+                        item["name"].as_str().unwrap().into(),
+                        Value::Null,
+                    ));
+                    args.push(String::new());
+                    Some(r.calls.len() - 1)
+                }
+                "message" => {
+                    assert_eq!(item["role"], "assistant");
+                    assert_eq!(item["content"], json!([]));
+                    None
+                }
+                other => panic!("unexpected item type {other}"),
+            };
+            items.push((id, true, slot, String::new()));
+        }
+        "response.content_part.added" => {
+            let i = open_item(items);
+            assert!(items[i].2.is_none() && v["content_index"] == 0);
+            assert_eq!(v["part"]["type"], "output_text");
+        }
+        "response.output_text.delta" => {
+            let i = open_item(items);
+            assert!(items[i].2.is_none() && v["content_index"] == 0);
+            assert_eq!(v["logprobs"], json!([]));
+            let d = v["delta"].as_str().unwrap();
+            r.text.push_str(d);
+            items[i].3.push_str(d);
+        }
+        "response.output_text.done" => {
+            let i = open_item(items);
+            assert_eq!(v["text"], items[i].3.as_str());
+        }
+        "response.content_part.done" => {
+            let i = open_item(items);
+            assert_eq!(v["part"]["text"], items[i].3.as_str());
+        }
+        "response.function_call_arguments.delta" => {
+            let i = open_item(items);
+            let c = items[i].2.expect("arguments of a function call");
+            args[c].push_str(v["delta"].as_str().unwrap());
+        }
+        "response.function_call_arguments.done" => {
+            let i = open_item(items);
+            let c = items[i].2.expect("arguments of a function call");
+            assert_eq!(v["arguments"], args[c].as_str(), "done repeats the deltas");
+            assert_eq!(v["name"], r.calls[c].1.as_str());
+        }
+        "response.output_item.done" => {
+            let i = open_item(items);
+            let item = &v["item"];
+            assert_eq!(item["id"], items[i].0.as_str());
+            assert!(matches!(
+                item["status"].as_str(),
+                Some("completed" | "incomplete")
+            ));
+            match items[i].2 {
+                Some(c) => assert_eq!(item["arguments"], args[c].as_str()),
+                None => assert_eq!(item["content"][0]["text"], items[i].3.as_str()),
+            }
+            items[i].1 = false;
+        }
+        "response.completed" | "response.incomplete" | "response.failed" => {
+            let resp = &v["response"];
+            assert_eq!(resp["id"], r.id.as_str());
+            assert_eq!(resp["object"], "response");
+            let output = resp["output"].as_array().unwrap();
+            assert_eq!(output.len(), items.len(), "the response carries every item");
+            for (o, it) in output.iter().zip(items.iter()) {
+                assert_eq!(o["id"], it.0.as_str());
+                match it.2 {
+                    Some(c) if kind != "response.failed" => {
+                        assert_eq!(o["arguments"], args[c].as_str())
+                    }
+                    None if kind != "response.failed" => {
+                        assert_eq!(o["content"][0]["text"], it.3.as_str())
+                    }
+                    _ => {}
+                }
+            }
+            if kind == "response.failed" {
+                assert_eq!(resp["status"], "failed");
+                if r.error.is_none() {
+                    r.error = Some(resp["error"].clone());
+                }
+            } else {
+                assert!(items.iter().all(|it| !it.1), "items closed before {kind}");
+                r.stop = Some(
+                    resp["incomplete_details"]["reason"]
+                        .as_str()
+                        .or(resp["status"].as_str())
+                        .unwrap()
+                        .into(),
+                );
+                assert_eq!(resp["status"], kind.trim_start_matches("response."));
+            }
+            let u = &resp["usage"];
+            r.usage = Some((
+                u["input_tokens"].as_u64().unwrap(),
+                u["output_tokens"].as_u64().unwrap(),
+                u["input_tokens_details"]["cached_tokens"].as_u64().unwrap(),
+            ));
+            r.terminated = true;
+        }
+        "error" => {
+            assert!(r.error.is_none(), "one error event");
+            // Both the documented flat fields and the nested object the SDK raises on.
+            assert_eq!(v["message"], v["error"]["message"]);
+            assert!(v["code"].is_string());
+            r.error = Some(v["error"].clone());
+        }
+        other => panic!("unexpected event {other}"),
+    }
+}
+
+pub(super) fn translate_all(
     from: ApiFormat,
     to: ApiFormat,
     events: &[SseEvent],
@@ -1828,6 +2237,7 @@ fn every_stream_pair_rebuilds_the_same_answer() {
                 O => ("tool_calls", (20, 10, 5)),
                 A => ("tool_use", (15, 10, 5)),
                 G => ("STOP", (20, 10, 5)),
+                R => ("completed", (20, 10, 5)),
             };
             assert_eq!(r.stop.as_deref(), Some(stop), "{from} -> {to}");
             assert_eq!(r.usage, Some(usage), "{from} -> {to}");
@@ -1835,6 +2245,7 @@ fn every_stream_pair_rebuilds_the_same_answer() {
                 O => "chatcmpl-",
                 A => "msg_",
                 G => "",
+                R => "resp_",
             };
             assert!(r.id.starts_with(prefix), "{from} -> {to}: {}", r.id);
         }
@@ -2005,6 +2416,7 @@ fn a_stream_cut_before_its_stop_still_ends_well_formed() {
                 O => "stop",
                 A => "end_turn",
                 G => "STOP",
+                R => "completed",
             };
             assert_eq!(r.stop.as_deref(), Some(stop), "{from} -> {to}");
         }
@@ -2023,6 +2435,13 @@ fn a_stream_cut_before_its_stop_still_ends_well_formed() {
                     Some(if to == O { "tool_calls" } else { "tool_use" })
                 );
             }
+            let r = rebuild(R, &translate_all(from, R, &events, false));
+            assert_eq!((r.terminated, r.stop.as_deref()), (true, Some("completed")));
+            assert_eq!(
+                r.calls[0].2,
+                json!("{\"city\":"),
+                "the cut arguments, as sent"
+            );
         }
     }
     // Nothing at all arrived: finish alone still produces a complete, empty answer.
@@ -2064,6 +2483,15 @@ fn mid_stream_errors_decode_and_encode() {
                 json!({"error": {"code": 503, "message": "Overloaded", "status": "UNAVAILABLE"}}),
             ),
             "UNAVAILABLE",
+        ),
+        (
+            R,
+            sse(
+                "error",
+                json!({"type": "error", "sequence_number": 1, "error": {"type": "service_unavailable_error",
+                    "code": "server_is_overloaded", "message": "Overloaded", "param": null}}),
+            ),
+            "server_is_overloaded",
         ),
     ];
     for (from, ev, kind) in cases {
@@ -2107,6 +2535,13 @@ fn mid_stream_errors_decode_and_encode() {
                         (Some("INTERNAL"), Some(500))
                     }
                 ),
+                R => {
+                    assert_eq!(
+                        (&err["type"], &err["code"]),
+                        (&json!("server_error"), &json!("server_error"))
+                    );
+                    assert!(r.terminated, "response.failed follows the error event");
+                }
             }
         }
     }
@@ -2164,6 +2599,7 @@ fn gemini_stream_with_text_only_and_max_tokens() {
             O => ("length", (3, 9, 0)),
             A => ("max_tokens", (3, 9, 0)),
             G => ("MAX_TOKENS", (3, 9, 0)),
+            R => ("max_output_tokens", (3, 9, 0)),
         };
         assert_eq!(
             (r.stop.as_deref(), r.usage),
@@ -2185,7 +2621,9 @@ fn gemini_stream_with_text_only_and_max_tokens() {
 // - Anthropic: `max_tokens` defaults; no `include_usage`; `parallel_tool_calls: true` is the default;
 //   json_schema loses its name and `strict`; json_object is dropped (warned);
 // - Gemini: no model, `stream`, `include_usage`, `user`, `parallel_tool_calls`, tool `strict`; ids
-//   are synthesised (compared after renumbering); json_schema loses its name and `strict`.
+//   are synthesised (compared after renumbering); json_schema loses its name and `strict`;
+// - Responses: no `top_k` or `stop` (warned), no `include_usage`; `max_tokens` at least 16; tool
+//   `strict` defaults to false; an error tool result becomes `Error: <text>` with no flag.
 
 fn json_object() -> impl Strategy<Value = String> {
     prop::collection::btree_map(
@@ -2304,6 +2742,8 @@ prop_compose! {
             include_usage,
             user: end_user,
             dropped: Vec::new(),
+            namespaced_tools: Vec::new(),
+            builtin_tools: Vec::new(),
         }
     }
 }
@@ -2375,7 +2815,31 @@ fn normalise(format: ApiFormat, req: &ChatRequest, decoded_side: bool) -> ChatRe
     if decoded_side {
         return r;
     }
+    let error_as_text = |r: &mut ChatRequest| {
+        for m in &mut r.messages {
+            for p in &mut m.content {
+                if let Part::ToolResult(tr) = p
+                    && tr.is_error
+                {
+                    tr.is_error = false;
+                    if let [Part::Text(t)] = tr.content.as_mut_slice() {
+                        *t = format!("Error: {t}");
+                    }
+                }
+            }
+        }
+    };
     match format {
+        R => {
+            r.top_k = None;
+            r.stop.clear();
+            r.include_usage = false;
+            r.max_tokens = r.max_tokens.map(|n| n.max(16));
+            for t in &mut r.tools {
+                t.strict = t.strict.or(Some(false));
+            }
+            error_as_text(&mut r);
+        }
         O => {
             r.top_k = None;
             r.include_usage = r.stream;

@@ -146,6 +146,7 @@ fn parse(json: &Value, require_max_tokens: bool) -> Result<Prompt, Failure> {
         tool_choice,
         max_tokens,
         stop_sequences: string_list(json.get("stop_sequences")),
+        json_output: None,
     })
 }
 

@@ -217,6 +217,7 @@ fn parse(json: &Value, model: String, stream: bool) -> Result<Prompt, Failure> {
         tool_choice,
         max_tokens,
         stop_sequences,
+        json_output: None,
     })
 }
 

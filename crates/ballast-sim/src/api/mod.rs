@@ -2,12 +2,13 @@
 //!
 //! A request goes: read the body (bounded) → record it → check the key → parse JSON → validate into a
 //! [`Prompt`] → draw faults → generate → render in the dialect's wire format (JSON or SSE). Adding an
-//! API (say OpenAI's `/v1/responses`) is one new module implementing [`Dialect`] plus a route.
+//! API is one new module implementing [`Dialect`] plus a route (as `responses` did).
 
 pub(crate) mod anthropic;
 pub(crate) mod gemini;
 pub(crate) mod models;
 pub(crate) mod openai;
+pub(crate) mod responses;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,7 +38,7 @@ const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 pub enum Api {
     /// Anthropic Messages API.
     Anthropic,
-    /// OpenAI Chat Completions API.
+    /// OpenAI Chat Completions and Responses APIs.
     #[serde(rename = "openai")]
     OpenAi,
     /// Google Gemini API.

@@ -240,6 +240,7 @@ impl Dialect for OpenAi {
             tool_choice: parse_tool_choice(json.get("tool_choice")),
             max_tokens,
             stop_sequences: string_list(json.get("stop")),
+            json_output: None,
         };
         let include_usage = json
             .get("stream_options")

@@ -6,6 +6,7 @@ mod control;
 mod faults;
 mod gemini;
 mod openai;
+mod responses;
 
 use std::time::Duration;
 
