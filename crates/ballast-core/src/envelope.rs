@@ -167,10 +167,11 @@ impl<'a> Envelope<'a> {
             if k == "stream" || k == "stream_options" {
                 continue;
             }
-            out.extend_from_slice(k.as_bytes());
-            out.push(0);
-            out.extend_from_slice(v.get().as_bytes());
-            out.push(0);
+            // Length-prefixed, so no choice of keys and values can collide with another.
+            for part in [k.as_bytes(), v.get().as_bytes()] {
+                out.extend_from_slice(&(part.len() as u64).to_le_bytes());
+                out.extend_from_slice(part);
+            }
         }
     }
 

@@ -109,16 +109,29 @@ impl TranslateError {
     /// A body that is not JSON, or JSON of the wrong shape.
     pub(crate) fn bad_body(e: serde_json::Error) -> Self {
         TranslateError::Invalid {
-            message: format!("invalid request body: {e}"),
+            message: format!("invalid request body: {}", json_error(&e)),
             param: None,
         }
     }
 
     pub(crate) fn bad_upstream(e: serde_json::Error) -> Self {
         TranslateError::Upstream {
-            message: format!("invalid upstream JSON: {e}"),
+            message: format!("invalid upstream JSON: {}", json_error(&e)),
         }
     }
+}
+
+/// A JSON error described by its class and position only: serde's own message can quote the
+/// offending value, which may be prompt or answer text, and these messages reach logs.
+fn json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Syntax => "malformed JSON",
+        Category::Eof => "unexpected end of JSON",
+        Category::Data => "a field has the wrong type or an unexpected value",
+        Category::Io => "unreadable",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
 }
 
 /// Parses a client's request body in `format`. Gemini bodies carry neither the model nor `stream` (both

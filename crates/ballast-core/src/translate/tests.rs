@@ -3030,3 +3030,26 @@ fn anthropic_stop_sequence_streams_as_plain_stop_elsewhere() {
         }
     }
 }
+
+#[test]
+fn decoding_errors_never_quote_the_request() {
+    for format in [
+        ApiFormat::OpenAiChat,
+        ApiFormat::AnthropicMessages,
+        ApiFormat::Gemini,
+        ApiFormat::OpenAiResponses,
+    ] {
+        let body = br#"{"model":"m","max_tokens":5,"messages":["MY SECRET PROMPT"],"contents":["MY SECRET PROMPT"],"input":[7, "MY SECRET PROMPT"]}"#;
+        match decode_request(format, body) {
+            Err(e) => assert!(!e.to_string().contains("SECRET"), "{format}: {e}"),
+            Ok(_) => assert_ne!(
+                format,
+                ApiFormat::OpenAiChat,
+                "a string message must not decode"
+            ),
+        }
+    }
+    let e =
+        decode_response(ApiFormat::OpenAiChat, br#"{"choices":"MY SECRET ANSWER"}"#).unwrap_err();
+    assert!(!e.to_string().contains("SECRET"), "{e}");
+}
