@@ -50,12 +50,23 @@ fn check(args: &CheckArgs) -> Result<(), String> {
 
 fn print_routes(config: &Config) {
     for r in &config.routes {
-        let targets: Vec<String> = r
-            .targets
+        // Tiers in failover order; a tier that balances over several targets is shown in brackets.
+        let tiers: Vec<String> = r
+            .tiers
             .iter()
-            .map(|t| format!("{}/{}", config.provider(t.provider).name, t.model))
+            .map(|tier| {
+                let names: Vec<String> = r.targets[tier.targets.clone()]
+                    .iter()
+                    .map(|t| format!("{}/{}", config.provider(t.provider).name, t.model))
+                    .collect();
+                if names.len() == 1 {
+                    names.join("")
+                } else {
+                    format!("[{}]", names.join(" | "))
+                }
+            })
             .collect();
-        println!("  route {:<24} -> {}", r.name, targets.join(" -> "));
+        println!("  route {:<24} -> {}", r.name, tiers.join(" -> "));
     }
 }
 
