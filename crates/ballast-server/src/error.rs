@@ -21,6 +21,9 @@ pub struct EdgeError {
     pub log_line: Option<String>,
     /// Every target failed for reasons of their own: a stale cached answer may stand in.
     pub stale_ok: bool,
+    /// Answered before the request body was read: the connection cannot be reused (its unread
+    /// body is still on it), so say so instead of letting the client's next request hit a close.
+    pub close: bool,
 }
 
 impl EdgeError {
@@ -33,6 +36,7 @@ impl EdgeError {
             passthrough: None,
             log_line: None,
             stale_ok: false,
+            close: false,
         }
     }
 
@@ -71,6 +75,9 @@ impl IntoResponse for EdgeError {
         );
         if let Some(ra) = self.retry_after {
             h.insert(http::header::RETRY_AFTER, ra);
+        }
+        if self.close {
+            h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
     }

@@ -91,6 +91,7 @@ pub async fn handle(
             ),
         );
         e.retry_after = Some(HeaderValue::from_static("1"));
+        e.close = true;
         return e.into_response();
     };
     match run(&st, format, &rid, &headers, body, guard, call).await {
@@ -111,22 +112,31 @@ async fn run(
     let started = Instant::now();
     let edge = |e: ClientError| EdgeError::new(format, rid.as_str(), e);
     if !auth::authorized(&st.config.auth.gateway_keys, headers) {
-        return Err(edge(ClientError::new(
+        let mut e = edge(ClientError::new(
             ErrorKind::Authentication,
             "invalid or missing gateway key: send it as `Authorization: Bearer <key>` or `x-api-key: <key>`",
-        )));
+        ));
+        // Refused before reading the body: an unauthenticated client gets no buffering from us.
+        e.close = true;
+        return Err(e);
     }
     // A client that never finishes sending must not hold its slot forever.
     let read = read_request_body(body, st.config.server.body_limit);
+    let closing = |e: ClientError| {
+        // The rest of the body is still on the connection: it cannot carry another request.
+        let mut e = edge(e);
+        e.close = true;
+        e
+    };
     let bytes = match tokio::time::timeout(st.config.policy.deadline, read).await {
-        Ok(r) => r.map_err(edge)?,
+        Ok(r) => r.map_err(closing)?,
         Err(_) => {
             let mut e = ClientError::new(
                 ErrorKind::InvalidRequest,
                 "the request body did not arrive in time",
             );
             e.status = 408;
-            return Err(edge(e));
+            return Err(closing(e));
         }
     };
     let env = Envelope::parse(format, &bytes).map_err(|e| {

@@ -467,3 +467,21 @@ async fn a_hanging_provider_is_cut_off_at_the_deadline() {
         "{v}"
     );
 }
+
+#[tokio::test]
+async fn refused_requests_never_break_the_clients_next_request() {
+    let s = setup().await;
+    // Refused before the body is read: the gateway says the connection closes, so a keep-alive
+    // client never sends its next request into a connection that is going away.
+    for i in 0..30 {
+        let resp = s
+            .http
+            .post(format!("{}/v1/chat/completions", s.gw.url))
+            .json(&chat("gpt"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(resp.status(), 401);
+        assert_eq!(resp.headers()["connection"], "close");
+    }
+}
