@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # bench/run.sh: Ballast's added latency and throughput, measured side by side with the simulator called
-# directly and through nginx (proxy_pass), at a fixed rate and at a fixed concurrency. See bench/README.md.
+# directly and through nginx (proxy_pass), at a fixed rate and at a fixed concurrency, on the same-format path
+# and on the translated path (each client API routed to a provider of the other format). See bench/README.md.
 #
 # Environment (all optional):
-#   BENCH_RATE=1000  BENCH_CONCURRENCY=32  BENCH_DURATION=2.5 (s per run)  BENCH_WARMUP=0.5 (s per run)
+#   BENCH_RATE=1000  BENCH_CONCURRENCY=32  BENCH_DURATION=2 (s per run)  BENCH_WARMUP=0.5 (s per run)
 #   BENCH_ROUNDS=5 (interleaved rounds; the table takes the median over rounds)
-#   BENCH_APIS="openai anthropic"   BENCH_PIN=auto|0 (auto: loadgen on CPU 0, servers on the other CPUs)
+#   BENCH_APIS="openai anthropic"   BENCH_PATHS="direct nginx ballast translated"
+#   BENCH_PIN=auto|0 (auto: loadgen on CPU 0, servers on the other CPUs)
+#   BENCH_PROFILE=0 (s): when > 0, after the rounds, `perf record -g` Ballast for that long on the same-format and
+#     the translated path of each API at BENCH_RATE, and write the top symbols to the result directory
 #   BALLAST_BIN, LOADGEN_BIN: use these binaries instead of building target/release/{ballast,ballast-loadgen}
 #   BENCH_OUT=bench/out
 set -euo pipefail
@@ -13,10 +17,12 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RATE=${BENCH_RATE:-1000}
 CONCURRENCY=${BENCH_CONCURRENCY:-32}
-DURATION=${BENCH_DURATION:-2.5}
+DURATION=${BENCH_DURATION:-2}
 WARMUP=${BENCH_WARMUP:-0.5}
 ROUNDS=${BENCH_ROUNDS:-5}
 APIS=${BENCH_APIS:-openai anthropic}
+read -r -a PATHS <<<"${BENCH_PATHS:-direct nginx ballast translated}"
+PROFILE=${BENCH_PROFILE:-0}
 PIN=${BENCH_PIN:-auto}
 OUT_ROOT=${BENCH_OUT:-$ROOT/bench/out}
 
@@ -122,6 +128,18 @@ targets = ["sim/gpt-4.1"]
 
 [routes.bench-anthropic]
 targets = ["sim-anthropic/claude-sonnet-4-5"]
+
+# Translated paths: each client API served by a provider of the other format.
+[routes.bench-openai-to-anthropic]
+targets = ["sim-anthropic/claude-sonnet-4-5"]
+
+[routes.bench-anthropic-to-openai]
+targets = ["sim/gpt-4.1"]
+
+# Resilience policies ([policy]: retries, breakers, retry budgets) are left at their defaults, as users get
+# them. The admin key only opens GET /admin/targets, read once at the end to show no breaker opened.
+[admin]
+key = "bench-admin"
 TOML
 "${PIN_SERVER[@]}" "$BALLAST" --log warn serve --config "$TMP/ballast.toml" >"$TMP/ballast.log" 2>&1 &
 BALLAST_PID=$!
@@ -145,6 +163,21 @@ log "simulator http://$SIM  nginx http://$NGINXADDR  ballast http://$GATEWAY"
 # ---- requests -------------------------------------------------------------------------------------------
 printf '%s' '{"model":"bench","messages":[{"role":"user","content":"Hello"}],"max_tokens":16}' >"$TMP/openai.json"
 printf '%s' '{"model":"bench-anthropic","max_tokens":16,"messages":[{"role":"user","content":"Hello"}]}' >"$TMP/anthropic.json"
+# The same requests naming the translated routes.
+printf '%s' '{"model":"bench-openai-to-anthropic","messages":[{"role":"user","content":"Hello"}],"max_tokens":16}' \
+    >"$TMP/openai-translated.json"
+printf '%s' '{"model":"bench-anthropic-to-openai","max_tokens":16,"messages":[{"role":"user","content":"Hello"}]}' \
+    >"$TMP/anthropic-translated.json"
+body_of() { case $2 in translated) echo "$TMP/$1-translated.json" ;; *) echo "$TMP/$1.json" ;; esac; }
+# The field that shows an answer is in the client's own format.
+api_marker() { case $1 in openai) echo '"object":"chat.completion"' ;; anthropic) echo '"type":"message"' ;; esac; }
+# The provider format the simulator must see for an api and path (the `by_api` counter of /_sim/stats).
+upstream_api() {
+    case $2 in
+    translated) case $1 in openai) echo anthropic ;; anthropic) echo openai ;; esac ;;
+    *) echo "$1" ;;
+    esac
+}
 api_path() { case $1 in openai) echo /v1/chat/completions ;; anthropic) echo /v1/messages ;; esac; }
 # Sets HDRS to the headers each SDK would send (the gateway has no keys configured and ignores them).
 api_headers() {
@@ -167,19 +200,39 @@ proxy_pids() {
     case $1 in
     direct) ;;
     nginx) echo "$NGINX_PID" $(ps -o pid= --ppid "$NGINX_PID") ;;
-    ballast) echo "$BALLAST_PID" ;;
+    ballast | translated) echo "$BALLAST_PID" ;;
     esac
 }
-addr_of() { case $1 in direct) echo "$SIM" ;; nginx) echo "$NGINXADDR" ;; ballast) echo "$GATEWAY" ;; esac; }
+addr_of() { case $1 in direct) echo "$SIM" ;; nginx) echo "$NGINXADDR" ;; ballast | translated) echo "$GATEWAY" ;; esac; }
+# The simulator's counters: "total ok by_api.openai by_api.anthropic" (the control plane is not counted).
+# (Parsed in bash: a Python start per run would add seconds to the whole run.)
+sim_counts() {
+    local json field out=""
+    json=$(curl -s --max-time 5 "http://$SIM/_sim/stats") || die "cannot read the simulator's stats"
+    for field in total_requests ok openai anthropic; do
+        [[ $json =~ \"$field\":([0-9]+) ]] || die "no $field in the simulator's stats: $json"
+        out+="${BASH_REMATCH[1]} "
+    done
+    echo "$out"
+}
 
-# Every path must answer 200 before anything is measured.
+# Every path must answer 200, in the client's format, from a provider of the expected format, before anything
+# is measured.
 for api in $APIS; do
-    for path in direct nginx ballast; do
+    for path in "${PATHS[@]}"; do
         api_headers "$api"
+        read -r _ _ s_oa0 s_an0 <<<"$(sim_counts)"
         code=$(curl -s -o "$TMP/smoke.out" -w '%{http_code}' --max-time 5 \
             "${HDRS[@]}" -H "content-type: application/json" \
-            --data-binary "@$TMP/$api.json" "http://$(addr_of "$path")$(api_path "$api")") || true
+            --data-binary "@$(body_of "$api" "$path")" "http://$(addr_of "$path")$(api_path "$api")") || true
         [ "$code" = 200 ] || { cat "$TMP/smoke.out" >&2; die "$api via $path answered $code"; }
+        grep -qF "$(api_marker "$api")" "$TMP/smoke.out" ||
+            { cat "$TMP/smoke.out" >&2; die "$api via $path: the answer is not in the $api format"; }
+        read -r _ _ s_oa1 s_an1 <<<"$(sim_counts)"
+        case $(upstream_api "$api" "$path") in
+        openai) [ $((s_oa1 - s_oa0)) = 1 ] && [ $((s_an1 - s_an0)) = 0 ] ;;
+        anthropic) [ $((s_an1 - s_an0)) = 1 ] && [ $((s_oa1 - s_oa0)) = 0 ] ;;
+        esac || die "$api via $path did not reach the simulator's $(upstream_api "$api" "$path") API exactly once"
     done
 done
 
@@ -189,38 +242,79 @@ mkdir -p "$OUT"
 cat >"$OUT/meta.json" <<JSON
 {"date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "nproc": $NPROC, "placement": "$PLACEMENT", "rate": $RATE,
  "concurrency": $CONCURRENCY, "duration_s": $DURATION, "warmup_s": $WARMUP, "rounds": $ROUNDS,
- "nginx": "$("$NGINX" -v 2>&1 | sed 's|.*/||')", "commit": "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)"}
+ "nginx": "$("$NGINX" -v 2>&1 | sed 's|.*/||')", "commit": "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)",
+ "ballast_bin": "$BALLAST", "built_here": $([ -n "${BALLAST_BIN:-}" ] && echo false || echo true)}
 JSON
 
-RUNS=$(($(wc -w <<<"$APIS") * 2 * 3 * ROUNDS))
-log "$RUNS runs of ${WARMUP}s warmup + ${DURATION}s each ($(awk -v n="$RUNS" -v w="$WARMUP" -v d="$DURATION" 'BEGIN { printf "%.0f", n * (w + d + 0.1) }') s)"
-PATHS=(direct nginx ballast)
+NPATHS=${#PATHS[@]}
+RUNS=$(($(wc -w <<<"$APIS") * 2 * NPATHS * ROUNDS))
+log "$RUNS runs of ${WARMUP}s warmup + ${DURATION}s each ($(awk -v n="$RUNS" -v w="$WARMUP" -v d="$DURATION" 'BEGIN { printf "%.0f", n * (w + d + 0.2) }') s)"
 for round in $(seq "$ROUNDS"); do
     for api in $APIS; do
         for mode in rate concurrency; do
-            # Rotate the order of the three paths each round so none always runs first (or last).
-            for i in 0 1 2; do
-                path=${PATHS[$(((i + round - 1) % 3))]}
+            # Rotate the order of the paths each round so none always runs first (or last).
+            for i in $(seq 0 $((NPATHS - 1))); do
+                path=${PATHS[$(((i + round - 1) % NPATHS))]}
                 load=(--rate "$RATE")
                 [ "$mode" = concurrency ] && load=(--concurrency "$CONCURRENCY")
                 api_headers "$api"
+                # The simulator's counters around the run (outside the CPU window): for a proxied path, the
+                # upstream requests beyond those the client sent are retries.
+                read -r st0 ok0 _ _ <<<"$(sim_counts)"
                 # shellcheck disable=SC2046 # pid lists are meant to split
                 read -r up0 px0 <<<"$(cpu_ns "$SIM_PID") $(cpu_ns $(proxy_pids "$path"))"
                 "${PIN_LOAD[@]}" "$LOADGEN" --url "http://$(addr_of "$path")$(api_path "$api")" \
-                    --body "$TMP/$api.json" "${HDRS[@]}" \
+                    --body "$(body_of "$api" "$path")" "${HDRS[@]}" \
                     "${load[@]}" --duration "$DURATION" --warmup "$WARMUP" --label "$path" \
                     --out "$OUT/$api-$mode-$path-r$round.json" >/dev/null 2>"$TMP/loadgen.err" ||
                     { cat "$TMP/loadgen.err" >&2; die "loadgen failed"; }
                 # shellcheck disable=SC2046
                 read -r up1 px1 <<<"$(cpu_ns "$SIM_PID") $(cpu_ns $(proxy_pids "$path"))"
-                printf '{"upstream_cpu_ns": %s, "proxy_cpu_ns": %s}\n' $((up1 - up0)) $((px1 - px0)) \
-                    >"$OUT/$api-$mode-$path-r$round.cpu"
+                read -r st1 ok1 _ _ <<<"$(sim_counts)"
+                printf '{"upstream_cpu_ns": %s, "proxy_cpu_ns": %s, "upstream_requests": %s, "upstream_ok": %s}\n' \
+                    $((up1 - up0)) $((px1 - px0)) $((st1 - st0)) $((ok1 - ok0)) >"$OUT/$api-$mode-$path-r$round.cpu"
                 printf '[bench] r%s %-9s %s\n' "$round" "$api" "$(cat "$TMP/loadgen.err")" >&2
             done
         done
     done
 done
 
-python3 "$ROOT/bench/summarize.py" "$OUT" | tee "$OUT/table.txt"
-cp "$OUT/summary.json" "$OUT_ROOT/latest.json"
-log "results: $OUT (summary.json, table.txt, one JSON per run); $OUT_ROOT/latest.json"
+# Resilience state after the load: breakers, retry budgets (the gateway's view), and its warnings.
+curl -s --max-time 5 -H "authorization: Bearer bench-admin" "http://$GATEWAY/admin/targets" >"$OUT/admin-targets.json" ||
+    log "could not read /admin/targets"
+cp "$TMP/ballast.log" "$OUT/ballast.log"
+
+if [ "$ROUNDS" -gt 0 ]; then
+    python3 "$ROOT/bench/summarize.py" "$OUT" | tee "$OUT/table.txt"
+    cp "$OUT/summary.json" "$OUT_ROOT/latest.json"
+    log "results: $OUT (summary.json, table.txt, one JSON per run); $OUT_ROOT/latest.json"
+fi
+
+# ---- optional profile -----------------------------------------------------------------------------------
+if awk -v p="$PROFILE" 'BEGIN { exit !(p > 0) }'; then
+    command -v perf >/dev/null || die "BENCH_PROFILE needs perf"
+    PERF_FREQ=1999
+    for api in $APIS; do
+        for path in ballast translated; do
+            api_headers "$api"
+            data="$OUT/perf-$api-$path.data"
+            "${PIN_LOAD[@]}" "$LOADGEN" --url "http://$(addr_of "$path")$(api_path "$api")" \
+                --body "$(body_of "$api" "$path")" "${HDRS[@]}" --rate "$RATE" \
+                --duration "$(awk -v p="$PROFILE" 'BEGIN { print p + 0.5 }')" --warmup 0.5 --label "$path" \
+                --out "$OUT/profile-$api-$path.json" >/dev/null 2>"$TMP/loadgen.err" &
+            lg=$!
+            sleep 0.7
+            perf record -q -g -F "$PERF_FREQ" -p "$BALLAST_PID" -o "$data" -- sleep "$PROFILE" >/dev/null 2>&1 ||
+                die "perf record failed"
+            wait "$lg" || { cat "$TMP/loadgen.err" >&2; die "loadgen failed"; }
+            perf report -q -i "$data" --stdio --no-children -n --sort dso,sym -g none \
+                2>/dev/null >"$OUT/perf-$api-$path.txt"
+            log "profile $api $path: $(cat "$TMP/loadgen.err")"
+        done
+    done
+    # One sample is 1/PERF_FREQ s of CPU; the load sends RATE * PROFILE requests while perf samples.
+    python3 "$ROOT/bench/perf_top.py" --us-per-sample \
+        "$(awk -v f="$PERF_FREQ" -v r="$RATE" -v p="$PROFILE" 'BEGIN { print 1e6 / f / (r * p) }')" \
+        "$OUT"/perf-*.txt | tee "$OUT/profile.txt"
+    log "profile: $OUT/profile.txt (perf report per path: $OUT/perf-*.txt, data: perf-*.data)"
+fi

@@ -1,21 +1,27 @@
 #!/usr/bin/env python3
 """Summarize one bench/run.sh result directory: a table on stdout and summary.json beside the runs.
 
-Each run file is `{api}-{mode}-{path}-r{round}.json` as written by `ballast-loadgen --out`. The three paths of
-one (api, mode) run back to back in each round, so they share that moment's background noise; the table
+Each run file is `{api}-{mode}-{path}-r{round}.json` as written by `ballast-loadgen --out`. The paths of one
+(api, mode) run back to back in each round, so they share that moment's background noise; the table
 therefore compares within rounds and takes the median over rounds: each figure (p50, p99, rps) is the median
 of the rounds' figures, and added latency is the median of the per-round differences (path minus direct in
 the same round), so one noisy round cannot swing it. Percentiles of all rounds pooled are kept in
 summary.json as `pooled`.
+
+`translated` is Ballast serving the client from a provider of the other format; its translation cost is the
+median of the per-round differences from `ballast` (same client API, same format end to end) in latency and in
+CPU per request.
 """
 
 import json
 import math
+import re
 import statistics
 import sys
 from pathlib import Path
 
-PATHS = ("direct", "nginx", "ballast")
+PATHS = ("direct", "nginx", "ballast", "translated")
+PROXIES = ("nginx", "ballast", "translated")
 # Issue 2's starting target, for the fixed-rate runs: Ballast's added latency over direct.
 TARGET_ADDED_P50_US = 150
 TARGET_ADDED_P99_US = 1000
@@ -60,6 +66,55 @@ def diff(a, b):
     return round(a - b) if a is not None and b is not None else None
 
 
+def within_rounds(mine, base):
+    """Per-round differences mine - base (rounds both have), for p50, p99 and CPU per request."""
+    same = sorted(set(mine) & set(base))
+    lat = lambda r, q: (r.get("latency_us") or {}).get(q)  # noqa: E731
+
+    def cpu(r, key):
+        return r.get(key)
+
+    def fdiff(a, b):
+        return round(a - b, 1) if a is not None and b is not None else None
+
+    return {
+        "p50": [d for d in (diff(lat(mine[i], "p50"), lat(base[i], "p50")) for i in same) if d is not None],
+        "p99": [d for d in (diff(lat(mine[i], "p99"), lat(base[i], "p99")) for i in same) if d is not None],
+        "proxy_cpu": [d for d in (fdiff(cpu(mine[i], "proxy_cpu_us_per_req"), cpu(base[i], "proxy_cpu_us_per_req"))
+                                  for i in same) if d is not None],
+        "upstream_cpu": [d for d in (fdiff(cpu(mine[i], "upstream_cpu_us_per_req"),
+                                           cpu(base[i], "upstream_cpu_us_per_req")) for i in same) if d is not None],
+    }
+
+
+def resilience(out_dir, groups):
+    """Errors and signs of the gateway's resilience policies firing: client-visible errors, upstream requests
+    beyond those sent (retries), upstream failures, breaker openings and retries in the admin snapshot taken
+    after the load, and WARN/ERROR lines in Ballast's log."""
+    out = {"errors": {}, "extra_upstream_requests": {}, "upstream_not_ok": {}, "sent": {}}
+    for g in groups:
+        for path, f in g["paths"].items():
+            for key in ("errors", "extra_upstream_requests", "upstream_not_ok", "sent"):
+                out[key][path] = out[key].get(path, 0) + (f.get(key) or 0)
+    admin = out_dir / "admin-targets.json"
+    if admin.exists():
+        try:
+            snap = json.loads(admin.read_text())
+            out["breakers"] = {
+                t["target"]: {"state": t["breaker"]["state"], "openings": t["breaker"]["openings"],
+                              "retries_in_window": t["retry_budget"]["retries_in_window"]}
+                for t in snap.get("targets", [])
+            }
+        except (ValueError, KeyError, TypeError):
+            out["breakers"] = None
+    log = out_dir / "ballast.log"
+    if log.exists():
+        bad = [line for line in log.read_text(errors="replace").splitlines() if re.search(r"\b(WARN|ERROR)\b", line)]
+        out["log_warnings"] = len(bad)
+        out["log_warning_examples"] = bad[:3]
+    return out
+
+
 def main(out_dir: Path) -> None:
     meta = json.loads((out_dir / "meta.json").read_text())
     runs = {}
@@ -67,13 +122,21 @@ def main(out_dir: Path) -> None:
         api, mode, path, _round = f.stem.split("-")
         run = json.loads(f.read_text())
         cpu_file = f.with_suffix(".cpu")
+        # Every request sent is recorded (warmup or measured, errors included) unless abandoned in flight.
+        sent = (run.get("count") or 0) + (run.get("warmup_requests") or 0)
+        sent_all = sent + ((run.get("error_detail") or {}).get("abandoned") or 0)
+        run["sent"] = sent_all
         if cpu_file.exists():
             cpu = json.loads(cpu_file.read_text())
-            sent = (run.get("count") or 0) + (run.get("warmup_requests") or 0)
             if sent:
                 # CPU time of the processes over the whole run (warmup included), per request sent.
                 run["upstream_cpu_us_per_req"] = round(cpu["upstream_cpu_ns"] / sent / 1000, 1)
                 run["proxy_cpu_us_per_req"] = round(cpu["proxy_cpu_ns"] / sent / 1000, 1) if path != "direct" else None
+            if "upstream_requests" in cpu:
+                # Requests the simulator answered beyond those the client sent: retries (or hedges) by the proxy.
+                run["upstream_requests"] = cpu["upstream_requests"]
+                run["extra_upstream_requests"] = cpu["upstream_requests"] - sent_all
+                run["upstream_not_ok"] = cpu["upstream_requests"] - cpu.get("upstream_ok", cpu["upstream_requests"])
         runs.setdefault((api, mode, path), []).append((int(_round[1:]), run))
     # Rounds in order, so the n-th run of every path is from the same round.
     rounds_of = {k: {n: r for n, r in v} for k, v in runs.items()}
@@ -100,54 +163,92 @@ def main(out_dir: Path) -> None:
                     "upstream_cpu_us_per_req": median([r.get("upstream_cpu_us_per_req") for r in rs]),
                     "proxy_cpu_us_per_req": median([r.get("proxy_cpu_us_per_req") for r in rs]),
                     "count": sum(r.get("count", 0) for r in rs),
+                    "sent": sum(r.get("sent", 0) for r in rs),
                     "errors": sum(r.get("errors", 0) for r in rs),
+                    "extra_upstream_requests": sum(r.get("extra_upstream_requests", 0) for r in rs),
+                    "upstream_not_ok": sum(r.get("upstream_not_ok", 0) for r in rs),
+                    "per_round_proxy_cpu_us_per_req": [r.get("proxy_cpu_us_per_req") for r in rs],
                     "per_round_p50_us": [l.get("p50") for l in lat],
                     "per_round_p99_us": [l.get("p99") for l in lat],
                 }
-            d, n, b = (figures.get(p, {}) for p in PATHS)
+            d, n = figures.get("direct", {}), figures.get("nginx", {})
             comparison = {}
-            for path, f in (("nginx", n), ("ballast", b)):
-                mine, direct = rounds_of.get((api, mode, path), {}), rounds_of.get((api, mode, "direct"), {})
-                same = sorted(set(mine) & set(direct))
-
-                def added(q):
-                    return median(
-                        [diff((mine[i].get("latency_us") or {}).get(q), (direct[i].get("latency_us") or {}).get(q))
-                         for i in same]
-                    )
-
+            for path in PROXIES:
+                f = figures.get(path)
+                if f is None:
+                    continue
+                per_round = within_rounds(rounds_of.get((api, mode, path), {}), rounds_of.get((api, mode, "direct"), {}))
                 comparison[path] = {
-                    "added_p50_us": added("p50"),
-                    "added_p99_us": added("p99"),
-                    "added_p50_us_per_round": [diff(mine[i]["latency_us"]["p50"], direct[i]["latency_us"]["p50"])
-                                               for i in same if mine[i].get("latency_us") and direct[i].get("latency_us")],
-                    "added_p99_us_per_round": [diff(mine[i]["latency_us"]["p99"], direct[i]["latency_us"]["p99"])
-                                               for i in same if mine[i].get("latency_us") and direct[i].get("latency_us")],
+                    "added_p50_us": median(per_round["p50"]),
+                    "added_p99_us": median(per_round["p99"]),
+                    "added_p50_us_per_round": per_round["p50"],
+                    "added_p99_us_per_round": per_round["p99"],
                     "p50_x_direct": ratio(f.get("p50_us"), d.get("p50_us")),
                     "p99_x_direct": ratio(f.get("p99_us"), d.get("p99_us")),
                     "rps_x_direct": ratio(f.get("rps"), d.get("rps")),
                 }
-            comparison["ballast_vs_nginx"] = {
-                "p50_x": ratio(b.get("p50_us"), n.get("p50_us")),
-                "p99_x": ratio(b.get("p99_us"), n.get("p99_us")),
-                "rps_x": ratio(b.get("rps"), n.get("rps")),
-                "proxy_cpu_x": ratio(b.get("proxy_cpu_us_per_req"), n.get("proxy_cpu_us_per_req")),
-                "added_p50_x": positive_ratio(
-                    comparison["ballast"]["added_p50_us"], comparison["nginx"]["added_p50_us"]
-                ),
-            }
+            for path in ("ballast", "translated"):
+                f = figures.get(path)
+                if f is None or not n:
+                    continue
+                comparison[f"{path}_vs_nginx"] = {
+                    "p50_x": ratio(f.get("p50_us"), n.get("p50_us")),
+                    "p99_x": ratio(f.get("p99_us"), n.get("p99_us")),
+                    "rps_x": ratio(f.get("rps"), n.get("rps")),
+                    "proxy_cpu_x": ratio(f.get("proxy_cpu_us_per_req"), n.get("proxy_cpu_us_per_req")),
+                    "added_p50_x": positive_ratio(
+                        comparison[path]["added_p50_us"], (comparison.get("nginx") or {}).get("added_p50_us")
+                    ),
+                }
+            if "translated" in figures and "ballast" in figures:
+                # Translation cost: the translated path minus the same-format Ballast path of the same client
+                # API, within each round.
+                t = within_rounds(rounds_of[(api, mode, "translated")], rounds_of[(api, mode, "ballast")])
+                comparison["translation"] = {
+                    "p50_us": median(t["p50"]),
+                    "p99_us": median(t["p99"]),
+                    "proxy_cpu_us_per_req": median(t["proxy_cpu"]),
+                    "upstream_cpu_us_per_req": median(t["upstream_cpu"]),
+                    "rps_x": ratio(figures["translated"].get("rps"), figures["ballast"].get("rps")),
+                    "per_round": t,
+                }
             groups.append({"api": api, "mode": mode, "paths": figures, "comparison": comparison})
 
+    # Cross-check: the translated path against the same-format path that reaches the same provider format
+    # (e.g. OpenAI client -> Anthropic provider vs Anthropic client -> Anthropic provider), within each round.
+    # This isolates the client-side format (parsing and rendering the other API) from the provider side.
+    other = {"openai": "anthropic", "anthropic": "openai"}
+    for g in groups:
+        peer = other.get(g["api"])
+        if (g["api"], g["mode"], "translated") in rounds_of and (peer, g["mode"], "ballast") in rounds_of:
+            t = within_rounds(rounds_of[(g["api"], g["mode"], "translated")], rounds_of[(peer, g["mode"], "ballast")])
+            g["comparison"]["translation_vs_same_upstream"] = {
+                "against": f"{peer} ballast",
+                "p50_us": median(t["p50"]),
+                "p99_us": median(t["p99"]),
+                "proxy_cpu_us_per_req": median(t["proxy_cpu"]),
+                "per_round": t,
+            }
+
+    health = resilience(out_dir, groups)
+
+    route_of = {
+        ("openai", "ballast"): "openai->openai", ("openai", "translated"): "openai->anthropic",
+        ("anthropic", "ballast"): "anthropic->anthropic", ("anthropic", "translated"): "anthropic->openai",
+    }
     lines = [
         f"Ballast bench {meta['date']}  nproc={meta['nproc']}  {meta['placement']}",
         f"{meta['rounds']} interleaved round(s) of {meta['warmup_s']}s warmup + {meta['duration_s']}s per run; "
         "every figure is the median over rounds (added = median of per-round differences from direct); "
         "latency in microseconds, from the scheduled send time at a fixed rate;",
-        "cpu:sim / cpu:proxy = CPU time (us) the simulator / the proxy spent per request (all threads, /proc schedstat)",
+        "cpu:sim / cpu:proxy = CPU time (us) the simulator / the proxy spent per request (all threads, /proc schedstat);",
+        "ballast = same format end to end; translated = the client's API served by a provider of the other format;",
+        "err = requests that failed at the client; retry = upstream requests beyond those sent (retries by the proxy)",
         "",
-        f"{'api':<10}{'load':<15}{'path':<9}{'p50':>7}{'p99':>8}{'p99.9':>8}{'+p50':>7}{'+p99':>8}"
-        f"{'rps':>9}{'p50/dir':>9}{'p99/dir':>9}{'rps/dir':>9}{'cpu:sim':>9}{'cpu:proxy':>10}{'err':>6}",
+        f"{'api':<10}{'load':<15}{'path':<12}{'p50':>7}{'p99':>8}{'p99.9':>8}{'+p50':>7}{'+p99':>8}"
+        f"{'rps':>9}{'p50/dir':>9}{'p99/dir':>9}{'rps/dir':>9}{'cpu:sim':>9}{'cpu:proxy':>10}{'err':>6}{'retry':>6}",
     ]
+    cell = lambda v, w, fmt="{:.0f}": (fmt.format(v) if v is not None else "-").rjust(w)  # noqa: E731
     for g in groups:
         load = f"rate {meta['rate']}/s" if g["mode"] == "rate" else f"conc {meta['concurrency']}"
         for path in PATHS:
@@ -155,46 +256,88 @@ def main(out_dir: Path) -> None:
             if f is None:
                 continue
             c = g["comparison"].get(path, {})
-            cell = lambda v, w, fmt="{:.0f}": (fmt.format(v) if v is not None else "-").rjust(w)  # noqa: E731
             lines.append(
-                f"{g['api']:<10}{load:<15}{path:<9}{cell(f['p50_us'], 7)}{cell(f['p99_us'], 8)}"
+                f"{g['api']:<10}{load:<15}{path:<12}{cell(f['p50_us'], 7)}{cell(f['p99_us'], 8)}"
                 f"{cell(f['p99_9_us'], 8)}{cell(c.get('added_p50_us'), 7, '{:+.0f}')}"
                 f"{cell(c.get('added_p99_us'), 8, '{:+.0f}')}{cell(f['rps'], 9)}"
                 f"{cell(c.get('p50_x_direct'), 9, '{:.2f}')}{cell(c.get('p99_x_direct'), 9, '{:.2f}')}"
                 f"{cell(c.get('rps_x_direct'), 9, '{:.2f}')}{cell(f['upstream_cpu_us_per_req'], 9, '{:.1f}')}"
                 f"{cell(f['proxy_cpu_us_per_req'], 10, '{:.1f}')}{cell(f['errors'], 6)}"
+                f"{cell(f['extra_upstream_requests'] if path != 'direct' else None, 6)}"
             )
-        v = g["comparison"]["ballast_vs_nginx"]
-        lines.append(
-            f"{'':<25}ballast/nginx: p50 {v['p50_x']}x  p99 {v['p99_x']}x  rps {v['rps_x']}x  "
-            f"added p50 {v['added_p50_x']}x  proxy CPU/req {v['proxy_cpu_x']}x"
-        )
+        for path in ("ballast", "translated"):
+            v = g["comparison"].get(f"{path}_vs_nginx")
+            if v:
+                lines.append(
+                    f"{'':<25}{path + '/nginx:':<20}p50 {v['p50_x']}x  p99 {v['p99_x']}x  rps {v['rps_x']}x  "
+                    f"added p50 {cell(v['added_p50_x'], 0, '{}x')}  proxy CPU/req {v['proxy_cpu_x']}x"
+                )
+        t = g["comparison"].get("translation")
+        if t:
+            lines.append(
+                f"{'':<25}{'translated-ballast:':<20}p50 {cell(t['p50_us'], 0, '{:+.0f}')} us  "
+                f"p99 {cell(t['p99_us'], 0, '{:+.0f}')} us  proxy CPU {cell(t['proxy_cpu_us_per_req'], 0, '{:+.1f}')} us/req  "
+                f"sim CPU {cell(t['upstream_cpu_us_per_req'], 0, '{:+.1f}')} us/req  rps {t['rps_x']}x"
+            )
     lines.append("")
     verdicts = []
     for g in groups:
         if g["mode"] != "rate":
             continue
-        c = g["comparison"]["ballast"]
-        a50, a99 = c["added_p50_us"], c["added_p99_us"]
-        if a50 is None or a99 is None:
-            continue
         direct_p99 = [v for v in g["paths"].get("direct", {}).get("per_round_p99_us", []) if v is not None]
         spread = max(direct_p99) - min(direct_p99) if len(direct_p99) > 1 else 0
         resolvable = spread < TARGET_ADDED_P99_US
-        ok = a50 < TARGET_ADDED_P50_US and (a99 < TARGET_ADDED_P99_US or not resolvable)
-        verdicts.append(ok)
-        p99_note = (
-            "" if resolvable else
-            f" [p99 not resolvable here: direct p99 ranged {min(direct_p99)}-{max(direct_p99)} us across rounds]"
-        )
+        for path in ("ballast", "translated"):
+            c = g["comparison"].get(path)
+            if not c or c["added_p50_us"] is None or c["added_p99_us"] is None:
+                continue
+            a50, a99 = c["added_p50_us"], c["added_p99_us"]
+            ok = a50 < TARGET_ADDED_P50_US and (a99 < TARGET_ADDED_P99_US or not resolvable)
+            verdicts.append(ok)
+            p99_note = (
+                "" if resolvable else
+                f" [p99 not resolvable here: direct p99 ranged {min(direct_p99)}-{max(direct_p99)} us across rounds]"
+            )
+            lines.append(
+                f"{route_of[(g['api'], path)]}: Ballast adds {a50:+.0f} us at p50 (target < {TARGET_ADDED_P50_US}) "
+                f"and {a99:+.0f} us at p99 (target < {TARGET_ADDED_P99_US}) at {meta['rate']} req/s: "
+                f"{'within target' if ok else 'OVER TARGET'}{p99_note}"
+            )
+    for g in groups:
+        t = g["comparison"].get("translation")
+        if not t:
+            continue
+        load = f"{meta['rate']} req/s" if g["mode"] == "rate" else f"concurrency {meta['concurrency']}"
+        x = g["comparison"].get("translation_vs_same_upstream")
         lines.append(
-            f"{g['api']}: Ballast adds {a50:+.0f} us at p50 (target < {TARGET_ADDED_P50_US}) and {a99:+.0f} us at p99 "
-            f"(target < {TARGET_ADDED_P99_US}) at {meta['rate']} req/s: "
-            f"{'within target' if ok else 'OVER TARGET'}{p99_note}"
+            f"translation cost, {route_of[(g['api'], 'translated')]} minus {route_of[(g['api'], 'ballast')]} at {load}: "
+            f"p50 {cell(t['p50_us'], 0, '{:+.0f}')} us (rounds {t['per_round']['p50']}), "
+            f"p99 {cell(t['p99_us'], 0, '{:+.0f}')} us, "
+            f"Ballast CPU {cell(t['proxy_cpu_us_per_req'], 0, '{:+.1f}')} us/req (rounds {t['per_round']['proxy_cpu']})"
+            + (f"; vs {x['against']} (same provider format): p50 {cell(x['p50_us'], 0, '{:+.0f}')} us, "
+               f"CPU {cell(x['proxy_cpu_us_per_req'], 0, '{:+.1f}')} us/req" if x else "")
+        )
+    lines.append("")
+    sent, errs, extra, notok = (health[k] for k in ("sent", "errors", "extra_upstream_requests", "upstream_not_ok"))
+    lines.append(
+        "errors (all runs, warmup included in sent): "
+        + ", ".join(f"{p} {errs.get(p, 0)}/{sent.get(p, 0)}" for p in PATHS if p in sent)
+        + "; upstream requests beyond those sent: "
+        + ", ".join(f"{p} {extra.get(p, 0)}" for p in PROXIES if p in extra)
+        + "; upstream non-ok: " + ", ".join(f"{p} {notok.get(p, 0)}" for p in PATHS if p in notok)
+    )
+    if health.get("breakers") is not None or "log_warnings" in health:
+        b = health.get("breakers") or {}
+        lines.append(
+            "gateway after the load: "
+            + ", ".join(f"{t} breaker {v['state']} ({v['openings']} openings, {v['retries_in_window']} retries in window)"
+                        for t, v in b.items())
+            + f"; WARN/ERROR log lines: {health.get('log_warnings', '-')}"
         )
     print("\n".join(lines))
 
-    summary = {"meta": meta, "groups": groups, "table": lines, "within_target": all(verdicts) if verdicts else None}
+    summary = {"meta": meta, "groups": groups, "resilience": health, "table": lines,
+               "within_target": all(verdicts) if verdicts else None}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
