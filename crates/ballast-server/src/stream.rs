@@ -55,6 +55,8 @@ pub struct ObservedStream {
     translation: Option<Translation>,
     /// Bytes of an event whose end has not arrived yet.
     pending: BytesMut,
+    /// Malformed events dropped so far (same-format streams).
+    malformed_skipped: u64,
     deadline: Pin<Box<Sleep>>,
     deadline_kind: TimeoutKind,
     deadline_after: Duration,
@@ -83,6 +85,7 @@ impl ObservedStream {
                 malformed: 0,
             }),
             pending: BytesMut::new(),
+            malformed_skipped: 0,
             deadline: Box::pin(tokio::time::sleep_until(s.deadline)),
             deadline_kind: s.deadline_kind,
             deadline_after: s.deadline_after,
@@ -178,7 +181,51 @@ impl ObservedStream {
                 .split_to(last_event_end(&self.pending)?)
                 .freeze()
         };
+        let out = self.skip_malformed(out);
         (!out.is_empty()).then_some(out)
+    }
+
+    /// One malformed event in an otherwise healthy stream is dropped (and counted in the log line),
+    /// not passed on for the client's SDK to choke on. Only chunks that hold one are rebuilt.
+    fn skip_malformed(&mut self, out: Bytes) -> Bytes {
+        let seen = self.observer.observation().malformed_events;
+        if seen <= self.malformed_skipped {
+            return out;
+        }
+        let mut parser = SseParser::new();
+        let mut kept = Vec::with_capacity(out.len());
+        let mut dropped = 0;
+        parser.feed(&out, |ev| {
+            let valid = ev.data.trim() == "[DONE]"
+                || serde_json::from_str::<serde::de::IgnoredAny>(&ev.data).is_ok();
+            if !valid {
+                dropped += 1;
+                return;
+            }
+            if !ev.event.is_empty() {
+                kept.extend_from_slice(b"event: ");
+                kept.extend_from_slice(ev.event.as_bytes());
+                kept.push(b'\n');
+            }
+            for line in ev.data.split('\n') {
+                kept.extend_from_slice(b"data: ");
+                kept.extend_from_slice(line.as_bytes());
+                kept.push(b'\n');
+            }
+            kept.push(b'\n');
+        });
+        if dropped == 0 {
+            return out;
+        }
+        self.malformed_skipped += dropped;
+        if let Some(o) = &self.outcome {
+            tracing::warn!(
+                request_id = &*o.request_id,
+                target = o.target.as_str(),
+                "skipped {dropped} malformed stream event(s) from the provider"
+            );
+        }
+        Bytes::from(kept)
     }
 
     /// Ends the stream with an error event naming the target and the cause.

@@ -682,3 +682,30 @@ async fn a_stream_ends_at_its_sentinel_even_if_the_provider_lingers() {
     assert!(!text.contains("\"error\""), "{text}");
     assert_eq!(text.matches("[DONE]").count(), 1, "{text}");
 }
+
+#[tokio::test]
+async fn one_malformed_event_is_skipped_not_fatal() {
+    static EVENTS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let events = EVENTS.get_or_init(|| {
+        let (first, rest) = CHUNKS.split_at(CHUNKS.find("\n\n").unwrap() + 2);
+        format!("{first}data: {{\"broken\": tru\n\n{rest}data: [DONE]\n\n")
+    });
+    let upstream = raw_upstream(events, false).await;
+    let (gw, _stop) = raw_gateway(&upstream).await;
+    let text = reqwest::Client::new()
+        .post(format!("{gw}/v1/chat/completions"))
+        .json(&chat("raw", "x", true))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !text.contains("broken"),
+        "the malformed event reached the client: {text}"
+    );
+    assert!(!text.contains("\"error\""), "{text}");
+    assert!(text.contains("\"finish_reason\":\"stop\""), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+}
