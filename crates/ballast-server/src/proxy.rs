@@ -558,6 +558,7 @@ fn prepare(ctx: &mut Ctx<'_>, target: &PreparedTarget) -> Result<Prepared, Failu
         });
     }
     let (format, bytes, stream) = (ctx.format, ctx.bytes, ctx.stream);
+    let has_responses_target = route_has_responses_target(ctx);
     let canonical = ctx.canonical.get_or_insert_with(|| {
         translate::decode_request(format, bytes).map(|mut r| {
             r.stream = stream;
@@ -569,14 +570,35 @@ fn prepare(ctx: &mut Ctx<'_>, target: &PreparedTarget) -> Result<Prepared, Failu
         upstream_model: &target.model,
         default_max_tokens: ctx.route.max_tokens,
     };
-    let encoded = translate::encode_request(provider.format, req, &opts)
-        .map_err(|e| Failure::untranslatable(&e))?;
+    let encoded = match translate::encode_request(provider.format, req, &opts) {
+        // OpenAI's built-in tools (web search…) run only on a Responses target. When the route has
+        // one, other targets step aside for it; when it has none, the request is served without
+        // them (named in x-ballast-warning) rather than not at all — Codex offers web search on
+        // every request, whether or not the turn needs it.
+        Err(TranslateError::Unsupported { .. })
+            if !req.builtin_tools.is_empty() && !has_responses_target =>
+        {
+            let mut without = req.clone();
+            without.drop_builtin_tools();
+            translate::encode_request(provider.format, &without, &opts)
+        }
+        other => other,
+    }
+    .map_err(|e| Failure::untranslatable(&e))?;
     Ok(Prepared {
         body: Bytes::from(encoded.body),
         warnings: encoded.warnings,
         translated: true,
         include_usage: req.include_usage,
     })
+}
+
+/// Whether some target of the request's route speaks OpenAI Responses (and so can run built-in tools).
+fn route_has_responses_target(ctx: &Ctx<'_>) -> bool {
+    ctx.route
+        .targets
+        .iter()
+        .any(|t| ctx.st.config.provider(t.provider).format == ApiFormat::OpenAiResponses)
 }
 
 /// One attempt at one target: send under the attempt's time limits, and on success commit the answer

@@ -41,6 +41,8 @@ async fn setup() -> Setup {
         api_key = "k-oai"
         [routes.responses]
         targets = ["oai-resp/gpt-5"]
+        [routes.builtin-capable]
+        targets = ["anth/claude-sonnet-4-5", "oai-resp/gpt-5"]
         [providers.anth-dead]
         kind = "anthropic"
         base_url = "{d}"
@@ -750,7 +752,7 @@ async fn responses_state_is_refused_and_store_is_reported() {
 }
 
 #[tokio::test]
-async fn builtin_tools_fall_over_to_a_responses_target() {
+async fn builtin_tools_go_to_a_responses_target_or_are_dropped_with_a_warning() {
     let s = setup().await;
     let mut body = responses_body("search the web for ballast", false);
     body["model"] = json!("anthropic");
@@ -762,9 +764,30 @@ async fn builtin_tools_fall_over_to_a_responses_target() {
         .send()
         .await
         .unwrap();
-    // The only target cannot run OpenAI's built-in tools: a clear 400, nothing sent upstream.
-    assert_eq!(resp.status(), 400);
-    assert_eq!(s.sim.recent_requests().len(), 0);
+    // No target of the route can run OpenAI's built-in tools: served without them, and told so.
+    assert_eq!(resp.status(), 200);
+    let w = resp.headers()["x-ballast-warning"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(w.contains("web_search"), "{w}");
+    // A route that has a Responses target behind the Anthropic one falls over to it instead.
+    s.sim.reset();
+    body["model"] = json!("builtin-capable");
+    let resp = s
+        .http
+        .post(format!("{}/v1/responses", s.gw.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-ballast-target"], "oai-resp/gpt-5");
+    assert_eq!(
+        s.sim.recent_requests().len(),
+        1,
+        "the Anthropic target was not tried"
+    );
     body["model"] = json!("responses");
     let resp = s
         .http

@@ -1,8 +1,8 @@
 //! Deterministic answers: a provider-neutral prompt in, text or a tool call out, with token counts.
 //!
 //! Every API module turns its request into a [`Prompt`] and renders the [`Answer`] in its own wire
-//! format, so the conventions (echo, tool calls, tool results, stop sequences, `max_tokens`) behave the
-//! same on every API.
+//! format, so the conventions (echo, tool calls, the `[[ballast-sim:call NAME {ARGS}]]` directive, tool
+//! results, stop sequences, `max_tokens`) behave the same on every API.
 
 use serde_json::{Map, Value, json};
 
@@ -50,6 +50,9 @@ pub(crate) struct Prompt {
     pub input_chars: usize,
     /// Text of the last user message.
     pub last_user_text: Option<String>,
+    /// Text of the latest user turn: every user message after the last assistant message or tool
+    /// call (system messages in between are skipped). Searched for a [`Directive`].
+    pub turn_text: String,
     /// When the last message carries a tool result, its text.
     pub tool_result: Option<String>,
     pub tools: Vec<Tool>,
@@ -113,6 +116,92 @@ impl Answer {
     }
 }
 
+/// What a message is to [`latest_turn_text`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Turn {
+    /// A user message: part of the turn.
+    User,
+    /// A system or developer message: skipped.
+    Skip,
+    /// Anything the model produced (assistant message, tool call, reasoning) or a tool result: the
+    /// turn starts after it.
+    Other,
+}
+
+/// The text of the user messages after the last non-user, non-system one, joined by newlines. The
+/// directive is looked for here, so it fires once per user turn: after the model answered (with a
+/// tool call or text), the same directive no longer counts.
+pub(crate) fn latest_turn_text<T>(
+    items: &[T],
+    classify: impl Fn(&T) -> Turn,
+    text: impl Fn(&T) -> String,
+) -> String {
+    let mut texts = Vec::new();
+    for item in items.iter().rev() {
+        match classify(item) {
+            Turn::User => texts.push(text(item)),
+            Turn::Skip => {}
+            Turn::Other => break,
+        }
+    }
+    texts.reverse();
+    texts.join("\n")
+}
+
+/// Opens a tool-call directive: `[[ballast-sim:call NAME {JSON}]]`.
+const DIRECTIVE_OPEN: &str = "[[ballast-sim:call ";
+/// Closes it.
+const DIRECTIVE_CLOSE: &str = "]]";
+
+/// A deterministic tool call asked for in the prompt: `[[ballast-sim:call NAME {JSON args}]]`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Directive {
+    pub name: String,
+    /// The arguments, a JSON object (`{}` when left out).
+    pub arguments: Value,
+}
+
+/// The first well-formed directive in `text`, if any. The name runs to the first whitespace or `]`;
+/// the arguments, when present, must be one JSON object, followed (after optional whitespace) by
+/// `]]`. Malformed directives are ignored.
+pub(crate) fn find_directive(text: &str) -> Option<Directive> {
+    let mut rest = text;
+    while let Some(at) = rest.find(DIRECTIVE_OPEN) {
+        let after = &rest[at + DIRECTIVE_OPEN.len()..];
+        if let Some(directive) = parse_directive(after) {
+            return Some(directive);
+        }
+        rest = after;
+    }
+    None
+}
+
+fn parse_directive(after_open: &str) -> Option<Directive> {
+    let body = after_open.trim_start();
+    let name_len = body
+        .find(|c: char| c.is_whitespace() || c == ']')
+        .unwrap_or(body.len());
+    let name = &body[..name_len];
+    if name.is_empty() {
+        return None;
+    }
+    let rest = body[name_len..].trim_start();
+    let (arguments, rest) = if rest.starts_with('{') {
+        let mut values = serde_json::Deserializer::from_str(rest).into_iter::<Value>();
+        let value = values.next()?.ok()?;
+        let used = values.byte_offset();
+        (value, &rest[used..])
+    } else {
+        (Value::Object(Map::new()), rest)
+    };
+    rest.trim_start()
+        .starts_with(DIRECTIVE_CLOSE)
+        .then(|| Directive {
+            name: name.to_owned(),
+            arguments,
+        })
+}
+
 /// 64-bit FNV-1a: a hash that never changes across Rust versions, so seeded answers stay put.
 pub(crate) fn stable_hash(parts: &[&str]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -154,6 +243,8 @@ pub(crate) fn answer(seed: u64, prompt: &Prompt, corrupt: Option<Script>) -> Ans
     let text = if let Some(result) = &prompt.tool_result {
         let quoted: String = result.chars().take(TOOL_RESULT_QUOTE_CHARS).collect();
         format!("Tool result received: {quoted}")
+    } else if let Some(directive) = directed_call(prompt) {
+        return directed(directive, input_tokens);
     } else if let Some(tool) = pick_tool(prompt).filter(|_| forced) {
         return tool_call(tool, input_tokens);
     } else if let Some(echoed) = echoed {
@@ -191,6 +282,33 @@ fn text_answer(
         input_tokens,
         output_tokens,
         corrupted,
+    }
+}
+
+/// The directive of the latest user turn, when it names an offered tool the tool choice allows.
+fn directed_call(prompt: &Prompt) -> Option<Directive> {
+    let directive = find_directive(&prompt.turn_text)?;
+    let allowed = match &prompt.tool_choice {
+        ToolChoice::None => false,
+        ToolChoice::Auto | ToolChoice::Required => true,
+        ToolChoice::Named(name) => *name == directive.name,
+    };
+    (allowed && prompt.tools.iter().any(|t| t.name == directive.name)).then_some(directive)
+}
+
+/// A call with the directive's exact arguments.
+fn directed(directive: Directive, input_tokens: u64) -> Answer {
+    let output_tokens =
+        estimate_tokens(directive.arguments.to_string().len() + directive.name.len());
+    Answer {
+        content: Content::ToolCall {
+            name: directive.name,
+            arguments: directive.arguments,
+        },
+        finish: Finish::ToolUse,
+        input_tokens,
+        output_tokens,
+        corrupted: false,
     }
 }
 
@@ -424,6 +542,7 @@ mod tests {
             conversation: user.into(),
             input_chars: user.chars().count(),
             last_user_text: Some(user.into()),
+            turn_text: user.into(),
             ..Prompt::default()
         }
     }
@@ -503,6 +622,122 @@ mod tests {
         assert_eq!(
             answer(0, &p, None).text(),
             "Tool result received: 22 degrees and sunny"
+        );
+    }
+
+    #[test]
+    fn directive_parsing() {
+        let check = |text: &str, expected: Option<(&str, Value)>| {
+            let got = find_directive(text).map(|d| (d.name, d.arguments));
+            let expected = expected.map(|(n, a)| (n.to_owned(), a));
+            assert_eq!(got, expected, "{text}");
+        };
+        check(
+            r#"please [[ballast-sim:call Bash {"command": "echo ok > out.txt", "description": "write"}]] now"#,
+            Some((
+                "Bash",
+                json!({"command": "echo ok > out.txt", "description": "write"}),
+            )),
+        );
+        check(
+            "[[ballast-sim:call get_time]]",
+            Some(("get_time", json!({}))),
+        );
+        check(
+            "[[ballast-sim:call  get_time ]]",
+            Some(("get_time", json!({}))),
+        );
+        // `]]` inside the JSON does not end the directive.
+        check(
+            r#"[[ballast-sim:call f {"a": [[1]], "s": "]]"}]]"#,
+            Some(("f", json!({"a": [[1]], "s": "]]"}))),
+        );
+        check(
+            "[[ballast-sim:call f\n{\"x\": 1}\n]]",
+            Some(("f", json!({"x": 1}))),
+        );
+        // Malformed ones are skipped; a later good one still counts.
+        check(r#"[[ballast-sim:call f {"x": ]]"#, None);
+        check(r#"[[ballast-sim:call f {"x": 1}"#, None);
+        check("[[ballast-sim:call ]]", None);
+        check("[[ballast-sim:call f [1]]]", None);
+        check(
+            r#"[[ballast-sim:call f {bad}]] then [[ballast-sim:call g {"y": 2}]]"#,
+            Some(("g", json!({"y": 2}))),
+        );
+        check("no directive here", None);
+    }
+
+    #[test]
+    fn directive_calls_an_offered_tool_with_exact_arguments() {
+        let bash = Tool {
+            name: "Bash".into(),
+            schema: json!({"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}),
+        };
+        let read = Tool {
+            name: "Read".into(),
+            schema: json!({"type": "object"}),
+        };
+        let mut p = prompt(
+            r#"<system-reminder>Bash and Read exist</system-reminder>
+Do it: [[ballast-sim:call Bash {"command": "echo hi", "description": "say hi", "extra": [1, 2]}]]"#,
+        );
+        p.tools = vec![read.clone(), bash.clone()];
+        let a = answer(0, &p, None);
+        assert_eq!(
+            a.content,
+            Content::ToolCall {
+                name: "Bash".into(),
+                arguments: json!({"command": "echo hi", "description": "say hi", "extra": [1, 2]}),
+            }
+        );
+        assert_eq!(a.finish, Finish::ToolUse);
+        // Forced choice of that tool, or any tool: still the directive's arguments.
+        p.tool_choice = ToolChoice::Required;
+        assert_eq!(answer(0, &p, None).content, a.content);
+        p.tool_choice = ToolChoice::Named("Bash".into());
+        assert_eq!(answer(0, &p, None).content, a.content);
+        // Forced choice of another tool wins; `none` never calls.
+        p.tool_choice = ToolChoice::Named("Read".into());
+        assert!(
+            matches!(answer(0, &p, None).content, Content::ToolCall { ref name, .. } if name == "Read")
+        );
+        p.tool_choice = ToolChoice::None;
+        assert!(matches!(answer(0, &p, None).content, Content::Text(_)));
+        // A tool that is not offered: the usual rules (here: Bash is mentioned by name).
+        p.tool_choice = ToolChoice::Auto;
+        p.tools = vec![read.clone()];
+        assert!(
+            matches!(answer(0, &p, None).content, Content::ToolCall { ref name, ref arguments } if name == "Read" && *arguments == json!({}))
+        );
+        p.tools = vec![];
+        assert!(matches!(answer(0, &p, None).content, Content::Text(_)));
+        // After the tool ran, its result is acknowledged.
+        p.tools = vec![bash];
+        p.tool_result = Some("hi".into());
+        assert_eq!(answer(0, &p, None).text(), "Tool result received: hi");
+    }
+
+    #[test]
+    fn latest_turn_skips_system_and_stops_at_the_model() {
+        let items = [
+            ("user", "[[ballast-sim:call old]]"),
+            ("assistant", "done"),
+            ("user", "first"),
+            ("system", "ignored"),
+            ("user", "second"),
+        ];
+        let classify = |(role, _): &(&str, &str)| match *role {
+            "user" => Turn::User,
+            "system" => Turn::Skip,
+            _ => Turn::Other,
+        };
+        let text = |(_, t): &(&str, &str)| (*t).to_owned();
+        assert_eq!(latest_turn_text(&items, classify, text), "first\nsecond");
+        assert_eq!(latest_turn_text(&items[..2], classify, text), "");
+        assert_eq!(
+            latest_turn_text(&items[..1], classify, text),
+            "[[ballast-sim:call old]]"
         );
     }
 

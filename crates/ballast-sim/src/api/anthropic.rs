@@ -13,7 +13,8 @@ use super::{
     intake, json_response, json_status, string_list,
 };
 use crate::generate::{
-    Answer, Content, Finish, Prompt, Tool, ToolChoice, estimate_tokens, json_fragments, text_chars,
+    Answer, Content, Finish, Prompt, Tool, ToolChoice, Turn, estimate_tokens, json_fragments,
+    latest_turn_text, text_chars,
 };
 use crate::sse::{Frame, named_event};
 use crate::state::SimState;
@@ -122,6 +123,15 @@ fn parse(json: &Value, require_max_tokens: bool) -> Result<Prompt, Failure> {
         .rev()
         .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
         .map(|m| content_text(m.get("content").unwrap_or(&Value::Null)));
+    let turn_text = latest_turn_text(
+        messages,
+        |m| match m.get("role").and_then(Value::as_str) {
+            Some("user") => Turn::User,
+            Some("system") => Turn::Skip,
+            _ => Turn::Other,
+        },
+        |m| content_text(m.get("content").unwrap_or(&Value::Null)),
+    );
     let tool_result = messages
         .last()
         .and_then(|m| m.get("content"))
@@ -141,6 +151,7 @@ fn parse(json: &Value, require_max_tokens: bool) -> Result<Prompt, Failure> {
             + text_chars(&Value::Array(messages.clone()))
             + text_chars(&tools_json),
         last_user_text,
+        turn_text,
         tool_result,
         tools,
         tool_choice,

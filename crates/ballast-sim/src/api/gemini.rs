@@ -14,7 +14,8 @@ use super::{
     json_status, query_param, string_list,
 };
 use crate::generate::{
-    Answer, Content, Finish, Prompt, Tool, ToolChoice, estimate_tokens, text_chars,
+    Answer, Content, Finish, Prompt, Tool, ToolChoice, Turn, estimate_tokens, latest_turn_text,
+    text_chars,
 };
 use crate::sse::{Frame, data_event_crlf};
 use crate::state::SimState;
@@ -190,6 +191,11 @@ fn parse(json: &Value, model: String, stream: bool) -> Result<Prompt, Failure> {
             .is_none_or(|r| r == "user")
     };
     let last_user_text = contents.iter().rev().find(is_user).map(parts_text);
+    let turn_text = latest_turn_text(
+        contents,
+        |c| if is_user(&c) { Turn::User } else { Turn::Other },
+        parts_text,
+    );
     let tool_result = contents
         .last()
         .and_then(|c| c.get("parts"))
@@ -212,6 +218,7 @@ fn parse(json: &Value, model: String, stream: bool) -> Result<Prompt, Failure> {
             + text_chars(&Value::Array(contents.clone()))
             + text_chars(&tools_json),
         last_user_text,
+        turn_text,
         tool_result,
         tools,
         tool_choice,

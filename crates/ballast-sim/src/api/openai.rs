@@ -13,7 +13,8 @@ use super::{
     string_list,
 };
 use crate::generate::{
-    Answer, Content, Finish, Prompt, Tool, ToolChoice, json_fragments, text_chars,
+    Answer, Content, Finish, Prompt, Tool, ToolChoice, Turn, json_fragments, latest_turn_text,
+    text_chars,
 };
 use crate::sse::{Frame, data_event, data_literal};
 use crate::state::SimState;
@@ -225,6 +226,15 @@ impl Dialect for OpenAi {
             .rev()
             .find(|m| role(m).as_deref() == Some("user"))
             .map(|m| content_text(m.get("content").unwrap_or(&Value::Null)));
+        let turn_text = latest_turn_text(
+            messages,
+            |m| match role(m).as_deref() {
+                Some("user") => Turn::User,
+                Some("system" | "developer") => Turn::Skip,
+                _ => Turn::Other,
+            },
+            |m| content_text(m.get("content").unwrap_or(&Value::Null)),
+        );
         let tool_result = messages
             .last()
             .filter(|m| matches!(role(m).as_deref(), Some("tool" | "function")))
@@ -235,6 +245,7 @@ impl Dialect for OpenAi {
             conversation: json!({"messages": messages}).to_string(),
             input_chars: text_chars(&Value::Array(messages.clone())) + text_chars(&tools_json),
             last_user_text,
+            turn_text,
             tool_result,
             tools,
             tool_choice: parse_tool_choice(json.get("tool_choice")),

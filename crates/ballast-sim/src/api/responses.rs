@@ -15,7 +15,8 @@ use serde_json::{Map, Value, json};
 use super::openai::OpenAi;
 use super::{Dialect, Failure, Inbound, Meta, PathInfo, content_text, generate};
 use crate::generate::{
-    Answer, Content, Finish, JsonOutput, Prompt, Tool, ToolChoice, json_fragments, text_chars,
+    Answer, Content, Finish, JsonOutput, Prompt, Tool, ToolChoice, Turn, json_fragments,
+    latest_turn_text, text_chars,
 };
 use crate::sse::{Frame, named_event};
 use crate::state::SimState;
@@ -383,6 +384,15 @@ impl Dialect for Responses {
             .rev()
             .find(|i| kind(i) == "message" && i.get("role").and_then(Value::as_str) == Some("user"))
             .map(|i| content_text(i.get("content").unwrap_or(&Value::Null)));
+        let turn_text = latest_turn_text(
+            &items,
+            |i| match (kind(i).as_str(), i.get("role").and_then(Value::as_str)) {
+                ("message", Some("user")) => Turn::User,
+                ("message", Some("system" | "developer")) => Turn::Skip,
+                _ => Turn::Other,
+            },
+            |i| content_text(i.get("content").unwrap_or(&Value::Null)),
+        );
         // Any `*_call_output` item last (function, custom tool, shell …) is a tool result.
         let tool_result = items
             .last()
@@ -413,6 +423,7 @@ impl Dialect for Responses {
             conversation: json!({"instructions": instructions, "input": input}).to_string(),
             input_chars: text_chars(&instructions) + text_chars(&input) + text_chars(&tools_json),
             last_user_text,
+            turn_text,
             tool_result,
             tools,
             tool_choice,
