@@ -146,18 +146,79 @@ pub async fn gemini_models(
         .config
         .routes
         .iter()
-        .map(|r| {
-            serde_json::json!({
-                "name": format!("models/{}", r.name),
-                "baseModelId": r.name,
-                "version": "ballast",
-                "displayName": r.name,
-                "description": format!("Ballast route {}", r.name),
-                "supportedGenerationMethods": ["generateContent", "streamGenerateContent"],
-            })
-        })
+        .map(|r| gemini_model(&r.name))
         .collect();
     axum::Json(serde_json::json!({ "models": models })).into_response()
+}
+
+fn gemini_model(route: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": format!("models/{route}"),
+        "baseModelId": route,
+        "version": "ballast",
+        "displayName": route,
+        "description": format!("Ballast route {route}"),
+        "supportedGenerationMethods": ["generateContent", "streamGenerateContent"],
+    })
+}
+
+/// Whether a request on a path shared with OpenAI (`/v1/models`) comes from a Gemini client.
+fn is_gemini_client(headers: &HeaderMap, query: Option<&str>) -> bool {
+    headers.contains_key("x-goog-api-key") || query.and_then(query_key).is_some()
+}
+
+/// `GET /v1beta/models/{model}` and `GET /v1/models/{model}`: one route, in Gemini's model shape for
+/// Gemini clients (`models.get`), in OpenAI's for the others.
+pub async fn model(
+    State(st): State<Arc<AppState>>,
+    Extension(rid): Extension<RequestId>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    uri: http::Uri,
+    mut headers: HeaderMap,
+) -> Response {
+    let gemini = uri.path().starts_with("/v1beta") || is_gemini_client(&headers, query.as_deref());
+    let format = if gemini {
+        ApiFormat::Gemini
+    } else {
+        guess_format(&headers, uri.path())
+    };
+    if let Some(key) = query.as_deref().and_then(query_key)
+        && let Ok(v) = HeaderValue::from_str(&key)
+    {
+        headers.insert("x-goog-api-key", v);
+    }
+    if !auth::authorized(&st.config.auth.gateway_keys, &headers) {
+        return EdgeError::new(
+            format,
+            rid.as_str(),
+            ClientError::new(ErrorKind::Authentication, "invalid or missing gateway key"),
+        )
+        .into_response();
+    }
+    let route = name.strip_prefix("models/").unwrap_or(&name);
+    if st.route(route).is_none() {
+        return EdgeError::new(
+            format,
+            rid.as_str(),
+            ClientError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "model {route:?} is not served by this gateway; available models: {}",
+                    st.route_names()
+                ),
+            ),
+        )
+        .into_response();
+    }
+    let body = match format {
+        ApiFormat::Gemini => gemini_model(route),
+        _ => serde_json::json!({
+            "id": route, "object": "model", "created": 0, "owned_by": "ballast",
+            "type": "model", "display_name": route, "created_at": "1970-01-01T00:00:00Z",
+        }),
+    };
+    axum::Json(body).into_response()
 }
 
 /// `POST /v1/messages/count_tokens`: forwarded to the route's first Anthropic target when it has one,
@@ -185,8 +246,19 @@ fn guess_format(headers: &HeaderMap, path: &str) -> ApiFormat {
 pub async fn models(
     State(st): State<Arc<AppState>>,
     Extension(rid): Extension<RequestId>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    // google-genai lists models at /v1/models too: answer it in its own shape.
+    if is_gemini_client(&headers, query.as_deref()) {
+        return gemini_models(
+            State(st),
+            Extension(rid),
+            axum::extract::RawQuery(query),
+            headers,
+        )
+        .await;
+    }
     if !auth::authorized(&st.config.auth.gateway_keys, &headers) {
         let format = guess_format(&headers, "/v1/models");
         return EdgeError::new(

@@ -32,8 +32,14 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/messages", post(inbound::messages))
         .route("/v1/messages/count_tokens", post(inbound::count_tokens))
         .route("/v1beta/models", get(inbound::gemini_models))
-        .route("/v1beta/models/{*rest}", post(inbound::gemini))
-        .route("/v1/models/{*rest}", post(inbound::gemini))
+        .route(
+            "/v1beta/models/{*rest}",
+            post(inbound::gemini).get(inbound::model),
+        )
+        .route(
+            "/v1/models/{*rest}",
+            post(inbound::gemini).get(inbound::model),
+        )
         .route("/v1/models", get(inbound::models))
         .route("/healthz", get(inbound::healthz))
         .route("/readyz", get(inbound::readyz))
