@@ -16,11 +16,8 @@ wrong type or a missing required field fails the test that received it. Nothing 
 clients get explicit base URLs, the Agents SDK's tracing is off, and name resolution of any other host
 fails the test (`_loopback_only`).
 
-Gap: the simulator's Anthropic and Gemini dialects ignore structured-output requests
-(`output_config.format`, `responseJsonSchema`), so through those targets the answer is not JSON; the
-JSON-schema tests check that the schema reached the target in its own form and mark the "answer parses
-as the schema" check `xfail(strict=True)` for them (it turns into a failure once the simulator honours
-the schema: then drop the marker).
+The simulator honours structured-output requests in every dialect, so the JSON-schema tests check
+that the answer parses as the schema whichever target served it.
 """
 
 from __future__ import annotations
@@ -597,17 +594,11 @@ def test_json_schema_reaches_target(oai: openai.OpenAI, sim: Sim, route: str):
         assert_schema_upstream(s, route)
 
 
-SIM_SCHEMA_GAP = pytest.mark.xfail(
-    strict=True,
-    reason="simulator gap: its Anthropic and Gemini dialects ignore output_config.format / responseJsonSchema",
-)
-
-
 @pytest.mark.parametrize(
     "route",
     [
-        pytest.param("resp-via-anthropic", marks=SIM_SCHEMA_GAP),
-        pytest.param("resp-via-gemini", marks=SIM_SCHEMA_GAP),
+        pytest.param("resp-via-anthropic"),
+        pytest.param("resp-via-gemini"),
         "resp-via-responses",
     ],
 )

@@ -13,8 +13,8 @@ use super::{
     intake, json_response, json_status, string_list,
 };
 use crate::generate::{
-    Answer, Content, Finish, Prompt, Tool, ToolChoice, Turn, estimate_tokens, json_fragments,
-    latest_turn_text, text_chars,
+    Answer, Content, Finish, JsonOutput, Prompt, Tool, ToolChoice, Turn, estimate_tokens,
+    json_fragments, latest_turn_text, text_chars,
 };
 use crate::sse::{Frame, named_event};
 use crate::state::SimState;
@@ -157,7 +157,12 @@ fn parse(json: &Value, require_max_tokens: bool) -> Result<Prompt, Failure> {
         tool_choice,
         max_tokens,
         stop_sequences: string_list(json.get("stop_sequences")),
-        json_output: None,
+        // Structured outputs: `output_config.format` = {"type": "json_schema", "schema": …}.
+        json_output: json
+            .get("output_config")
+            .and_then(|c| c.get("format"))
+            .filter(|f| f.get("type").and_then(Value::as_str) == Some("json_schema"))
+            .map(|f| JsonOutput::Schema(f.get("schema").cloned().unwrap_or_else(|| json!({})))),
     })
 }
 

@@ -14,8 +14,8 @@ use super::{
     json_status, query_param, string_list,
 };
 use crate::generate::{
-    Answer, Content, Finish, Prompt, Tool, ToolChoice, Turn, estimate_tokens, latest_turn_text,
-    text_chars,
+    Answer, Content, Finish, JsonOutput, Prompt, Tool, ToolChoice, Turn, estimate_tokens,
+    latest_turn_text, text_chars,
 };
 use crate::sse::{Frame, data_event_crlf};
 use crate::state::SimState;
@@ -224,7 +224,7 @@ fn parse(json: &Value, model: String, stream: bool) -> Result<Prompt, Failure> {
         tool_choice,
         max_tokens,
         stop_sequences,
-        json_output: None,
+        json_output: json_output(json),
     })
 }
 
@@ -428,6 +428,22 @@ impl Dialect for Gemini {
             "application/json; charset=UTF-8"
         }
     }
+}
+
+/// `generationConfig.responseMimeType: "application/json"`, with `responseJsonSchema` or
+/// `responseSchema` when given.
+fn json_output(json: &Value) -> Option<JsonOutput> {
+    let config = field(json, "generationConfig", "generation_config")?;
+    let mime = field(config, "responseMimeType", "response_mime_type")?.as_str()?;
+    if mime != "application/json" {
+        return None;
+    }
+    let schema = field(config, "responseJsonSchema", "response_json_schema")
+        .or_else(|| field(config, "responseSchema", "response_schema"));
+    Some(match schema {
+        Some(s) => JsonOutput::Schema(s.clone()),
+        None => JsonOutput::Object,
+    })
 }
 
 #[cfg(test)]

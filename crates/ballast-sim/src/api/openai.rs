@@ -13,8 +13,8 @@ use super::{
     string_list,
 };
 use crate::generate::{
-    Answer, Content, Finish, Prompt, Tool, ToolChoice, Turn, json_fragments, latest_turn_text,
-    text_chars,
+    Answer, Content, Finish, JsonOutput, Prompt, Tool, ToolChoice, Turn, json_fragments,
+    latest_turn_text, text_chars,
 };
 use crate::sse::{Frame, data_event, data_literal};
 use crate::state::SimState;
@@ -251,7 +251,21 @@ impl Dialect for OpenAi {
             tool_choice: parse_tool_choice(json.get("tool_choice")),
             max_tokens,
             stop_sequences: string_list(json.get("stop")),
-            json_output: None,
+            json_output: match json
+                .get("response_format")
+                .and_then(|f| f.get("type"))
+                .and_then(Value::as_str)
+            {
+                Some("json_object") => Some(JsonOutput::Object),
+                Some("json_schema") => Some(JsonOutput::Schema(
+                    json.get("response_format")
+                        .and_then(|f| f.get("json_schema"))
+                        .and_then(|s| s.get("schema"))
+                        .cloned()
+                        .unwrap_or_else(|| json!({})),
+                )),
+                _ => None,
+            },
         };
         let include_usage = json
             .get("stream_options")
