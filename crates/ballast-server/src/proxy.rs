@@ -35,6 +35,17 @@ use crate::state::{AppState, PreparedTarget};
 use crate::stream::{ObservedStream, StreamStart};
 use crate::upstream::{self, Failure, Next, TimeoutKind};
 
+/// Anthropic betas that change what a request means (server-side tools, stored files, MCP servers,
+/// skills): a target that is not Anthropic cannot serve a request that uses them.
+const MEANING_BETAS: [&str; 6] = [
+    "computer-use-",
+    "code-execution-",
+    "files-api-",
+    "mcp-client-",
+    "skills-",
+    "web-fetch-",
+];
+
 /// Below this much time left before the deadline, no new attempt is started.
 const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(10);
 /// The latency a failed attempt counts as for the balancer, at least.
@@ -557,6 +568,31 @@ fn prepare(ctx: &mut Ctx<'_>, target: &PreparedTarget) -> Result<Prepared, Failu
             include_usage: false,
         });
     }
+    // Anthropic betas are Anthropic's: one that changes what the request means (a tool only Anthropic
+    // runs, files it stores) makes any other target ineligible; the rest are dropped, and said so.
+    let mut beta_warnings = Vec::new();
+    if ctx.format == ApiFormat::AnthropicMessages
+        && let Some(betas) = ctx
+            .headers
+            .get("anthropic-beta")
+            .and_then(|v| v.to_str().ok())
+    {
+        for beta in betas.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+            if MEANING_BETAS.iter().any(|p| beta.starts_with(p)) {
+                return Err(Failure::Untranslatable {
+                    message: format!(
+                        "anthropic-beta {beta} changes what the request means and only Anthropic can honour it"
+                    ),
+                    param: None,
+                    invalid: false,
+                });
+            }
+            beta_warnings.push(format!(
+                "anthropic-beta {beta} not sent to {}",
+                provider.format
+            ));
+        }
+    }
     let (format, bytes, stream) = (ctx.format, ctx.bytes, ctx.stream);
     let has_responses_target = route_has_responses_target(ctx);
     let canonical = ctx.canonical.get_or_insert_with(|| {
@@ -585,9 +621,11 @@ fn prepare(ctx: &mut Ctx<'_>, target: &PreparedTarget) -> Result<Prepared, Failu
         other => other,
     }
     .map_err(|e| Failure::untranslatable(&e))?;
+    let mut warnings = encoded.warnings;
+    warnings.extend(beta_warnings);
     Ok(Prepared {
         body: Bytes::from(encoded.body),
-        warnings: encoded.warnings,
+        warnings,
         translated: true,
         include_usage: req.include_usage,
     })

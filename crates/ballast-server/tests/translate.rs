@@ -798,3 +798,42 @@ async fn builtin_tools_go_to_a_responses_target_or_are_dropped_with_a_warning() 
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+#[tokio::test]
+async fn anthropic_betas_are_dropped_with_a_warning_or_make_a_target_ineligible() {
+    let s = setup().await;
+    let send = |beta: &'static str| {
+        s.http
+            .post(format!("{}/v1/messages", s.gw.url))
+            .header("anthropic-version", "2023-06-01")
+            .header("anthropic-beta", beta)
+            .json(&request(Client::Anthropic, "openai", "hi", false))
+            .send()
+    };
+    // A beta that only tunes Anthropic's behaviour: served by the OpenAI target, and said so.
+    let resp = send("interleaved-thinking-2025-05-14, context-1m-2025-08-07")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let w = resp.headers()["x-ballast-warning"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        w.contains("anthropic-beta interleaved-thinking-2025-05-14 not sent"),
+        "{w}"
+    );
+    // A beta that changes what the request means: the OpenAI target cannot serve it.
+    s.sim.reset();
+    let resp = send("files-api-2025-04-14").await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("files-api-2025-04-14"),
+        "{v}"
+    );
+    assert_eq!(s.sim.recent_requests().len(), 0);
+}
