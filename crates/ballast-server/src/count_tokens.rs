@@ -21,6 +21,7 @@ use ballast_core::client_error::{ClientError, ErrorKind};
 use crate::auth;
 use crate::error::EdgeError;
 use crate::request_id::RequestId;
+use crate::runtime::InFlight;
 use crate::state::AppState;
 
 const HEADER: &str = "x-ballast-token-count";
@@ -28,20 +29,47 @@ const HEADER: &str = "x-ballast-token-count";
 pub async fn handle(st: Arc<AppState>, rid: RequestId, headers: HeaderMap, body: Body) -> Response {
     let format = ApiFormat::AnthropicMessages;
     let edge = |e: ClientError| EdgeError::new(format, rid.as_str(), e).into_response();
+    // Refused before the body is read: the connection cannot carry another request.
+    let closing = |e: ClientError| {
+        let mut e = EdgeError::new(format, rid.as_str(), e);
+        e.close = true;
+        e.into_response()
+    };
+    let Some(_slot) = InFlight::enter(&st) else {
+        return closing(ClientError::new(
+            ErrorKind::Unavailable,
+            "the gateway is at capacity; retry shortly",
+        ));
+    };
     if !auth::authorized(&st.config.auth.gateway_keys, &headers) {
-        return edge(ClientError::new(
+        return closing(ClientError::new(
             ErrorKind::Authentication,
             "invalid or missing gateway key",
         ));
     }
     let limit = st.config.server.body_limit;
-    let bytes = match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(_) => {
-            return edge(ClientError::new(
+    let read = http_body_util::Limited::new(body, limit).collect();
+    let bytes = match tokio::time::timeout(st.config.policy.deadline, read).await {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return closing(ClientError::new(
                 ErrorKind::RequestTooLarge,
                 format!("request body exceeds the gateway's limit of {limit} bytes"),
             ));
+        }
+        Ok(Err(_)) => {
+            return closing(ClientError::new(
+                ErrorKind::InvalidRequest,
+                "the request body could not be read",
+            ));
+        }
+        Err(_) => {
+            let mut e = ClientError::new(
+                ErrorKind::InvalidRequest,
+                "the request body did not arrive in time",
+            );
+            e.status = 408;
+            return closing(e);
         }
     };
     let mut req: Value = match serde_json::from_slice(&bytes) {
@@ -85,10 +113,15 @@ pub async fn handle(st: Arc<AppState>, rid: RequestId, headers: HeaderMap, body:
     };
     let route = &st.config.routes[route_idx];
     let rt = &st.runtime;
+    let now = Instant::now();
     let target = st.targets[route_idx].iter().find(|t| {
+        let ts = &rt.targets[t.state];
         st.providers[t.provider].format == format
             && !rt.provider_disabled[t.provider].load(Ordering::Relaxed)
-            && !rt.targets[t.state].disabled.load(Ordering::Relaxed)
+            && !ts.disabled.load(Ordering::Relaxed)
+            // A target whose breaker is open is not asked: estimating beats waiting on it.
+            && crate::runtime::lock(&ts.breaker).snapshot(now).state
+                != ballast_core::policy::State::Open
     });
     if let Some(t) = target {
         req["model"] = Value::String(t.model.clone());
@@ -122,12 +155,18 @@ pub async fn handle(st: Arc<AppState>, rid: RequestId, headers: HeaderMap, body:
                     return r;
                 }
             }
-            Ok(Ok(resp)) if resp.status().is_client_error() => {
-                // The provider says the request is wrong: that is the client's answer.
+            Ok(Ok(resp))
+                if resp.status().is_client_error()
+                    && !matches!(resp.status().as_u16(), 401 | 403 | 408 | 429) =>
+            {
+                // The provider says the request is wrong: that is the client's answer. (Its refusal
+                // of our own key, or a rate limit, is not: those fall back to the estimate.)
                 let status = resp.status();
-                let body = crate::upstream::read_body(resp, 64 << 10)
-                    .await
-                    .unwrap_or_default();
+                let read = crate::upstream::read_body(resp, 64 << 10);
+                let body = match tokio::time::timeout_at(deadline, read).await {
+                    Ok(Ok(b)) => b,
+                    _ => bytes::Bytes::new(),
+                };
                 let mut r = Response::new(Body::from(body));
                 *r.status_mut() = status;
                 r.headers_mut().insert(

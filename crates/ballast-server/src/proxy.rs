@@ -389,7 +389,7 @@ async fn attempt_targets(
                 ));
                 continue;
             };
-            let prepared = match prepare(&mut ctx, target) {
+            let prepared = match prepare(&mut ctx, targets, ti) {
                 Ok(p) => p,
                 Err(f) => {
                     tracing::info!(
@@ -555,7 +555,8 @@ fn log_credentials(st: &AppState, rid: &RequestId, target: &PreparedTarget, fail
 
 /// Builds the body for `target`: the fast path when it speaks the client's format, else a translation
 /// of the canonical request. An error means this target cannot serve this request.
-fn prepare(ctx: &mut Ctx<'_>, target: &PreparedTarget) -> Result<Prepared, Failure> {
+fn prepare(ctx: &mut Ctx<'_>, targets: &[PreparedTarget], ti: usize) -> Result<Prepared, Failure> {
+    let target = &targets[ti];
     let provider = &ctx.st.providers[target.provider];
     if provider.format == ctx.format {
         let mut body = Vec::with_capacity(ctx.bytes.len() + target.model.len() + 16);
@@ -571,13 +572,21 @@ fn prepare(ctx: &mut Ctx<'_>, target: &PreparedTarget) -> Result<Prepared, Failu
     // Anthropic betas are Anthropic's: one that changes what the request means (a tool only Anthropic
     // runs, files it stores) makes any other target ineligible; the rest are dropped, and said so.
     let mut beta_warnings = Vec::new();
-    if ctx.format == ApiFormat::AnthropicMessages
-        && let Some(betas) = ctx
+    if ctx.format == ApiFormat::AnthropicMessages {
+        // Every anthropic-beta header counts, however many the client sent.
+        let betas: Vec<String> = ctx
             .headers
-            .get("anthropic-beta")
-            .and_then(|v| v.to_str().ok())
-    {
-        for beta in betas.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+            .get_all("anthropic-beta")
+            .iter()
+            .flat_map(|v| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .split(',')
+                    .map(|b| b.trim().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|b| !b.is_empty())
+            .collect();
+        for beta in betas {
             if MEANING_BETAS.iter().any(|p| beta.starts_with(p)) {
                 return Err(Failure::Untranslatable {
                     message: format!(
@@ -594,7 +603,7 @@ fn prepare(ctx: &mut Ctx<'_>, target: &PreparedTarget) -> Result<Prepared, Failu
         }
     }
     let (format, bytes, stream) = (ctx.format, ctx.bytes, ctx.stream);
-    let has_responses_target = route_has_responses_target(ctx);
+    let responses_ahead = responses_target_ahead(ctx, targets, ti);
     let canonical = ctx.canonical.get_or_insert_with(|| {
         translate::decode_request(format, bytes).map(|mut r| {
             r.stream = stream;
@@ -612,7 +621,7 @@ fn prepare(ctx: &mut Ctx<'_>, target: &PreparedTarget) -> Result<Prepared, Failu
         // them (named in x-ballast-warning) rather than not at all — Codex offers web search on
         // every request, whether or not the turn needs it.
         Err(TranslateError::Unsupported { .. })
-            if !req.builtin_tools.is_empty() && !has_responses_target =>
+            if !req.builtin_tools.is_empty() && !responses_ahead =>
         {
             let mut without = req.clone();
             without.drop_builtin_tools();
@@ -631,12 +640,22 @@ fn prepare(ctx: &mut Ctx<'_>, target: &PreparedTarget) -> Result<Prepared, Failu
     })
 }
 
-/// Whether some target of the request's route speaks OpenAI Responses (and so can run built-in tools).
-fn route_has_responses_target(ctx: &Ctx<'_>) -> bool {
-    ctx.route
-        .targets
-        .iter()
-        .any(|t| ctx.st.config.provider(t.provider).format == ApiFormat::OpenAiResponses)
+/// Whether a Responses target (the only kind that runs OpenAI's built-in tools) that could still
+/// serve this request comes after target `ti`: enabled, and its breaker not open.
+fn responses_target_ahead(ctx: &Ctx<'_>, targets: &[PreparedTarget], ti: usize) -> bool {
+    let rt = &ctx.st.runtime;
+    let now = Instant::now();
+    targets.iter().skip(ti + 1).any(|t| {
+        let ts = &rt.targets[t.state];
+        ctx.st.providers[t.provider].format == ApiFormat::OpenAiResponses
+            && !ts.disabled.load(Ordering::Relaxed)
+            && !rt.provider_disabled[t.provider].load(Ordering::Relaxed)
+            && {
+                let b = lock(&ts.breaker).snapshot(now);
+                b.state != ballast_core::policy::State::Open
+                    || b.reopen_at.is_some_and(|at| at <= now)
+            }
+    })
 }
 
 /// One attempt at one target: send under the attempt's time limits, and on success commit the answer
@@ -809,6 +828,12 @@ async fn attempt(
             Ok(Ok(body)) => body,
         };
         let observed = observe_body(provider.format, &body);
+        if observed.error.is_some() {
+            // A 2xx that reports a failed answer (Responses `status: "failed"`): not an answer.
+            return Err(Failure::BadResponse(
+                "the upstream reported the answer as failed".to_owned(),
+            ));
+        }
         if !observed.done {
             // A 2xx whose body is not the API's answer shape (e.g. cut short): not an answer.
             return Err(Failure::BadResponse(format!(
@@ -882,8 +907,10 @@ async fn attempt(
         }),
     );
     let mut warnings = prepared.warnings.join("; ");
+    // Served by another provider, a Responses request is not stored (OpenAI's default is to store).
     if ctx.format == ApiFormat::OpenAiResponses
-        && ctx.env.field("store").is_some_and(|v| v.trim() == "true")
+        && prepared.translated
+        && ctx.env.field("store").is_none_or(|v| v.trim() != "false")
     {
         if !warnings.is_empty() {
             warnings.push_str("; ");

@@ -103,6 +103,13 @@ impl ObservedStream {
         if !(obs.done && self.pending.is_empty() && self.upstream_format != ApiFormat::Gemini) {
             return out;
         }
+        if obs.error.is_some() {
+            // The provider's own failure event (already passed on, or translated): a failed stream.
+            if let Some(o) = self.outcome.take() {
+                o.finish_stream(obs, Some("the provider sent an error event"));
+            }
+            return out;
+        }
         let tail = self.closing_events(true);
         self.complete();
         match (out, tail.is_empty()) {
@@ -215,6 +222,9 @@ impl ObservedStream {
             kept.push(b'\n');
         });
         if dropped == 0 {
+            // What the observer counted was well-formed JSON of an unexpected shape: passed on as
+            // is. Catch up, so later chunks are not parsed a second time for nothing.
+            self.malformed_skipped = seen;
             return out;
         }
         self.malformed_skipped += dropped;

@@ -41,6 +41,13 @@ async fn setup() -> Setup {
         api_key = "k-oai"
         [routes.responses]
         targets = ["oai-resp/gpt-5"]
+        [providers.resp-dead]
+        kind = "openai"
+        api = "responses"
+        base_url = "{d}/v1"
+        api_key = "k-dead"
+        [routes.codex-failover]
+        targets = ["resp-dead/gpt-5", "anth/claude-sonnet-4-5"]
         [routes.builtin-capable]
         targets = ["anth/claude-sonnet-4-5", "oai-resp/gpt-5"]
         [providers.anth-dead]
@@ -836,4 +843,27 @@ async fn anthropic_betas_are_dropped_with_a_warning_or_make_a_target_ineligible(
         "{v}"
     );
     assert_eq!(s.sim.recent_requests().len(), 0);
+}
+
+#[tokio::test]
+async fn builtin_tools_do_not_block_failover_from_a_dead_responses_target() {
+    let s = setup().await;
+    s.dead.set_faults(faults(json!({"down": {"rate": 1.0}})));
+    let mut body = responses_body("echo still served", false);
+    body["model"] = json!("codex-failover");
+    body["tools"] = json!([{"type": "web_search"}]);
+    let resp = s
+        .http
+        .post(format!("{}/v1/responses", s.gw.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    assert_eq!(resp.headers()["x-ballast-target"], "anth/claude-sonnet-4-5");
+    let w = resp.headers()["x-ballast-warning"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(w.contains("web_search"), "{w}");
 }
