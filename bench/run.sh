@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # bench/run.sh: Ballast's added latency and throughput, measured side by side with the simulator called
 # directly and through nginx (proxy_pass), at a fixed rate and at a fixed concurrency, on the same-format path
-# and on the translated path (each client API routed to a provider of the other format). See bench/README.md.
+# and on the translated path (each client API routed to a provider of the other format). The OpenAI Responses and
+# Gemini clients are measured too (by default at the fixed rate only, without nginx): Responses -> Anthropic and
+# Gemini -> OpenAI Chat translated, next to their same-format path and the direct call. See bench/README.md.
 #
 # Environment (all optional):
 #   BENCH_RATE=1000  BENCH_CONCURRENCY=32  BENCH_DURATION=2 (s per run)  BENCH_WARMUP=0.5 (s per run)
 #   BENCH_ROUNDS=5 (interleaved rounds; the table takes the median over rounds)
-#   BENCH_APIS="openai anthropic"   BENCH_PATHS="direct nginx ballast translated"
+#   BENCH_APIS="openai anthropic responses gemini"
+#   BENCH_PATHS="direct nginx ballast translated"  BENCH_MODES="rate concurrency"  (openai, anthropic)
+#   BENCH_XPATHS="direct ballast translated"       BENCH_XMODES="rate"             (responses, gemini)
 #   BENCH_PIN=auto|0 (auto: loadgen on CPU 0, servers on the other CPUs)
 #   BENCH_PROFILE=0 (s): when > 0, after the rounds, `perf record -g` Ballast for that long on the same-format and
 #     the translated path of each API at BENCH_RATE, and write the top symbols to the result directory
@@ -20,14 +24,24 @@ CONCURRENCY=${BENCH_CONCURRENCY:-32}
 DURATION=${BENCH_DURATION:-2}
 WARMUP=${BENCH_WARMUP:-0.5}
 ROUNDS=${BENCH_ROUNDS:-5}
-APIS=${BENCH_APIS:-openai anthropic}
-read -r -a PATHS <<<"${BENCH_PATHS:-direct nginx ballast translated}"
+APIS=${BENCH_APIS:-openai anthropic responses gemini}
+# The paths and loads of the Chat Completions and Messages clients, and those of the Responses and Gemini clients
+# (fewer by default, to keep the whole run near 5 minutes).
+PATHS_MAIN=${BENCH_PATHS:-direct nginx ballast translated}
+MODES_MAIN=${BENCH_MODES:-rate concurrency}
+PATHS_X=${BENCH_XPATHS:-direct ballast translated}
+MODES_X=${BENCH_XMODES:-rate}
+paths_of() { case $1 in openai | anthropic) echo "$PATHS_MAIN" ;; *) echo "$PATHS_X" ;; esac; }
+modes_of() { case $1 in openai | anthropic) echo "$MODES_MAIN" ;; *) echo "$MODES_X" ;; esac; }
 PROFILE=${BENCH_PROFILE:-0}
 PIN=${BENCH_PIN:-auto}
 OUT_ROOT=${BENCH_OUT:-$ROOT/bench/out}
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+for api in $APIS; do
+    case $api in openai | anthropic | responses | gemini) ;; *) die "unknown API $api in BENCH_APIS" ;; esac
+done
 
 # ---- what the bench needs -------------------------------------------------------------------------------
 apt_install() {
@@ -136,6 +150,31 @@ targets = ["sim-anthropic/claude-sonnet-4-5"]
 [routes.bench-anthropic-to-openai]
 targets = ["sim/gpt-4.1"]
 
+# The Responses and Gemini clients: same format (an OpenAI provider spoken to in Responses, a Gemini provider) and
+# translated (Responses -> Anthropic Messages, Gemini -> OpenAI Chat Completions).
+[providers.sim-responses]
+kind = "openai"
+api = "responses"
+base_url = "http://$SIM/v1"
+api_key = "bench"
+
+[providers.sim-gemini]
+kind = "gemini"
+base_url = "http://$SIM"
+api_key = "bench"
+
+[routes.bench-responses]
+targets = ["sim-responses/gpt-4.1"]
+
+[routes.bench-gemini]
+targets = ["sim-gemini/gemini-2.5-flash"]
+
+[routes.bench-responses-to-anthropic]
+targets = ["sim-anthropic/claude-sonnet-4-5"]
+
+[routes.bench-gemini-to-openai]
+targets = ["sim/gpt-4.1"]
+
 # Resilience policies ([policy]: retries, breakers, retry budgets) are left at their defaults, as users get
 # them. The admin key only opens GET /admin/targets, read once at the end to show no breaker opened.
 [admin]
@@ -168,22 +207,55 @@ printf '%s' '{"model":"bench-openai-to-anthropic","messages":[{"role":"user","co
     >"$TMP/openai-translated.json"
 printf '%s' '{"model":"bench-anthropic-to-openai","max_tokens":16,"messages":[{"role":"user","content":"Hello"}]}' \
     >"$TMP/anthropic-translated.json"
+printf '%s' '{"model":"bench-responses","input":"Hello","max_output_tokens":16}' >"$TMP/responses.json"
+printf '%s' '{"model":"bench-responses-to-anthropic","input":"Hello","max_output_tokens":16}' \
+    >"$TMP/responses-translated.json"
+# Gemini names the model (the route) in the URL: the same body for both routes.
+printf '%s' '{"contents":[{"role":"user","parts":[{"text":"Hello"}]}],"generationConfig":{"maxOutputTokens":16}}' \
+    >"$TMP/gemini.json"
+cp "$TMP/gemini.json" "$TMP/gemini-translated.json"
 body_of() { case $2 in translated) echo "$TMP/$1-translated.json" ;; *) echo "$TMP/$1.json" ;; esac; }
 # The field that shows an answer is in the client's own format.
-api_marker() { case $1 in openai) echo '"object":"chat.completion"' ;; anthropic) echo '"type":"message"' ;; esac; }
-# The provider format the simulator must see for an api and path (the `by_api` counter of /_sim/stats).
-upstream_api() {
-    case $2 in
-    translated) case $1 in openai) echo anthropic ;; anthropic) echo openai ;; esac ;;
-    *) echo "$1" ;;
+api_marker() {
+    case $1 in
+    openai) echo '"object":"chat.completion"' ;;
+    anthropic) echo '"type":"message"' ;;
+    responses) echo '"object":"response"' ;;
+    gemini) echo '"candidates":[' ;;
     esac
 }
-api_path() { case $1 in openai) echo /v1/chat/completions ;; anthropic) echo /v1/messages ;; esac; }
+# The provider API the simulator must see for an api and path: chat, messages, responses or gemini.
+upstream_api() {
+    case $2 in
+    translated) case $1 in openai | responses) echo messages ;; anthropic | gemini) echo chat ;; esac ;;
+    *) case $1 in openai) echo chat ;; anthropic) echo messages ;; *) echo "$1" ;; esac ;;
+    esac
+}
+# Its counter in the `by_api` of /_sim/stats, and the path the simulator records for it.
+upstream_counter() { case $1 in chat | responses) echo openai ;; messages) echo anthropic ;; gemini) echo gemini ;; esac; }
+upstream_path_re() {
+    case $1 in
+    chat) echo '^/v1/chat/completions$' ;;
+    responses) echo '^/v1/responses$' ;;
+    messages) echo '^/v1/messages$' ;;
+    gemini) echo '^/v1beta/models/[^/]*:generateContent$' ;;
+    esac
+}
+api_path() {
+    case $1 in
+    openai) echo /v1/chat/completions ;;
+    anthropic) echo /v1/messages ;;
+    responses) echo /v1/responses ;;
+    gemini) case $2 in translated) echo /v1beta/models/bench-gemini-to-openai:generateContent ;;
+            *) echo /v1beta/models/bench-gemini:generateContent ;; esac ;;
+    esac
+}
 # Sets HDRS to the headers each SDK would send (the gateway has no keys configured and ignores them).
 api_headers() {
     case $1 in
-    openai) HDRS=(--header "authorization: Bearer bench") ;;
+    openai | responses) HDRS=(--header "authorization: Bearer bench") ;;
     anthropic) HDRS=(--header "x-api-key: bench" --header "anthropic-version: 2023-06-01") ;;
+    gemini) HDRS=(--header "x-goog-api-key: bench") ;;
     esac
 }
 # CPU time (ns on CPU, all threads) of the given processes, from /proc/PID/task/*/schedstat.
@@ -204,12 +276,12 @@ proxy_pids() {
     esac
 }
 addr_of() { case $1 in direct) echo "$SIM" ;; nginx) echo "$NGINXADDR" ;; ballast | translated) echo "$GATEWAY" ;; esac; }
-# The simulator's counters: "total ok by_api.openai by_api.anthropic" (the control plane is not counted).
-# (Parsed in bash: a Python start per run would add seconds to the whole run.)
+# The simulator's counters: "total ok by_api.openai by_api.anthropic by_api.gemini" (the control plane is not
+# counted). (Parsed in bash: a Python start per run would add seconds to the whole run.)
 sim_counts() {
     local json field out=""
     json=$(curl -s --max-time 5 "http://$SIM/_sim/stats") || die "cannot read the simulator's stats"
-    for field in total_requests ok openai anthropic; do
+    for field in total_requests ok openai anthropic gemini; do
         [[ $json =~ \"$field\":([0-9]+) ]] || die "no $field in the simulator's stats: $json"
         out+="${BASH_REMATCH[1]} "
     done
@@ -219,20 +291,25 @@ sim_counts() {
 # Every path must answer 200, in the client's format, from a provider of the expected format, before anything
 # is measured.
 for api in $APIS; do
-    for path in "${PATHS[@]}"; do
+    for path in $(paths_of "$api"); do
         api_headers "$api"
-        read -r _ _ s_oa0 s_an0 <<<"$(sim_counts)"
+        read -r _ _ s_oa0 s_an0 s_ge0 <<<"$(sim_counts)"
         code=$(curl -s -o "$TMP/smoke.out" -w '%{http_code}' --max-time 5 \
             "${HDRS[@]}" -H "content-type: application/json" \
-            --data-binary "@$(body_of "$api" "$path")" "http://$(addr_of "$path")$(api_path "$api")") || true
+            --data-binary "@$(body_of "$api" "$path")" "http://$(addr_of "$path")$(api_path "$api" "$path")") || true
         [ "$code" = 200 ] || { cat "$TMP/smoke.out" >&2; die "$api via $path answered $code"; }
         grep -qF "$(api_marker "$api")" "$TMP/smoke.out" ||
             { cat "$TMP/smoke.out" >&2; die "$api via $path: the answer is not in the $api format"; }
-        read -r _ _ s_oa1 s_an1 <<<"$(sim_counts)"
-        case $(upstream_api "$api" "$path") in
-        openai) [ $((s_oa1 - s_oa0)) = 1 ] && [ $((s_an1 - s_an0)) = 0 ] ;;
-        anthropic) [ $((s_an1 - s_an0)) = 1 ] && [ $((s_oa1 - s_oa0)) = 0 ] ;;
-        esac || die "$api via $path did not reach the simulator's $(upstream_api "$api" "$path") API exactly once"
+        read -r _ _ s_oa1 s_an1 s_ge1 <<<"$(sim_counts)"
+        up=$(upstream_api "$api" "$path")
+        seen="openai:$((s_oa1 - s_oa0)) anthropic:$((s_an1 - s_an0)) gemini:$((s_ge1 - s_ge0))"
+        want="openai:0 anthropic:0 gemini:0"
+        want=${want/$(upstream_counter "$up"):0/$(upstream_counter "$up"):1}
+        [ "$seen" = "$want" ] || die "$api via $path did not reach the simulator's $up API exactly once ($seen)"
+        # Chat Completions and Responses share a counter: the path of the last request tells them apart.
+        last=$(curl -s --max-time 5 "http://$SIM/_sim/requests" |
+            python3 -c 'import json, sys; print(json.load(sys.stdin)[-1]["path"])') || die "cannot read /_sim/requests"
+        grep -qE "$(upstream_path_re "$up")" <<<"$last" || die "$api via $path reached $last, not the $up API"
     done
 done
 
@@ -243,15 +320,20 @@ cat >"$OUT/meta.json" <<JSON
 {"date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "nproc": $NPROC, "placement": "$PLACEMENT", "rate": $RATE,
  "concurrency": $CONCURRENCY, "duration_s": $DURATION, "warmup_s": $WARMUP, "rounds": $ROUNDS,
  "nginx": "$("$NGINX" -v 2>&1 | sed 's|.*/||')", "commit": "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)",
- "ballast_bin": "$BALLAST", "built_here": $([ -n "${BALLAST_BIN:-}" ] && echo false || echo true)}
+ "ballast_bin": "$BALLAST", "built_here": $([ -n "${BALLAST_BIN:-}" ] && echo false || echo true),
+ "runs": {$(for api in $APIS; do printf '"%s": {"paths": "%s", "modes": "%s"}, ' "$api" "$(paths_of "$api")" "$(modes_of "$api")"; done | sed 's/, $//')}}
 JSON
 
-NPATHS=${#PATHS[@]}
-RUNS=$(($(wc -w <<<"$APIS") * 2 * NPATHS * ROUNDS))
+RUNS=0
+for api in $APIS; do
+    RUNS=$((RUNS + $(wc -w <<<"$(modes_of "$api")") * $(wc -w <<<"$(paths_of "$api")") * ROUNDS))
+done
 log "$RUNS runs of ${WARMUP}s warmup + ${DURATION}s each ($(awk -v n="$RUNS" -v w="$WARMUP" -v d="$DURATION" 'BEGIN { printf "%.0f", n * (w + d + 0.2) }') s)"
 for round in $(seq "$ROUNDS"); do
     for api in $APIS; do
-        for mode in rate concurrency; do
+        read -r -a PATHS <<<"$(paths_of "$api")"
+        NPATHS=${#PATHS[@]}
+        for mode in $(modes_of "$api"); do
             # Rotate the order of the paths each round so none always runs first (or last).
             for i in $(seq 0 $((NPATHS - 1))); do
                 path=${PATHS[$(((i + round - 1) % NPATHS))]}
@@ -263,7 +345,7 @@ for round in $(seq "$ROUNDS"); do
                 read -r st0 ok0 _ _ <<<"$(sim_counts)"
                 # shellcheck disable=SC2046 # pid lists are meant to split
                 read -r up0 px0 <<<"$(cpu_ns "$SIM_PID") $(cpu_ns $(proxy_pids "$path"))"
-                "${PIN_LOAD[@]}" "$LOADGEN" --url "http://$(addr_of "$path")$(api_path "$api")" \
+                "${PIN_LOAD[@]}" "$LOADGEN" --url "http://$(addr_of "$path")$(api_path "$api" "$path")" \
                     --body "$(body_of "$api" "$path")" "${HDRS[@]}" \
                     "${load[@]}" --duration "$DURATION" --warmup "$WARMUP" --label "$path" \
                     --out "$OUT/$api-$mode-$path-r$round.json" >/dev/null 2>"$TMP/loadgen.err" ||
@@ -298,7 +380,7 @@ if awk -v p="$PROFILE" 'BEGIN { exit !(p > 0) }'; then
         for path in ballast translated; do
             api_headers "$api"
             data="$OUT/perf-$api-$path.data"
-            "${PIN_LOAD[@]}" "$LOADGEN" --url "http://$(addr_of "$path")$(api_path "$api")" \
+            "${PIN_LOAD[@]}" "$LOADGEN" --url "http://$(addr_of "$path")$(api_path "$api" "$path")" \
                 --body "$(body_of "$api" "$path")" "${HDRS[@]}" --rate "$RATE" \
                 --duration "$(awk -v p="$PROFILE" 'BEGIN { print p + 0.5 }')" --warmup 0.5 --label "$path" \
                 --out "$OUT/profile-$api-$path.json" >/dev/null 2>"$TMP/loadgen.err" &

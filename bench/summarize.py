@@ -8,9 +8,14 @@ of the rounds' figures, and added latency is the median of the per-round differe
 the same round), so one noisy round cannot swing it. Percentiles of all rounds pooled are kept in
 summary.json as `pooled`.
 
-`translated` is Ballast serving the client from a provider of the other format; its translation cost is the
+`translated` is Ballast serving the client from a provider of another format; its translation cost is the
 median of the per-round differences from `ballast` (same client API, same format end to end) in latency and in
-CPU per request.
+CPU per request, and, as a cross-check, from the `ballast` path of the client API that reaches the same provider
+format (e.g. Responses -> Anthropic against Anthropic -> Anthropic).
+
+Client APIs: `openai` (Chat Completions), `anthropic` (Messages), `responses` (OpenAI Responses), `gemini`
+(generateContent). Their translated paths reach: openai -> Anthropic Messages, anthropic -> OpenAI Chat,
+responses -> Anthropic Messages, gemini -> OpenAI Chat.
 """
 
 import json
@@ -22,6 +27,12 @@ from pathlib import Path
 
 PATHS = ("direct", "nginx", "ballast", "translated")
 PROXIES = ("nginx", "ballast", "translated")
+API_ORDER = ("anthropic", "openai", "responses", "gemini")
+# The provider API each client API's `ballast` path reaches (its own) and its `translated` path reaches, named by
+# the client API whose same-format path reaches that provider API (responses and gemini have none other than
+# their own).
+OWN = {"openai": "openai", "anthropic": "anthropic", "responses": "responses", "gemini": "gemini"}
+TRANSLATED_TO = {"openai": "anthropic", "anthropic": "openai", "responses": "anthropic", "gemini": "openai"}
 # Issue 2's starting target, for the fixed-rate runs: Ballast's added latency over direct.
 TARGET_ADDED_P50_US = 150
 TARGET_ADDED_P99_US = 1000
@@ -143,7 +154,8 @@ def main(out_dir: Path) -> None:
     runs = {k: [r for _, r in sorted(v, key=lambda x: x[0])] for k, v in runs.items()}
 
     groups = []
-    for api in dict.fromkeys(k[0] for k in runs):
+    present = list(dict.fromkeys(k[0] for k in runs))
+    for api in [a for a in API_ORDER if a in present] + [a for a in present if a not in API_ORDER]:
         for mode in ("rate", "concurrency"):
             figures = {}
             for path in PATHS:
@@ -217,9 +229,8 @@ def main(out_dir: Path) -> None:
     # Cross-check: the translated path against the same-format path that reaches the same provider format
     # (e.g. OpenAI client -> Anthropic provider vs Anthropic client -> Anthropic provider), within each round.
     # This isolates the client-side format (parsing and rendering the other API) from the provider side.
-    other = {"openai": "anthropic", "anthropic": "openai"}
     for g in groups:
-        peer = other.get(g["api"])
+        peer = TRANSLATED_TO.get(g["api"])
         if (g["api"], g["mode"], "translated") in rounds_of and (peer, g["mode"], "ballast") in rounds_of:
             t = within_rounds(rounds_of[(g["api"], g["mode"], "translated")], rounds_of[(peer, g["mode"], "ballast")])
             g["comparison"]["translation_vs_same_upstream"] = {
@@ -232,17 +243,18 @@ def main(out_dir: Path) -> None:
 
     health = resilience(out_dir, groups)
 
-    route_of = {
-        ("openai", "ballast"): "openai->openai", ("openai", "translated"): "openai->anthropic",
-        ("anthropic", "ballast"): "anthropic->anthropic", ("anthropic", "translated"): "anthropic->openai",
-    }
+    route_of = {}
+    for api in OWN:
+        route_of[(api, "ballast")] = f"{api}->{OWN[api]}"
+        route_of[(api, "translated")] = f"{api}->{TRANSLATED_TO[api]}"
     lines = [
         f"Ballast bench {meta['date']}  nproc={meta['nproc']}  {meta['placement']}",
         f"{meta['rounds']} interleaved round(s) of {meta['warmup_s']}s warmup + {meta['duration_s']}s per run; "
         "every figure is the median over rounds (added = median of per-round differences from direct); "
         "latency in microseconds, from the scheduled send time at a fixed rate;",
         "cpu:sim / cpu:proxy = CPU time (us) the simulator / the proxy spent per request (all threads, /proc schedstat);",
-        "ballast = same format end to end; translated = the client's API served by a provider of the other format;",
+        "ballast = same format end to end; translated = the client's API served by a provider of another format "
+        "(openai->anthropic, anthropic->openai, responses->anthropic, gemini->openai; openai = Chat Completions);",
         "err = requests that failed at the client; retry = upstream requests beyond those sent (retries by the proxy)",
         "",
         f"{'api':<10}{'load':<15}{'path':<12}{'p50':>7}{'p99':>8}{'p99.9':>8}{'+p50':>7}{'+p99':>8}"
@@ -279,6 +291,14 @@ def main(out_dir: Path) -> None:
                 f"p99 {cell(t['p99_us'], 0, '{:+.0f}')} us  proxy CPU {cell(t['proxy_cpu_us_per_req'], 0, '{:+.1f}')} us/req  "
                 f"sim CPU {cell(t['upstream_cpu_us_per_req'], 0, '{:+.1f}')} us/req  rps {t['rps_x']}x"
             )
+        x = g["comparison"].get("translation_vs_same_upstream")
+        if x:
+            lines.append(
+                f"{'':<25}{'translated-peer:':<20}"
+                f"p50 {cell(x['p50_us'], 0, '{:+.0f}')} us  p99 {cell(x['p99_us'], 0, '{:+.0f}')} us  "
+                f"proxy CPU {cell(x['proxy_cpu_us_per_req'], 0, '{:+.1f}')} us/req  "
+                f"(peer: {route_of[(x['against'].split()[0], 'ballast')]}, same provider API)"
+            )
     lines.append("")
     verdicts = []
     for g in groups:
@@ -305,18 +325,26 @@ def main(out_dir: Path) -> None:
             )
     for g in groups:
         t = g["comparison"].get("translation")
-        if not t:
-            continue
-        load = f"{meta['rate']} req/s" if g["mode"] == "rate" else f"concurrency {meta['concurrency']}"
         x = g["comparison"].get("translation_vs_same_upstream")
-        lines.append(
-            f"translation cost, {route_of[(g['api'], 'translated')]} minus {route_of[(g['api'], 'ballast')]} at {load}: "
-            f"p50 {cell(t['p50_us'], 0, '{:+.0f}')} us (rounds {t['per_round']['p50']}), "
-            f"p99 {cell(t['p99_us'], 0, '{:+.0f}')} us, "
-            f"Ballast CPU {cell(t['proxy_cpu_us_per_req'], 0, '{:+.1f}')} us/req (rounds {t['per_round']['proxy_cpu']})"
-            + (f"; vs {x['against']} (same provider format): p50 {cell(x['p50_us'], 0, '{:+.0f}')} us, "
-               f"CPU {cell(x['proxy_cpu_us_per_req'], 0, '{:+.1f}')} us/req" if x else "")
-        )
+        load = f"{meta['rate']} req/s" if g["mode"] == "rate" else f"concurrency {meta['concurrency']}"
+        if t:
+            lines.append(
+                f"translation cost, {route_of[(g['api'], 'translated')]} minus {route_of[(g['api'], 'ballast')]} at {load}: "
+                f"p50 {cell(t['p50_us'], 0, '{:+.0f}')} us (rounds {t['per_round']['p50']}), "
+                f"p99 {cell(t['p99_us'], 0, '{:+.0f}')} us, "
+                f"Ballast CPU {cell(t['proxy_cpu_us_per_req'], 0, '{:+.1f}')} us/req (rounds {t['per_round']['proxy_cpu']})"
+                + (f"; vs {x['against']} (same provider format): p50 {cell(x['p50_us'], 0, '{:+.0f}')} us, "
+                   f"CPU {cell(x['proxy_cpu_us_per_req'], 0, '{:+.1f}')} us/req" if x else "")
+            )
+        elif x:
+            peer = x["against"].split()[0]
+            lines.append(
+                f"translation cost, {route_of[(g['api'], 'translated')]} minus {route_of[(peer, 'ballast')]} "
+                f"(same provider format, other client API) at {load}: "
+                f"p50 {cell(x['p50_us'], 0, '{:+.0f}')} us (rounds {x['per_round']['p50']}), "
+                f"p99 {cell(x['p99_us'], 0, '{:+.0f}')} us, "
+                f"Ballast CPU {cell(x['proxy_cpu_us_per_req'], 0, '{:+.1f}')} us/req (rounds {x['per_round']['proxy_cpu']})"
+            )
     lines.append("")
     sent, errs, extra, notok = (health[k] for k in ("sent", "errors", "extra_upstream_requests", "upstream_not_ok"))
     lines.append(
