@@ -757,3 +757,24 @@ pub(crate) fn str_or_vec_strings(v: Option<StrOrVec<String>>) -> Vec<String> {
         Some(StrOrVec::Vec(v)) => v,
     }
 }
+
+/// Text parts joined (borrowed when there is only one).
+pub(crate) fn joined_text<'a>(
+    parts: impl Iterator<Item = &'a Part>,
+    sep: &str,
+) -> Option<std::borrow::Cow<'a, str>> {
+    let mut acc: Option<std::borrow::Cow<'a, str>> = None;
+    for p in parts {
+        if let Part::Text(t) = p {
+            match &mut acc {
+                None => acc = Some(std::borrow::Cow::Borrowed(t.as_str())),
+                Some(prev) => {
+                    let s = prev.to_mut();
+                    s.push_str(sep);
+                    s.push_str(t);
+                }
+            }
+        }
+    }
+    acc
+}

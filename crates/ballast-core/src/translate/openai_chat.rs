@@ -18,8 +18,8 @@ use serde_json::value::RawValue;
 
 use super::{
     DataUrl, EncodeOptions, ErrorClass, StrOrVec, StreamOptions, TranslateError, Warnings,
-    fallback_id, inferred_stop, merge_usage, norm_args, note_unknown, now_unix, parse_data_url,
-    prefixed_id, str_or_vec_strings, to_body, write_sse,
+    fallback_id, inferred_stop, joined_text, merge_usage, norm_args, note_unknown, now_unix,
+    parse_data_url, prefixed_id, str_or_vec_strings, to_body, write_sse,
 };
 use crate::api::ApiFormat;
 use crate::model::{
@@ -566,24 +566,6 @@ fn image_part(img: &Image) -> OutPart<'_> {
             image_url: OutImageUrl::Url { url },
         },
     }
-}
-
-/// Text parts joined (borrowed when there is only one).
-fn joined_text<'a>(parts: impl Iterator<Item = &'a Part>, sep: &str) -> Option<Cow<'a, str>> {
-    let mut acc: Option<Cow<'a, str>> = None;
-    for p in parts {
-        if let Part::Text(t) = p {
-            match &mut acc {
-                None => acc = Some(Cow::Borrowed(t.as_str())),
-                Some(prev) => {
-                    let s = prev.to_mut();
-                    s.push_str(sep);
-                    s.push_str(t);
-                }
-            }
-        }
-    }
-    acc
 }
 
 pub(super) fn encode_request(

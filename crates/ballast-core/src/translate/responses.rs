@@ -41,8 +41,8 @@ use serde_json::value::RawValue;
 use super::openai_chat::empty_schema;
 use super::{
     DataUrl, EncodeOptions, ErrorClass, StrOrVec, StreamOptions, TranslateError, Warnings,
-    fallback_id, inferred_stop, merge_usage, norm_args, note_unknown, now_unix, parse_data_url,
-    prefixed_id, to_body, write_sse,
+    fallback_id, inferred_stop, joined_text, merge_usage, norm_args, note_unknown, now_unix,
+    parse_data_url, prefixed_id, to_body, write_sse,
 };
 use crate::api::ApiFormat;
 use crate::model::{
@@ -789,24 +789,6 @@ fn media_part(img: &Image) -> OutInPart<'_> {
             detail: "auto",
         },
     }
-}
-
-/// Text parts joined (borrowed when there is only one).
-fn joined_text<'a>(parts: impl Iterator<Item = &'a Part>, sep: &str) -> Option<Cow<'a, str>> {
-    let mut acc: Option<Cow<'a, str>> = None;
-    for p in parts {
-        if let Part::Text(t) = p {
-            match &mut acc {
-                None => acc = Some(Cow::Borrowed(t.as_str())),
-                Some(prev) => {
-                    let s = prev.to_mut();
-                    s.push_str(sep);
-                    s.push_str(t);
-                }
-            }
-        }
-    }
-    acc
 }
 
 fn call_arguments(arguments: &str) -> &str {
