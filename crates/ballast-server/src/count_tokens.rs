@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -17,12 +18,15 @@ use tokio::time::Instant;
 
 use ballast_core::api::ApiFormat;
 use ballast_core::client_error::{ClientError, ErrorKind};
+use ballast_core::config::Policy;
+use ballast_core::policy::Admission;
 
 use crate::auth;
 use crate::error::EdgeError;
 use crate::request_id::RequestId;
-use crate::runtime::InFlight;
-use crate::state::AppState;
+use crate::runtime::{Admitted, InFlight, lock};
+use crate::state::{AppState, PreparedTarget};
+use crate::upstream::{UpstreamRequest, Url, read_body};
 
 const HEADER: &str = "x-ballast-token-count";
 
@@ -112,39 +116,89 @@ pub async fn handle(st: Arc<AppState>, rid: RequestId, headers: HeaderMap, body:
         ));
     };
     let route = &st.config.routes[route_idx];
+    if let Some(r) = forward(&st, &rid, route_idx, &route.policy, &headers, &mut req).await {
+        return r;
+    }
+    let estimate = estimate(&req);
+    let mut r = axum::Json(serde_json::json!({ "input_tokens": estimate })).into_response();
+    r.headers_mut()
+        .insert(HEADER, HeaderValue::from_static("estimate"));
+    r
+}
+
+/// Asks the route's first eligible Anthropic target, through the same admission as every other
+/// upstream call: operator switches, the breaker (a ticket, told how the call went), the target's
+/// bulkhead and its retry budget's request count. `None`: no target could answer; estimate instead.
+async fn forward(
+    st: &Arc<AppState>,
+    rid: &RequestId,
+    route_idx: usize,
+    policy: &Policy,
+    headers: &HeaderMap,
+    req: &mut Value,
+) -> Option<Response> {
+    let format = ApiFormat::AnthropicMessages;
     let rt = &st.runtime;
-    let now = Instant::now();
-    let target = st.targets[route_idx].iter().find(|t| {
+    for t in &st.targets[route_idx] {
         let ts = &rt.targets[t.state];
-        st.providers[t.provider].format == format
-            && !rt.provider_disabled[t.provider].load(Ordering::Relaxed)
-            && !ts.disabled.load(Ordering::Relaxed)
-            // A target whose breaker is open is not asked: estimating beats waiting on it.
-            && crate::runtime::lock(&ts.breaker).snapshot(now).state
-                != ballast_core::policy::State::Open
-    });
-    if let Some(t) = target {
+        if st.providers[t.provider].format != format
+            || rt.provider_disabled[t.provider].load(Ordering::Relaxed)
+            || ts.disabled.load(Ordering::Relaxed)
+        {
+            continue;
+        }
+        let now = Instant::now();
+        // A target whose breaker is open is not asked: estimating beats waiting on it.
+        let ticket = match lock(&ts.breaker).admit(now) {
+            Admission::Allowed(t) | Admission::Trial(t) => t,
+            Admission::Rejected { .. } | Admission::ForcedOpen { .. } => continue,
+        };
+        let ticket = Admitted::new(st, t.state, ticket);
+        let Some(_slot) = InFlight::target(st, t.state, policy.max_in_flight_per_target) else {
+            ticket.cancel();
+            continue;
+        };
+        lock(&ts.budget).record_request(now);
+        lock(&rt.global_budget).record_request(now);
         req["model"] = Value::String(t.model.clone());
-        let url = format!("{}/count_tokens", t.url);
+        let Ok(url) = Url::parse(&format!("{}/count_tokens", t.url)) else {
+            ticket.cancel();
+            continue;
+        };
         let mut h = st.providers[t.provider].headers.clone();
         for name in ["anthropic-version", "anthropic-beta"] {
             if let Some(v) = headers.get(name) {
                 h.insert(name, v.clone());
             }
         }
-        let deadline = Instant::now() + route.policy.response_timeout.min(route.policy.deadline);
-        let send = st
-            .client
-            .post(url)
-            .headers(h)
-            .body(serde_json::to_vec(&req).unwrap_or_default())
-            .send();
-        match tokio::time::timeout_at(deadline, send).await {
-            Ok(Ok(resp)) if resp.status().is_success() => {
-                if let Ok(Ok(body)) =
-                    tokio::time::timeout_at(deadline, crate::upstream::read_body(resp, 1 << 20))
-                        .await
-                {
+        let deadline = now + policy.response_timeout.min(policy.deadline);
+        let send = st.transport.send(UpstreamRequest {
+            url,
+            headers: h,
+            body: Bytes::from(serde_json::to_vec(&*req).unwrap_or_default()),
+        });
+        let resp = match tokio::time::timeout_at(deadline, send).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(f)) => {
+                if f.trips_breaker() {
+                    ticket.record(false, "failures");
+                } else {
+                    ticket.cancel();
+                }
+                log_estimate(rid, t, &f.summary());
+                return None;
+            }
+            Err(_) => {
+                ticket.record(false, "failures");
+                log_estimate(rid, t, "response timeout");
+                return None;
+            }
+        };
+        let status = resp.status;
+        if status.is_success() {
+            match tokio::time::timeout_at(deadline, read_body(resp, 1 << 20)).await {
+                Ok(Ok(body)) => {
+                    ticket.record(true, "");
                     let mut r = Response::new(Body::from(body));
                     r.headers_mut().insert(
                         http::header::CONTENT_TYPE,
@@ -152,42 +206,48 @@ pub async fn handle(st: Arc<AppState>, rid: RequestId, headers: HeaderMap, body:
                     );
                     r.headers_mut()
                         .insert(HEADER, HeaderValue::from_static("provider"));
-                    return r;
+                    return Some(r);
+                }
+                _ => {
+                    ticket.record(false, "failures");
+                    log_estimate(rid, t, "unusable response");
+                    return None;
                 }
             }
-            Ok(Ok(resp))
-                if resp.status().is_client_error()
-                    && !matches!(resp.status().as_u16(), 401 | 403 | 408 | 429) =>
-            {
-                // The provider says the request is wrong: that is the client's answer. (Its refusal
-                // of our own key, or a rate limit, is not: those fall back to the estimate.)
-                let status = resp.status();
-                let read = crate::upstream::read_body(resp, 64 << 10);
-                let body = match tokio::time::timeout_at(deadline, read).await {
-                    Ok(Ok(b)) => b,
-                    _ => bytes::Bytes::new(),
-                };
-                let mut r = Response::new(Body::from(body));
-                *r.status_mut() = status;
-                r.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                return r;
-            }
-            _ => {}
         }
-        tracing::info!(
-            request_id = rid.as_str(),
-            target = t.label.as_str(),
-            "count_tokens: provider unavailable, estimating"
-        );
+        let trips = matches!(status.as_u16(), 401 | 403 | 408 | 429) || status.is_server_error();
+        if trips {
+            ticket.record(false, "failures");
+        } else {
+            ticket.cancel();
+        }
+        if status.is_client_error() && !trips {
+            // The provider says the request is wrong: that is the client's answer. (Its refusal
+            // of our own key, or a rate limit, is not: those fall back to the estimate.)
+            let body = match tokio::time::timeout_at(deadline, read_body(resp, 64 << 10)).await {
+                Ok(Ok(b)) => b,
+                _ => Bytes::new(),
+            };
+            let mut r = Response::new(Body::from(body));
+            *r.status_mut() = status;
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            return Some(r);
+        }
+        log_estimate(rid, t, &format!("HTTP {}", status.as_u16()));
+        return None;
     }
-    let estimate = estimate(&req);
-    let mut r = axum::Json(serde_json::json!({ "input_tokens": estimate })).into_response();
-    r.headers_mut()
-        .insert(HEADER, HeaderValue::from_static("estimate"));
-    r
+    None
+}
+
+fn log_estimate(rid: &RequestId, t: &PreparedTarget, cause: &str) {
+    tracing::info!(
+        request_id = rid.as_str(),
+        target = t.label.as_str(),
+        "count_tokens: provider unavailable ({cause}), estimating"
+    );
 }
 
 /// Bytes of the prompt's text (system, messages, tools) / 4, rounded up.

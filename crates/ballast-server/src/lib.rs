@@ -18,11 +18,21 @@ mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::routing::{get, post};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tower::ServiceExt as _;
 
 pub use state::{AppState, StateError};
+pub use upstream::{
+    BodyStream, Failure, SendFuture, Transport, UpstreamRequest, UpstreamResponse, Url,
+};
 
 /// The gateway's router over shared state.
 pub fn app(state: Arc<AppState>) -> Router {
@@ -51,13 +61,72 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// How long a client may take to send a request's head (line and headers); a slower one is cut.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most request headers accepted (HTTP/1.1): more gets 431.
+const MAX_HEADERS: usize = 128;
+/// Largest request head buffered (HTTP/1.1), and the HTTP/2 header list limit.
+const MAX_HEADER_BYTES: usize = 256 * 1024;
+/// After an accept error (out of file descriptors), wait this long before accepting again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Serves the gateway on `listener` until `shutdown` resolves, then drains in-flight requests.
+///
+/// Each connection is served by hyper with bounds a hostile client cannot stretch: the request
+/// head must arrive within [`HEADER_READ_TIMEOUT`], with at most [`MAX_HEADERS`] headers and
+/// [`MAX_HEADER_BYTES`] bytes (431 otherwise); bodies are bounded by `server.body_limit` and the
+/// request's deadline on the request path.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = app(state);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEADER_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (io, _peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors or a connection reset before accept: keep serving the
+                    // connections we have, and try again shortly rather than spin.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        // Stream events go out as they are written, not held back for more.
+        let _ = io.set_nodelay(true);
+        let service = TowerToHyperService::new(
+            app.clone()
+                .map_request(|req: http::Request<hyper::body::Incoming>| req.map(Body::new)),
+        );
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        // Tracked by `graceful`: shutdown waits for every connection to finish.
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection ended with an error: {e}");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }

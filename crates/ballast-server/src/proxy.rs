@@ -51,8 +51,6 @@ const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(10);
 /// The latency a failed attempt counts as for the balancer, at least.
 const FAILURE_LATENCY: Duration = Duration::from_secs(1);
 
-/// Largest upstream answer read whole (non-streaming); streams are never read whole.
-const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
 /// Largest upstream error body kept to show the client.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -710,21 +708,22 @@ async fn attempt(
             (end, end_kind, end_after)
         }
     };
-    let req = st
-        .client
-        .post(url.clone())
-        .headers(upstream_headers)
-        .body(prepared.body.clone());
-    let resp = match tokio::time::timeout_at(first, req.send()).await {
+    let req = upstream::UpstreamRequest {
+        url: url.clone(),
+        headers: upstream_headers,
+        body: prepared.body.clone(),
+    };
+    let resp = match tokio::time::timeout_at(first, st.transport.send(req)).await {
         Err(_) => return Err(Failure::Timeout(first_kind, first_after)),
-        Ok(Err(e)) => return Err(Failure::from_reqwest(&e)),
-        Ok(Ok(resp)) if !resp.status().is_success() => {
+        Ok(Err(f)) => return Err(f),
+        Ok(Ok(resp)) if !resp.status.is_success() => {
             return Err(status_failure(resp, end).await);
         }
         Ok(Ok(resp)) => resp,
     };
-    let status = resp.status();
-    let upstream_type = resp.headers().get(http::header::CONTENT_TYPE).cloned();
+    let status = resp.status;
+    let upstream_type = resp.headers.get(http::header::CONTENT_TYPE).cloned();
+    let limits = &st.config.limits;
     let mut outcome = Outcome {
         st: st.clone(),
         request_id: ctx.rid.0.clone(),
@@ -743,7 +742,8 @@ async fn attempt(
         // transparently, since the client has seen nothing yet.
         let mut observer = StreamObserver::new(provider.format);
         let mut prefix = Vec::new();
-        let mut inner: crate::stream::Upstream = Box::pin(resp.bytes_stream());
+        let mut prefix_bytes = 0usize;
+        let mut inner = resp.body;
         while !observer.observation().first_token_seen && !observer.observation().done {
             let next =
                 tokio::time::timeout_at(first, futures_util::StreamExt::next(&mut inner)).await;
@@ -752,6 +752,14 @@ async fn attempt(
                     return Err(Failure::Timeout(first_kind, first_after));
                 }
                 Ok(Some(Ok(chunk))) => {
+                    // Held back until the first token: bounded in bytes, not only in time.
+                    prefix_bytes = prefix_bytes.saturating_add(chunk.len());
+                    if prefix_bytes > limits.max_first_token_bytes {
+                        return Err(Failure::BadResponse(format!(
+                            "no first token in the first {} bytes of the stream (limits.max_first_token_bytes)",
+                            limits.max_first_token_bytes
+                        )));
+                    }
                     observer.feed(&chunk);
                     prefix.push(chunk);
                     if let Some(e) = &observer.observation().error {
@@ -760,8 +768,8 @@ async fn attempt(
                         )));
                     }
                 }
-                Ok(Some(Err(e))) => {
-                    return Err(Failure::from_reqwest(&e));
+                Ok(Some(Err(f))) => {
+                    return Err(f);
                 }
                 Ok(None) => {
                     return Err(Failure::BadResponse(
@@ -798,6 +806,7 @@ async fn attempt(
             deadline_kind: end_kind,
             deadline_after: end_after,
             idle: policy.idle_timeout,
+            max_event_bytes: limits.max_event_bytes,
             outcome,
         });
         let mut r = Response::new(Body::from_stream(body));
@@ -817,7 +826,8 @@ async fn attempt(
         );
         r
     } else {
-        let read = tokio::time::timeout_at(end, upstream::read_body(resp, MAX_UPSTREAM_BODY)).await;
+        let read =
+            tokio::time::timeout_at(end, upstream::read_body(resp, limits.max_answer_bytes)).await;
         let body = match read {
             Err(_) => {
                 return Err(Failure::Timeout(end_kind, end_after));
@@ -950,9 +960,9 @@ async fn read_request_body(body: Body, limit: usize) -> Result<Bytes, ClientErro
     }
 }
 
-async fn status_failure(resp: reqwest::Response, deadline: Instant) -> Failure {
-    let status = resp.status().as_u16();
-    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
+async fn status_failure(resp: upstream::UpstreamResponse, deadline: Instant) -> Failure {
+    let status = resp.status.as_u16();
+    let header = |name: &str| resp.headers.get(name).and_then(|v| v.to_str().ok());
     let retry_after = ballast_core::policy::parse_retry_after(
         header("retry-after"),
         header("retry-after-ms"),

@@ -1,19 +1,19 @@
 //! The gateway's shared state, built once from a validated [`Config`]: prepared providers (auth and
 //! extra headers as a ready `HeaderMap`), prepared targets (parsed endpoint URLs), the route index, the
-//! pooled upstream client, and the precomputed `/v1/models` body. Nothing here is parsed per request.
+//! upstream transport, and the precomputed `/v1/models` body. Nothing here is parsed per request.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
-use reqwest::Url;
 
 use ballast_core::api::ApiFormat;
 use ballast_core::config::{Config, Secret};
 use ballast_core::provider::{AuthStyle, ProviderKind};
 
 use crate::runtime::Runtime;
-use crate::upstream;
+use crate::upstream::{self, Transport, Url};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -34,7 +34,8 @@ pub struct AppState {
     routes: HashMap<String, usize>,
     pub(crate) providers: Vec<PreparedProvider>,
     pub(crate) targets: Vec<Vec<PreparedTarget>>,
-    pub(crate) client: reqwest::Client,
+    /// How upstream calls are made (the pooled HTTP client, or a test's scripted transport).
+    pub(crate) transport: Arc<dyn Transport>,
     pub(crate) runtime: Runtime,
     models_body: Bytes,
 }
@@ -66,7 +67,16 @@ impl AppState {
 
     /// Like [`AppState::new`] with a fixed seed, so a test can replay every random choice.
     pub fn with_seed(config: Config, seed: u64) -> Result<Self, StateError> {
-        let client = upstream::client(&config.server).map_err(StateError::Client)?;
+        let transport = upstream::HttpTransport::new(&config.server).map_err(StateError::Client)?;
+        Self::with_transport(config, seed, Arc::new(transport))
+    }
+
+    /// Like [`AppState::with_seed`], reaching providers through `transport` instead of HTTP.
+    pub fn with_transport(
+        config: Config,
+        seed: u64,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Self, StateError> {
         let providers = config
             .providers
             .iter()
@@ -120,7 +130,7 @@ impl AppState {
             config,
             providers,
             targets,
-            client,
+            transport,
             runtime,
             models_body,
         })

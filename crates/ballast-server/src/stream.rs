@@ -21,13 +21,11 @@ use ballast_core::sse::SseParser;
 use ballast_core::translate::StreamTranslator;
 
 use crate::outcome::Outcome;
-use crate::upstream::{TimeoutKind, secs};
-
-pub type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+use crate::upstream::{BodyStream, TimeoutKind, secs};
 
 /// Everything a stream needs once its attempt has been committed to the client.
 pub struct StreamStart {
-    pub inner: Upstream,
+    pub inner: BodyStream,
     pub upstream_format: ApiFormat,
     pub client_format: ApiFormat,
     /// The observer, already fed with `prefix`.
@@ -41,11 +39,13 @@ pub struct StreamStart {
     pub deadline_after: Duration,
     /// The longest silence allowed between chunks.
     pub idle: Duration,
+    /// The largest event held back waiting for its end (`limits.max_event_bytes`).
+    pub max_event_bytes: usize,
     pub outcome: Outcome,
 }
 
 pub struct ObservedStream {
-    inner: Upstream,
+    inner: BodyStream,
     /// The client's format (error events are written in it).
     format: ApiFormat,
     upstream_format: ApiFormat,
@@ -55,6 +55,12 @@ pub struct ObservedStream {
     translation: Option<Translation>,
     /// Bytes of an event whose end has not arrived yet.
     pending: BytesMut,
+    /// How much of `pending` is known to hold no event end, so a long event arriving in many
+    /// chunks is scanned once, not once per chunk.
+    pending_scanned: usize,
+    max_event_bytes: usize,
+    /// The upstream broke a limit: the stream ends with an error event at the next poll.
+    violation: Option<String>,
     /// Malformed events dropped so far (same-format streams).
     malformed_skipped: u64,
     deadline: Pin<Box<Sleep>>,
@@ -80,11 +86,14 @@ impl ObservedStream {
             observer: s.observer,
             prefix: s.prefix.into(),
             translation: s.translator.map(|translator| Translation {
-                parser: SseParser::new(),
+                parser: SseParser::with_limit(s.max_event_bytes),
                 translator,
                 malformed: 0,
             }),
             pending: BytesMut::new(),
+            pending_scanned: 0,
+            max_event_bytes: s.max_event_bytes,
+            violation: None,
             malformed_skipped: 0,
             deadline: Box::pin(tokio::time::sleep_until(s.deadline)),
             deadline_kind: s.deadline_kind,
@@ -168,28 +177,63 @@ impl ObservedStream {
                     *malformed += 1;
                 }
             });
+            if parser.oversized_events() > 0 && self.violation.is_none() {
+                // An event was dropped whole: what follows could not be a faithful translation.
+                self.violation = Some(format!(
+                    "the provider sent an event larger than {} bytes (limits.max_event_bytes)",
+                    self.max_event_bytes
+                ));
+            }
             return (!out.is_empty()).then(|| Bytes::from(out));
         }
         let out = if self.pending.is_empty() {
-            match last_event_end(&chunk) {
+            match last_event_end(&chunk, 0) {
                 Some(end) if end == chunk.len() => chunk,
                 Some(end) => {
-                    self.pending.extend_from_slice(&chunk[end..]);
+                    self.hold(&chunk[end..]);
                     chunk.slice(..end)
                 }
                 None => {
-                    self.pending.extend_from_slice(&chunk);
+                    self.hold(&chunk);
                     return None;
                 }
             }
         } else {
+            let from = self.pending_scanned;
             self.pending.extend_from_slice(&chunk);
-            self.pending
-                .split_to(last_event_end(&self.pending)?)
-                .freeze()
+            match last_event_end(&self.pending, from) {
+                Some(end) => {
+                    self.pending_scanned = 0;
+                    self.pending.split_to(end).freeze()
+                }
+                None => {
+                    self.pending_scanned = self.pending.len();
+                    self.check_pending();
+                    return None;
+                }
+            }
         };
         let out = self.skip_malformed(out);
         (!out.is_empty()).then_some(out)
+    }
+
+    /// Holds back the start of an event whose end has not arrived yet.
+    fn hold(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+        self.pending_scanned = self.pending.len();
+        self.check_pending();
+    }
+
+    /// An event that outgrows the limit ends the stream: it is never buffered without bound.
+    fn check_pending(&mut self) {
+        if self.pending.len() > self.max_event_bytes && self.violation.is_none() {
+            self.pending = BytesMut::new();
+            self.pending_scanned = 0;
+            self.violation = Some(format!(
+                "the provider sent an event larger than {} bytes (limits.max_event_bytes)",
+                self.max_event_bytes
+            ));
+        }
     }
 
     /// One malformed event in an otherwise healthy stream is dropped (and counted in the log line),
@@ -277,10 +321,13 @@ fn error_word(kind: ErrorKind) -> &'static str {
     }
 }
 
-/// The end of the last complete SSE event in `b` (just after its blank line), if any.
-fn last_event_end(b: &[u8]) -> Option<usize> {
+/// The end of the last complete SSE event in `b` (just after its blank line), if any. `b[..from]` is
+/// known to hold no event end; only the bytes after it (and the 2 before, where a terminator can
+/// straddle the boundary) are scanned.
+fn last_event_end(b: &[u8], from: usize) -> Option<usize> {
     let n = b.len();
-    (1..n).rev().find_map(|i| {
+    let lo = from.saturating_sub(2).max(1);
+    (lo..n).rev().find_map(|i| {
         let end = match (b[i - 1], b[i]) {
             (b'\n', b'\n') | (b'\r', b'\r') => true,
             (b'\r', b'\n') => i >= 2 && b[i - 2] == b'\n',
@@ -298,6 +345,10 @@ impl Stream for ObservedStream {
         loop {
             if this.outcome.is_none() {
                 return Poll::Ready(None);
+            }
+            if let Some(cause) = this.violation.take() {
+                let ev = this.fail(ErrorKind::BadGateway, cause);
+                return Poll::Ready(Some(Ok(ev)));
             }
             if let Some(chunk) = this.prefix.pop_front() {
                 let out = this.emit(chunk);
@@ -336,9 +387,8 @@ impl Stream for ObservedStream {
                         None => continue,
                     }
                 }
-                Poll::Ready(Some(Err(e))) => {
-                    let cause = crate::upstream::Failure::from_reqwest(&e).to_string();
-                    let ev = this.fail(ErrorKind::BadGateway, format!("stream broke: {cause}"));
+                Poll::Ready(Some(Err(failure))) => {
+                    let ev = this.fail(ErrorKind::BadGateway, format!("stream broke: {failure}"));
                     return Poll::Ready(Some(Ok(ev)));
                 }
                 Poll::Ready(None) => {
@@ -389,13 +439,17 @@ mod tests {
 
     #[test]
     fn event_ends() {
-        assert_eq!(last_event_end(b"data: a\n\ndata: b"), Some(9));
-        assert_eq!(last_event_end(b"data: a\r\n\r\n"), Some(11));
-        assert_eq!(last_event_end(b"data: a\n"), None);
+        assert_eq!(last_event_end(b"data: a\n\ndata: b", 0), Some(9));
+        assert_eq!(last_event_end(b"data: a\r\n\r\n", 0), Some(11));
+        assert_eq!(last_event_end(b"data: a\n", 0), None);
         assert_eq!(
-            last_event_end(b"event: x\ndata: a\n\nevent: y\ndata: b\n\n"),
+            last_event_end(b"event: x\ndata: a\n\nevent: y\ndata: b\n\n", 0),
             Some(36)
         );
-        assert_eq!(last_event_end(b""), None);
+        assert_eq!(last_event_end(b"", 0), None);
+        // A terminator that straddles what was already scanned is still found.
+        assert_eq!(last_event_end(b"data: a\n\n", 8), Some(9));
+        assert_eq!(last_event_end(b"data: a\r\n\r\n", 10), Some(11));
+        assert_eq!(last_event_end(b"data: a\r\n\r\n", 9), Some(11));
     }
 }

@@ -1,16 +1,100 @@
-//! The upstream side of an attempt: the pooled HTTP client and the classification of what went wrong
+//! The upstream side of an attempt: the [`Transport`] every upstream call goes through (the pooled
+//! reqwest client in production, a scripted one in tests), and the classification of what went wrong
 //! (connect, timeout, transport, status), which decides whether the route may fall over.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
+use http::{HeaderMap, StatusCode};
 
 use ballast_core::config::ServerSettings;
 
+pub use reqwest::Url;
+
+/// One upstream call, ready to send: the target's URL, the provider's headers, the prepared body.
+#[derive(Debug, Clone)]
+pub struct UpstreamRequest {
+    pub url: Url,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// An answer's bytes as they arrive; an error ends the body (the connection broke).
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, Failure>> + Send>>;
+
+/// The upstream's answer once its status line and headers arrived; the body is read as a stream.
+pub struct UpstreamResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: BodyStream,
+}
+
+impl UpstreamResponse {
+    /// The declared body length, if the upstream sent one.
+    fn content_length(&self) -> Option<u64> {
+        self.headers
+            .get(http::header::CONTENT_LENGTH)?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()
+    }
+}
+
+/// A future of an upstream response.
+pub type SendFuture = Pin<Box<dyn Future<Output = Result<UpstreamResponse, Failure>> + Send>>;
+
+/// How the request path reaches a provider. The production transport is [`HttpTransport`]; tests
+/// substitute a scripted one so the request path runs under Tokio's paused time.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends `req` and resolves once the response head arrived (or the call failed). Timeouts are
+    /// the caller's: it drops the future when its time is up.
+    fn send(&self, req: UpstreamRequest) -> SendFuture;
+}
+
+/// The pooled, keep-alive HTTP client.
+pub struct HttpTransport {
+    client: reqwest::Client,
+}
+
+impl HttpTransport {
+    pub fn new(settings: &ServerSettings) -> Result<Self, String> {
+        Ok(Self {
+            client: client(settings)?,
+        })
+    }
+}
+
+impl Transport for HttpTransport {
+    fn send(&self, req: UpstreamRequest) -> SendFuture {
+        let call = self
+            .client
+            .post(req.url)
+            .headers(req.headers)
+            .body(req.body)
+            .send();
+        Box::pin(async move {
+            let mut resp = call.await.map_err(|e| Failure::from_reqwest(&e))?;
+            let status = resp.status();
+            let headers = std::mem::take(resp.headers_mut());
+            let body = resp
+                .bytes_stream()
+                .map(|r| r.map_err(|e| Failure::from_reqwest(&e)));
+            Ok(UpstreamResponse {
+                status,
+                headers,
+                body: Box::pin(body),
+            })
+        })
+    }
+}
+
 /// Builds the pooled, keep-alive client every upstream call goes through.
-pub fn client(settings: &ServerSettings) -> Result<reqwest::Client, String> {
+fn client(settings: &ServerSettings) -> Result<reqwest::Client, String> {
     // reqwest is built without a bundled crypto provider; ring is ours. Err means one is installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
@@ -316,20 +400,22 @@ fn describe_connect(e: &reqwest::Error) -> String {
 }
 
 /// Reads a whole (non-streaming) response body, refusing more than `limit` bytes.
-pub async fn read_body(resp: reqwest::Response, limit: usize) -> Result<Bytes, Failure> {
+pub async fn read_body(resp: UpstreamResponse, limit: usize) -> Result<Bytes, Failure> {
     if let Some(len) = resp.content_length()
         && len > limit as u64
     {
         return Err(Failure::BadResponse(format!(
-            "body of {len} bytes exceeds {limit}"
+            "body of {len} bytes exceeds {limit} (limits.max_answer_bytes)"
         )));
     }
-    let mut stream = resp.bytes_stream();
+    let mut stream = resp.body;
     let mut buf = BytesMut::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Failure::from_reqwest(&e))?;
-        if buf.len() + chunk.len() > limit {
-            return Err(Failure::BadResponse(format!("body exceeds {limit} bytes")));
+        let chunk = chunk?;
+        if buf.len().saturating_add(chunk.len()) > limit {
+            return Err(Failure::BadResponse(format!(
+                "body exceeds {limit} bytes (limits.max_answer_bytes)"
+            )));
         }
         buf.extend_from_slice(&chunk);
     }

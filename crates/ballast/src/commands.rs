@@ -11,19 +11,7 @@ use ballast_core::config::{Config, ConfigErrors};
 use ballast_server::AppState;
 use tokio::net::TcpListener;
 
-use crate::cli::{CheckArgs, Command, DemoArgs, LogFormat, ServeArgs, SimArgs};
-
-pub fn init_logging(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
+use crate::cli::{CheckArgs, Command, DemoArgs, ServeArgs, SimArgs};
 
 pub async fn run(command: Command) -> Result<(), String> {
     match command {

@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod logging;
 
 use std::process::ExitCode;
 
@@ -9,7 +10,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    commands::init_logging(&cli.log, cli.log_format);
+    let logging = logging::init(&cli.log, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -20,7 +21,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::run(cli.command)) {
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = commands::run(cli.command) => r,
+            () = logging.report_drops() => Ok(()),
+        }
+    });
+    drop(runtime);
+    let dropped = logging.dropped();
+    // Flush what is queued before the last words.
+    drop(logging);
+    if dropped > 0 {
+        eprintln!(
+            "note: {dropped} log lines were dropped because the log writer could not keep up"
+        );
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

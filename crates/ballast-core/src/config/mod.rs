@@ -27,6 +27,10 @@ pub const DEFAULT_MAX_IN_FLIGHT: u32 = 10_000;
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_CACHE_ENTRY_BYTES: u64 = 1024 * 1024;
 /// Anthropic requires `max_tokens`; when a client of another API omits it, this fills it in.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
+pub const DEFAULT_MAX_FIRST_TOKEN_BYTES: usize = 16 * 1024 * 1024;
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+pub const DEFAULT_MAX_TOOL_ARGS_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 
 /// A validated configuration. Providers and routes are stored in vectors and referred to by index.
@@ -36,6 +40,7 @@ pub struct Config {
     pub auth: AuthSettings,
     pub admin: AdminSettings,
     pub cache: CacheSettings,
+    pub limits: Limits,
     /// Gateway-wide policy defaults (each route's `policy` is already resolved over these).
     pub policy: Policy,
     pub providers: Vec<Provider>,
@@ -57,6 +62,32 @@ pub struct ServerSettings {
 pub struct AdminSettings {
     /// The key admin endpoints require; without one they are disabled.
     pub key: Option<Secret>,
+}
+
+/// `[limits]`: byte caps on everything the gateway buffers from a provider. Exceeding one fails the
+/// attempt (before the answer is committed, the route falls over) or ends the stream with an error
+/// event — never unbounded growth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// One SSE event (and so the bytes of an event still waiting for its end).
+    pub max_event_bytes: usize,
+    /// A stream's bytes read before its first token (held back so a failure can still fall over).
+    pub max_first_token_bytes: usize,
+    /// A whole non-streaming answer.
+    pub max_answer_bytes: usize,
+    /// One tool call's arguments, accumulated where a translation must hold them whole.
+    pub max_tool_args_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            max_first_token_bytes: DEFAULT_MAX_FIRST_TOKEN_BYTES,
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+            max_tool_args_bytes: DEFAULT_MAX_TOOL_ARGS_BYTES,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -301,6 +332,34 @@ impl Validator<'_> {
     }
 }
 
+impl Validator<'_> {
+    fn limits(&mut self, r: &raw::RawLimits) -> Limits {
+        let d = Limits::default();
+        let mut one = |key: &str, value: Option<raw::ByteSize>, default: usize| -> usize {
+            let Some(b) = value else { return default };
+            if b.0 < 1024 {
+                self.err(format!("limits.{key}"), "must be at least 1KiB");
+                return default;
+            }
+            usize::try_from(b.0).unwrap_or(usize::MAX)
+        };
+        Limits {
+            max_event_bytes: one("max_event_bytes", r.max_event_bytes, d.max_event_bytes),
+            max_first_token_bytes: one(
+                "max_first_token_bytes",
+                r.max_first_token_bytes,
+                d.max_first_token_bytes,
+            ),
+            max_answer_bytes: one("max_answer_bytes", r.max_answer_bytes, d.max_answer_bytes),
+            max_tool_args_bytes: one(
+                "max_tool_args_bytes",
+                r.max_tool_args_bytes,
+                d.max_tool_args_bytes,
+            ),
+        }
+    }
+}
+
 fn validate(raw: RawConfig, env: &dyn env::Env) -> Result<Config, ConfigErrors> {
     let mut v = Validator {
         env,
@@ -357,6 +416,7 @@ fn validate(raw: RawConfig, env: &dyn env::Env) -> Result<Config, ConfigErrors> 
         )
         .unwrap_or(usize::MAX),
     };
+    let limits = v.limits(&raw.limits);
 
     let mut gateway_keys = Vec::new();
     for (i, k) in raw.auth.gateway_keys.iter().enumerate() {
@@ -631,6 +691,7 @@ fn validate(raw: RawConfig, env: &dyn env::Env) -> Result<Config, ConfigErrors> 
         auth: AuthSettings { gateway_keys },
         admin: AdminSettings { key: admin_key },
         cache,
+        limits,
         policy: default_policy,
         providers,
         routes,

@@ -75,7 +75,8 @@ pub enum ContentPolicyAction {
 #[serde(rename_all = "kebab-case")]
 pub enum CacheMode {
     Off,
-    /// Serve identical requests from the cache while fresh.
+    /// Serve identical requests from the cache while fresh, and (like `StaleOnError`) a stale
+    /// answer when every target failed.
     On,
     /// Only when every target failed, serve a cached answer (fresh or stale), marked `stale`.
     StaleOnError,

@@ -20,6 +20,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub cache: RawCache,
     #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
     pub policy: RawPolicy,
     #[serde(default)]
     pub providers: BTreeMap<String, RawProvider>,
@@ -48,6 +50,16 @@ pub struct RawAuth {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub key: Option<String>,
+}
+
+/// `[limits]`: byte caps on what the gateway buffers from a provider.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_event_bytes: Option<ByteSize>,
+    pub max_first_token_bytes: Option<ByteSize>,
+    pub max_answer_bytes: Option<ByteSize>,
+    pub max_tool_args_bytes: Option<ByteSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

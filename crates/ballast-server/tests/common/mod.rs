@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+pub mod scripted;
+
 use ballast_core::config::Config;
 use ballast_core::config::env::MapEnv;
 use ballast_server::AppState;
