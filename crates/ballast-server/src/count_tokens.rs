@@ -53,7 +53,8 @@ pub async fn handle(st: Arc<AppState>, rid: RequestId, headers: HeaderMap, body:
     }
     let limit = st.config.server.body_limit;
     let read = http_body_util::Limited::new(body, limit).collect();
-    let bytes = match tokio::time::timeout(st.config.policy.deadline, read).await {
+    let read_limit = st.config.server.body_timeout.min(st.config.policy.deadline);
+    let bytes = match tokio::time::timeout(read_limit, read).await {
         Ok(Ok(c)) => c.to_bytes(),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
             return closing(ClientError::new(

@@ -137,7 +137,8 @@ async fn run(
         e.close = true;
         e
     };
-    let bytes = match tokio::time::timeout(st.config.policy.deadline, read).await {
+    let read_limit = st.config.server.body_timeout.min(st.config.policy.deadline);
+    let bytes = match tokio::time::timeout(read_limit, read).await {
         Ok(r) => r.map_err(closing)?,
         Err(_) => {
             let mut e = ClientError::new(

@@ -24,6 +24,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_BODY_LIMIT: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_IN_FLIGHT: u32 = 10_000;
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_CACHE_ENTRY_BYTES: u64 = 1024 * 1024;
 /// Anthropic requires `max_tokens`; when a client of another API omits it, this fills it in.
@@ -56,6 +57,8 @@ pub struct ServerSettings {
     pub connect_timeout: Duration,
     /// Requests in flight beyond which the gateway sheds load (503 with `retry-after`, at once).
     pub max_in_flight: u32,
+    /// Longest a client may take to send its request body (408 after; the deadline also bounds it).
+    pub body_timeout: Duration,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -395,6 +398,10 @@ fn validate(raw: RawConfig, env: &dyn env::Env) -> Result<Config, ConfigErrors> 
     if connect_timeout.is_zero() {
         v.err("server.connect_timeout", "must be greater than 0");
     }
+    let body_timeout = raw.server.body_timeout.unwrap_or(DEFAULT_BODY_TIMEOUT);
+    if body_timeout.is_zero() {
+        v.err("server.body_timeout", "must be greater than 0");
+    }
     let (default_policy, policy_errors) = Policy::resolve(&Policy::default(), &raw.policy);
     for (field, message) in policy_errors {
         v.err(format!("policy.{field}"), message);
@@ -687,6 +694,7 @@ fn validate(raw: RawConfig, env: &dyn env::Env) -> Result<Config, ConfigErrors> 
             body_limit: usize::try_from(body_limit).unwrap_or(usize::MAX),
             connect_timeout,
             max_in_flight,
+            body_timeout,
         },
         auth: AuthSettings { gateway_keys },
         admin: AdminSettings { key: admin_key },

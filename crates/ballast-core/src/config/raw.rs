@@ -37,6 +37,8 @@ pub struct RawServer {
     #[serde(default, with = "humantime_serde::option")]
     pub connect_timeout: Option<Duration>,
     pub max_in_flight: Option<u32>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub body_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -254,11 +254,21 @@ impl Rig {
         body: &serde_json::Value,
         headers: &[(&str, &str)],
     ) -> Got {
+        self.send(path, body.to_string().into_bytes(), headers)
+            .await
+    }
+
+    /// Sends raw body bytes (which need not be JSON, or UTF-8).
+    pub async fn call_bytes(&self, path: &str, body: Vec<u8>) -> Got {
+        self.send(path, body, &[]).await
+    }
+
+    async fn send(&self, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> Got {
         let mut req = Request::post(path).header("content-type", "application/json");
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req.body(Body::from(body.to_string())).unwrap();
+        let req = req.body(Body::from(body)).unwrap();
         let resp = ballast_server::app(self.state.clone())
             .oneshot(req)
             .await
