@@ -13,7 +13,9 @@ mod proxy;
 mod request_id;
 mod runtime;
 mod state;
+#[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod stream;
+#[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod upstream;
 
 use std::future::Future;

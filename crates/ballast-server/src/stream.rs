@@ -125,7 +125,7 @@ impl ObservedStream {
             (out, true) => out.or(Some(Bytes::new())),
             (None, false) => Some(Bytes::from(tail)),
             (Some(out), false) => {
-                let mut all = Vec::with_capacity(out.len() + tail.len());
+                let mut all = Vec::with_capacity(out.len().saturating_add(tail.len()));
                 all.extend_from_slice(&out);
                 all.extend_from_slice(&tail);
                 Some(Bytes::from(all))
@@ -174,7 +174,7 @@ impl ObservedStream {
             } = t;
             parser.feed(&chunk, |ev| {
                 if translator.push(&ev, &mut out).is_err() {
-                    *malformed += 1;
+                    *malformed = malformed.saturating_add(1);
                 }
             });
             if parser.oversized_events() > 0 && self.violation.is_none() {
@@ -190,7 +190,7 @@ impl ObservedStream {
             match last_event_end(&chunk, 0) {
                 Some(end) if end == chunk.len() => chunk,
                 Some(end) => {
-                    self.hold(&chunk[end..]);
+                    self.hold(chunk.get(end..).unwrap_or_default());
                     chunk.slice(..end)
                 }
                 None => {
@@ -245,12 +245,12 @@ impl ObservedStream {
         }
         let mut parser = SseParser::new();
         let mut kept = Vec::with_capacity(out.len());
-        let mut dropped = 0;
+        let mut dropped: u64 = 0;
         parser.feed(&out, |ev| {
             let valid = ev.data.trim() == "[DONE]"
                 || serde_json::from_str::<serde::de::IgnoredAny>(&ev.data).is_ok();
             if !valid {
-                dropped += 1;
+                dropped = dropped.saturating_add(1);
                 return;
             }
             if !ev.event.is_empty() {
@@ -271,7 +271,7 @@ impl ObservedStream {
             self.malformed_skipped = seen;
             return out;
         }
-        self.malformed_skipped += dropped;
+        self.malformed_skipped = self.malformed_skipped.saturating_add(dropped);
         if let Some(o) = &self.outcome {
             tracing::warn!(
                 request_id = &*o.request_id,
@@ -325,15 +325,21 @@ fn error_word(kind: ErrorKind) -> &'static str {
 /// known to hold no event end; only the bytes after it (and the 2 before, where a terminator can
 /// straddle the boundary) are scanned.
 fn last_event_end(b: &[u8], from: usize) -> Option<usize> {
-    let n = b.len();
-    let lo = from.saturating_sub(2).max(1);
-    (lo..n).rev().find_map(|i| {
-        let end = match (b[i - 1], b[i]) {
+    let lo = from.saturating_sub(2);
+    let scan = b.get(lo..)?;
+    scan.windows(2).enumerate().rev().find_map(|(k, w)| {
+        let &[first, second] = w else { return None };
+        let end = match (first, second) {
             (b'\n', b'\n') | (b'\r', b'\r') => true,
-            (b'\r', b'\n') => i >= 2 && b[i - 2] == b'\n',
+            // `\n\r\n`: the byte before the pair must end a line.
+            (b'\r', b'\n') => {
+                let before = lo.saturating_add(k).checked_sub(1).and_then(|j| b.get(j));
+                before == Some(&b'\n')
+            }
             _ => false,
         };
-        end.then_some(i + 1)
+        // The pair ends at `lo + k + 1`; the event ends just after it.
+        end.then(|| lo.saturating_add(k).saturating_add(2))
     })
 }
 
@@ -375,7 +381,11 @@ impl Stream for ObservedStream {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(chunk))) => {
                     let idle_after = this.idle_after;
-                    this.idle.as_mut().reset(Instant::now() + idle_after);
+                    this.idle.as_mut().reset(
+                        Instant::now()
+                            .checked_add(idle_after)
+                            .unwrap_or(this.deadline.deadline()),
+                    );
                     if this.observer.feed(&chunk)
                         && let Some(o) = this.outcome.as_mut()
                     {

@@ -210,7 +210,7 @@ async fn thousands_of_tools_and_messages_are_served_or_refused_cleanly() {
         .collect();
     // A Messages client on an OpenAI-format route: the translated path decodes all of it.
     let body = json!({"model": "chat", "max_tokens": 10, "tools": tools, "messages": messages});
-    let t0 = std::time::Instant::now();
+    let t0 = Instant::now();
     let got = r.call("/v1/messages", &body).await;
     assert!(
         got.status == 200 || got.status == 400,
