@@ -444,8 +444,30 @@ impl Drop for ObservedStream {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
-    use super::last_event_end;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+    use tokio::sync::mpsc;
+    use tokio::time::Instant;
+
+    use ballast_core::api::ApiFormat;
+    use ballast_core::config::Config;
+    use ballast_core::config::env::MapEnv;
+    use ballast_core::observe::StreamObserver;
+    use ballast_core::translate::{StreamOptions, StreamTranslator};
+
+    use super::{ObservedStream, StreamStart, last_event_end};
+    use crate::outcome::Outcome;
+    use crate::state::AppState;
+    use crate::upstream::{Failure, TimeoutKind};
 
     #[test]
     fn event_ends() {
@@ -457,9 +479,219 @@ mod tests {
             Some(36)
         );
         assert_eq!(last_event_end(b"", 0), None);
+        assert_eq!(last_event_end(b"\n\n", 0), Some(2));
         // A terminator that straddles what was already scanned is still found.
         assert_eq!(last_event_end(b"data: a\n\n", 8), Some(9));
         assert_eq!(last_event_end(b"data: a\r\n\r\n", 10), Some(11));
         assert_eq!(last_event_end(b"data: a\r\n\r\n", 9), Some(11));
+    }
+
+    fn state() -> Arc<AppState> {
+        let toml = "[providers.p]\nkind = \"openai\"\nbase_url = \"http://p.test/v1\"\napi_key = \"k\"\n[routes.r]\ntargets = [\"p/m\"]\n";
+        Arc::new(
+            AppState::with_seed(Config::from_toml(toml, &MapEnv::new(&[])).unwrap(), 1).unwrap(),
+        )
+    }
+
+    /// An `ObservedStream` over chunks the test sends; `to` is the client's format.
+    fn observed(
+        st: &Arc<AppState>,
+        to: ApiFormat,
+        max_event_bytes: usize,
+        idle: Duration,
+    ) -> (mpsc::Sender<Result<Bytes, Failure>>, ObservedStream) {
+        let (tx, rx) = mpsc::channel(16);
+        let inner = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }));
+        let now = Instant::now();
+        let outcome = Outcome {
+            st: st.clone(),
+            request_id: Arc::from("req-1"),
+            route: "r".to_owned(),
+            target: "p/m".to_owned(),
+            target_state: 0,
+            started: now,
+            attempt_started: now,
+            attempts: 1,
+            ttft: None,
+            ticket: None,
+            guards: Vec::new(),
+        };
+        let from = ApiFormat::OpenAiChat;
+        let translator = (to != from).then(|| {
+            StreamTranslator::new(
+                from,
+                to,
+                StreamOptions {
+                    model: "m".to_owned(),
+                    include_usage: false,
+                },
+            )
+        });
+        let stream = ObservedStream::new(StreamStart {
+            inner,
+            upstream_format: from,
+            client_format: to,
+            observer: StreamObserver::new(from),
+            prefix: Vec::new(),
+            translator,
+            deadline: now + Duration::from_secs(3600),
+            deadline_kind: TimeoutKind::Deadline,
+            deadline_after: Duration::from_secs(3600),
+            idle,
+            max_event_bytes,
+            outcome,
+        });
+        (tx, stream)
+    }
+
+    fn chunk(text: &str) -> String {
+        format!(
+            "data: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{text}\"}},\"finish_reason\":null}}]}}\n\n"
+        )
+    }
+
+    const END: &str = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+
+    async fn collect(mut s: ObservedStream) -> (Vec<Bytes>, String) {
+        let mut parts = Vec::new();
+        while let Some(Ok(b)) = s.next().await {
+            parts.push(b);
+        }
+        let all = parts
+            .iter()
+            .flat_map(|b| b.iter().copied())
+            .collect::<Vec<u8>>();
+        (parts, String::from_utf8_lossy(&all).into_owned())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_client_sees_only_whole_events_however_the_upstream_splits_them() {
+        let whole = format!("{}{}{END}", chunk("hello "), chunk("world"));
+        let st = state();
+        for split in 1..whole.len() {
+            let (tx, s) = observed(&st, ApiFormat::OpenAiChat, 1 << 20, Duration::from_secs(60));
+            let (a, b) = whole.as_bytes().split_at(split);
+            tx.send(Ok(Bytes::copy_from_slice(a))).await.unwrap();
+            tx.send(Ok(Bytes::copy_from_slice(b))).await.unwrap();
+            drop(tx);
+            let (parts, all) = collect(s).await;
+            assert_eq!(all, whole, "split at {split}");
+            for p in parts {
+                assert!(
+                    p.ends_with(b"\n\n"),
+                    "split at {split}: a part ends mid-event"
+                );
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_event_past_the_cap_ends_the_stream_with_an_error_event() {
+        let (tx, s) = observed(
+            &state(),
+            ApiFormat::OpenAiChat,
+            4096,
+            Duration::from_secs(60),
+        );
+        let feeder = tokio::spawn(async move {
+            tx.send(Ok(Bytes::from(chunk("ok ")))).await.unwrap();
+            tx.send(Ok(Bytes::from_static(b"data: {\"x\":\"")))
+                .await
+                .unwrap();
+            // Far more than the cap, in small pieces; the stream must stop reading well before.
+            for _ in 0..10_000 {
+                if tx.send(Ok(Bytes::from(vec![b'a'; 100]))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let (_, all) = collect(s).await;
+        assert!(all.starts_with(&chunk("ok ")), "{all}");
+        assert!(all.contains("limits.max_event_bytes"), "{all}");
+        assert!(
+            all.len() < 1024,
+            "the oversized event leaked: {} bytes",
+            all.len()
+        );
+        feeder.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_upstream_ends_the_stream_at_the_idle_timeout() {
+        let (tx, s) = observed(
+            &state(),
+            ApiFormat::OpenAiChat,
+            1 << 20,
+            Duration::from_secs(7),
+        );
+        tx.send(Ok(Bytes::from(chunk("partial")))).await.unwrap();
+        let t0 = Instant::now();
+        let (_, all) = collect(s).await;
+        assert_eq!(t0.elapsed(), Duration::from_secs(7));
+        assert!(
+            all.contains("partial") && all.contains("idle timeout"),
+            "{all}"
+        );
+        assert!(!all.contains("[DONE]"));
+        drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_broken_connection_ends_the_stream_with_an_error_event() {
+        let (tx, s) = observed(
+            &state(),
+            ApiFormat::AnthropicMessages,
+            1 << 20,
+            Duration::from_secs(60),
+        );
+        tx.send(Ok(Bytes::from(chunk("partial")))).await.unwrap();
+        tx.send(Err(Failure::Transport("connection reset".to_owned())))
+            .await
+            .unwrap();
+        let (_, all) = collect(s).await;
+        assert!(all.contains("partial"), "{all}");
+        assert!(
+            all.contains("event: error") && all.contains("stream broke"),
+            "{all}"
+        );
+        assert!(!all.contains("message_stop"), "{all}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_clean_end_without_the_sentinel_is_finalised() {
+        let (tx, s) = observed(
+            &state(),
+            ApiFormat::OpenAiChat,
+            1 << 20,
+            Duration::from_secs(60),
+        );
+        let body = format!(
+            "{}data: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}\n\n",
+            chunk("done")
+        );
+        tx.send(Ok(Bytes::from(body))).await.unwrap();
+        drop(tx);
+        let (_, all) = collect(s).await;
+        assert!(all.ends_with("data: [DONE]\n\n"), "{all}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_translated_stream_ends_cleanly_in_the_clients_format() {
+        let (tx, s) = observed(
+            &state(),
+            ApiFormat::AnthropicMessages,
+            1 << 20,
+            Duration::from_secs(60),
+        );
+        tx.send(Ok(Bytes::from(format!("{}{END}", chunk("hi")))))
+            .await
+            .unwrap();
+        drop(tx);
+        let (_, all) = collect(s).await;
+        assert!(all.contains("event: message_start"), "{all}");
+        assert!(all.contains("\"text\":\"hi\""), "{all}");
+        assert!(all.contains("event: message_stop"), "{all}");
     }
 }
