@@ -35,6 +35,10 @@ pub struct Faults {
     /// The answer's text comes back partly in the wrong script.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corrupt: Option<CorruptFault>,
+    /// The answer is malicious or broken bytes (huge numbers, endless events or headers, invalid
+    /// UTF-8, deep nesting, a trickle …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostile: Option<HostileFault>,
 }
 
 fn one() -> f64 {
@@ -150,6 +154,262 @@ pub struct CorruptFault {
     /// Only requests to this API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<Api>,
+}
+
+/// `hostile`: answer with malicious or broken bytes, to prove a client survives them. One mode per
+/// fault; `bytes`, `interval_ms`, `depth` and `count` tune the modes that use them (others reject
+/// them).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostileFault {
+    /// What the answer does wrong.
+    pub mode: HostileMode,
+    /// Size bound: `no_terminator` body (default 64 MiB), `huge_event` string (100 MiB),
+    /// `endless_headers` header block (64 MiB), `huge_headers` big header value (1 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// Pause: between bytes for `trickle` (default 1000 ms), between header lines for
+    /// `endless_headers` (default 10 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
+    /// Nesting levels for `deep_nesting` (default 100000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<u64>,
+    /// Number of extra headers for `huge_headers` (default 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Probability per request.
+    #[serde(default = "one")]
+    pub rate: f64,
+    /// Only requests to this API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<Api>,
+}
+
+/// What a `hostile` answer does wrong.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum HostileMode {
+    /// A valid-looking answer (text, then a tool call) whose indexes, sequence numbers and token
+    /// counts are enormous or negative.
+    HugeIndex,
+    /// A body that never contains an SSE event terminator (nor closes its JSON), `bytes` long.
+    NoTerminator,
+    /// One event (non-streamed: the text) carrying a JSON string `bytes` long, then the normal rest.
+    HugeEvent,
+    /// The normal answer with invalid UTF-8 inside ids, the model, text and event names.
+    InvalidUtf8,
+    /// JSON nested `depth` levels deep (closed and unclosed) in the text, delta and usage fields.
+    DeepNesting,
+    /// A status line, then header lines that never end (until `bytes` or the client hangs up).
+    EndlessHeaders,
+    /// The correct answer, one byte every `interval_ms`.
+    Trickle,
+    /// The correct answer behind `count` extra headers and one header value `bytes` long.
+    HugeHeaders,
+}
+
+/// The largest `bytes` of a streamed hostile answer (1 TiB: never reached in practice, but bounded).
+const MAX_HOSTILE_BYTES: u64 = 1 << 40;
+/// `huge_headers` holds its big header in memory: at most 16 MiB.
+const MAX_HEADER_BYTES: u64 = 16 << 20;
+/// `huge_headers`: a `HeaderMap` holds at most 32768 entries; leave room for the usual ones.
+const MAX_HEADER_COUNT: u64 = 30_000;
+/// The largest `depth` (each level is 1–5 bytes, streamed).
+const MAX_DEPTH: u64 = 100_000_000;
+/// The longest `interval_ms` (one hour).
+const MAX_INTERVAL_MS: u64 = 3_600_000;
+
+/// A tunable parameter of a hostile mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HostileParam {
+    Bytes,
+    IntervalMs,
+    Depth,
+    Count,
+}
+
+impl HostileParam {
+    fn name(self) -> &'static str {
+        match self {
+            HostileParam::Bytes => "bytes",
+            HostileParam::IntervalMs => "interval_ms",
+            HostileParam::Depth => "depth",
+            HostileParam::Count => "count",
+        }
+    }
+}
+
+impl HostileMode {
+    /// Every mode, in documentation order.
+    pub const ALL: [HostileMode; 8] = [
+        HostileMode::HugeIndex,
+        HostileMode::NoTerminator,
+        HostileMode::HugeEvent,
+        HostileMode::InvalidUtf8,
+        HostileMode::DeepNesting,
+        HostileMode::EndlessHeaders,
+        HostileMode::Trickle,
+        HostileMode::HugeHeaders,
+    ];
+
+    /// The snake_case name used in JSON and flags.
+    pub fn name(self) -> &'static str {
+        match self {
+            HostileMode::HugeIndex => "huge_index",
+            HostileMode::NoTerminator => "no_terminator",
+            HostileMode::HugeEvent => "huge_event",
+            HostileMode::InvalidUtf8 => "invalid_utf8",
+            HostileMode::DeepNesting => "deep_nesting",
+            HostileMode::EndlessHeaders => "endless_headers",
+            HostileMode::Trickle => "trickle",
+            HostileMode::HugeHeaders => "huge_headers",
+        }
+    }
+
+    /// The parameters this mode uses, with their defaults and allowed ranges.
+    fn params(self) -> &'static [(HostileParam, u64, std::ops::RangeInclusive<u64>)] {
+        const BYTES: std::ops::RangeInclusive<u64> = 1..=MAX_HOSTILE_BYTES;
+        const INTERVAL: std::ops::RangeInclusive<u64> = 0..=MAX_INTERVAL_MS;
+        match self {
+            HostileMode::HugeIndex | HostileMode::InvalidUtf8 => &[],
+            HostileMode::NoTerminator => &[(HostileParam::Bytes, 64 << 20, BYTES)],
+            HostileMode::HugeEvent => &[(HostileParam::Bytes, 100 << 20, BYTES)],
+            HostileMode::DeepNesting => &[(HostileParam::Depth, 100_000, 1..=MAX_DEPTH)],
+            HostileMode::EndlessHeaders => &[
+                (HostileParam::Bytes, 64 << 20, BYTES),
+                (HostileParam::IntervalMs, 10, INTERVAL),
+            ],
+            HostileMode::Trickle => &[(HostileParam::IntervalMs, 1000, INTERVAL)],
+            HostileMode::HugeHeaders => &[
+                (HostileParam::Bytes, 1 << 20, 0..=MAX_HEADER_BYTES),
+                (HostileParam::Count, 10_000, 0..=MAX_HEADER_COUNT),
+            ],
+        }
+    }
+}
+
+impl fmt::Display for HostileMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for HostileMode {
+    type Err = FaultFlagError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.to_ascii_lowercase().replace('-', "_");
+        HostileMode::ALL
+            .into_iter()
+            .find(|m| m.name() == wanted)
+            .ok_or_else(|| FaultFlagError::BadParam {
+                fault: "hostile",
+                param: s.to_owned(),
+                expected: "a mode: huge_index, no_terminator, huge_event, invalid_utf8, deep_nesting, \
+                           endless_headers, trickle or huge_headers",
+            })
+    }
+}
+
+impl HostileFault {
+    /// A fault in `mode` with default parameters, rate 1, every API.
+    pub fn new(mode: HostileMode) -> HostileFault {
+        HostileFault {
+            mode,
+            bytes: None,
+            interval_ms: None,
+            depth: None,
+            count: None,
+            rate: 1.0,
+            api: None,
+        }
+    }
+
+    fn param(&self, param: HostileParam) -> Option<u64> {
+        match param {
+            HostileParam::Bytes => self.bytes,
+            HostileParam::IntervalMs => self.interval_ms,
+            HostileParam::Depth => self.depth,
+            HostileParam::Count => self.count,
+        }
+    }
+
+    fn param_mut(&mut self, param: HostileParam) -> &mut Option<u64> {
+        match param {
+            HostileParam::Bytes => &mut self.bytes,
+            HostileParam::IntervalMs => &mut self.interval_ms,
+            HostileParam::Depth => &mut self.depth,
+            HostileParam::Count => &mut self.count,
+        }
+    }
+
+    /// Checks that every parameter set is one the mode uses, within its range.
+    pub fn check(&self) -> Result<(), String> {
+        let params = self.mode.params();
+        for param in [
+            HostileParam::Bytes,
+            HostileParam::IntervalMs,
+            HostileParam::Depth,
+            HostileParam::Count,
+        ] {
+            let Some(value) = self.param(param) else {
+                continue;
+            };
+            match params.iter().find(|(p, _, _)| *p == param) {
+                None => {
+                    return Err(format!(
+                        "`{}` does not apply to mode {}",
+                        param.name(),
+                        self.mode
+                    ));
+                }
+                Some((_, _, range)) if !range.contains(&value) => {
+                    return Err(format!(
+                        "`{}` for mode {} must be between {} and {}, got {value}",
+                        param.name(),
+                        self.mode,
+                        range.start(),
+                        range.end()
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The parameters the answer is generated with: defaults filled in, values clamped to range
+    /// (faults set through [`crate::SimHandle::set_faults`] are not validated).
+    pub(crate) fn resolve(&self) -> Hostile {
+        let value = |param: HostileParam| -> u64 {
+            self.mode
+                .params()
+                .iter()
+                .find(|(p, _, _)| *p == param)
+                .map_or(0, |(_, default, range)| {
+                    self.param(param)
+                        .unwrap_or(*default)
+                        .clamp(*range.start(), *range.end())
+                })
+        };
+        Hostile {
+            mode: self.mode,
+            bytes: value(HostileParam::Bytes),
+            interval: std::time::Duration::from_millis(value(HostileParam::IntervalMs)),
+            depth: value(HostileParam::Depth),
+            count: value(HostileParam::Count),
+        }
+    }
+}
+
+/// A drawn `hostile` fault with its parameters resolved (0 for those the mode does not use).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Hostile {
+    pub mode: HostileMode,
+    pub bytes: u64,
+    pub interval: std::time::Duration,
+    pub depth: u64,
+    pub count: u64,
 }
 
 /// How a truncated answer ends.
@@ -290,6 +550,9 @@ pub enum FaultsError {
     /// A down duration that is not a positive number.
     #[error("down.duration_secs must be a positive number, got {0}")]
     Duration(f64),
+    /// A hostile parameter the mode does not use, or out of range.
+    #[error("hostile: {0}")]
+    Hostile(String),
 }
 
 impl Faults {
@@ -310,6 +573,7 @@ impl Faults {
             FaultFlag::Slow(f) => self.slow = Some(f),
             FaultFlag::Truncate(f) => self.truncate = Some(f),
             FaultFlag::Corrupt(f) => self.corrupt = Some(f),
+            FaultFlag::Hostile(f) => self.hostile = Some(f),
         }
     }
 
@@ -328,6 +592,7 @@ impl Faults {
             ("slow", self.slow.as_ref().map(|f| f.rate)),
             ("truncate", self.truncate.as_ref().map(|f| f.rate)),
             ("corrupt", self.corrupt.as_ref().map(|f| f.rate)),
+            ("hostile", self.hostile.as_ref().map(|f| f.rate)),
         ];
         for (fault, rate) in rates {
             if let Some(rate) = rate
@@ -350,6 +615,9 @@ impl Faults {
             && !(d.is_finite() && d > 0.0)
         {
             return Err(FaultsError::Duration(d));
+        }
+        if let Some(h) = &self.hostile {
+            h.check().map_err(FaultsError::Hostile)?;
         }
         Ok(())
     }
@@ -386,7 +654,8 @@ impl FromIterator<FaultFlag> for Faults {
 ///
 /// `down`, `down@0.5`, `down:30` (down for 30 s), `hang@0.2`, `error:503@0.16`, `rate_limit:1`
 /// (retry-after seconds), `slow:10` (factor), `truncate@0.3`, `truncate:reset`, `corrupt:thai@0.1`,
-/// `error:529/anthropic` (only Anthropic requests).
+/// `error:529/anthropic` (only Anthropic requests), `hostile:huge_index`,
+/// `hostile:trickle,interval_ms=50@0.5/openai` (mode, then `KEY=VALUE` parameters).
 #[derive(Clone, Debug, PartialEq)]
 pub enum FaultFlag {
     /// `down[:SECS][@RATE]`
@@ -403,6 +672,8 @@ pub enum FaultFlag {
     Truncate(TruncateFault),
     /// `corrupt[:SCRIPT][@RATE][/API]`
     Corrupt(CorruptFault),
+    /// `hostile:MODE[,KEY=VALUE…][@RATE][/API]`
+    Hostile(HostileFault),
 }
 
 /// Why a `--fault` flag did not parse.
@@ -410,7 +681,7 @@ pub enum FaultFlag {
 pub enum FaultFlagError {
     /// Not one of the known fault names.
     #[error(
-        "unknown fault `{0}`: expected down, hang, error, rate_limit, slow, truncate or corrupt \
+        "unknown fault `{0}`: expected down, hang, error, rate_limit, slow, truncate, corrupt or hostile \
          (syntax NAME[:PARAM][@RATE][/API], e.g. error:503@0.16)"
     )]
     UnknownFault(String),
@@ -449,6 +720,12 @@ pub enum FaultFlagError {
     /// `down` cannot be scoped to one API.
     #[error("`down` acts on the whole listener and cannot be scoped to one API")]
     ScopedDown,
+    /// A `hostile` parameter that is malformed, unknown, unused by the mode or out of range.
+    #[error(
+        "bad hostile parameter: {0} (syntax hostile:MODE[,KEY=VALUE…], keys bytes, interval_ms, \
+         depth, count; e.g. hostile:no_terminator,bytes=1048576)"
+    )]
+    BadHostile(String),
 }
 
 impl FromStr for FaultFlag {
@@ -552,6 +829,42 @@ impl FromStr for FaultFlag {
                 let script = param.map(Script::from_str).transpose()?.unwrap_or_default();
                 Ok(FaultFlag::Corrupt(CorruptFault { script, rate, api }))
             }
+            "hostile" => {
+                let p = param.ok_or(FaultFlagError::MissingParam {
+                    fault: "hostile",
+                    example: "hostile:huge_index",
+                })?;
+                let mut parts = p.split(',');
+                let mode = HostileMode::from_str(parts.next().unwrap_or_default().trim())?;
+                let mut fault = HostileFault {
+                    rate,
+                    api,
+                    ..HostileFault::new(mode)
+                };
+                for pair in parts {
+                    let (key, value) = pair.split_once('=').ok_or_else(|| {
+                        FaultFlagError::BadHostile(format!("`{pair}` is not KEY=VALUE"))
+                    })?;
+                    let key = key.trim().to_ascii_lowercase();
+                    let param = [
+                        HostileParam::Bytes,
+                        HostileParam::IntervalMs,
+                        HostileParam::Depth,
+                        HostileParam::Count,
+                    ]
+                    .into_iter()
+                    .find(|p| p.name() == key)
+                    .ok_or_else(|| FaultFlagError::BadHostile(format!("unknown key `{key}`")))?;
+                    let value = value.trim().parse::<u64>().map_err(|_| {
+                        FaultFlagError::BadHostile(format!(
+                            "`{key}` needs a whole number, got `{value}`"
+                        ))
+                    })?;
+                    *fault.param_mut(param) = Some(value);
+                }
+                fault.check().map_err(FaultFlagError::BadHostile)?;
+                Ok(FaultFlag::Hostile(fault))
+            }
             _ => Err(FaultFlagError::UnknownFault(s.to_owned())),
         }
     }
@@ -580,6 +893,20 @@ impl fmt::Display for FaultFlag {
                 c.rate,
                 c.api,
             ),
+            FaultFlag::Hostile(h) => {
+                let mut param = h.mode.name().to_owned();
+                for p in [
+                    HostileParam::Bytes,
+                    HostileParam::IntervalMs,
+                    HostileParam::Depth,
+                    HostileParam::Count,
+                ] {
+                    if let Some(v) = h.param(p) {
+                        param.push_str(&format!(",{}={v}", p.name()));
+                    }
+                }
+                ("hostile", Some(param), h.rate, h.api)
+            }
         };
         f.write_str(name)?;
         if let Some(p) = param {
@@ -644,6 +971,8 @@ pub(crate) struct Decision {
     pub truncate: Option<TruncateMode>,
     /// Corrupt the answer's text into this script.
     pub corrupt: Option<Script>,
+    /// Answer with malicious or broken bytes.
+    pub hostile: Option<Hostile>,
 }
 
 /// Draws the faults for one request to `api`. Every configured fault that applies to `api` takes one
@@ -677,6 +1006,12 @@ pub(crate) fn decide(faults: &Faults, api: Api, rng: &mut fastrand::Rng) -> Deci
         .as_ref()
         .filter(|f| hit(f.rate, f.api))
         .map(|f| f.script);
+    // Drawn last, so seeded runs without `hostile` draw as they always did.
+    let hostile = faults
+        .hostile
+        .as_ref()
+        .filter(|f| hit(f.rate, f.api))
+        .map(HostileFault::resolve);
     Decision {
         hang,
         error,
@@ -684,6 +1019,7 @@ pub(crate) fn decide(faults: &Faults, api: Api, rng: &mut fastrand::Rng) -> Deci
         slow,
         truncate,
         corrupt,
+        hostile,
     }
 }
 
@@ -814,6 +1150,42 @@ mod tests {
             }),
         );
         check("corrupt", FaultFlag::Corrupt(CorruptFault::default()));
+        check(
+            "hostile:huge_index",
+            FaultFlag::Hostile(HostileFault::new(HostileMode::HugeIndex)),
+        );
+        check(
+            "hostile:no_terminator,bytes=1048576@0.5/openai",
+            FaultFlag::Hostile(HostileFault {
+                bytes: Some(1_048_576),
+                rate: 0.5,
+                api: Some(Api::OpenAi),
+                ..HostileFault::new(HostileMode::NoTerminator)
+            }),
+        );
+        check(
+            "hostile:endless-headers,interval_ms=0,bytes=4096",
+            FaultFlag::Hostile(HostileFault {
+                bytes: Some(4096),
+                interval_ms: Some(0),
+                ..HostileFault::new(HostileMode::EndlessHeaders)
+            }),
+        );
+        check(
+            "hostile:huge_headers,count=10,bytes=0/gemini",
+            FaultFlag::Hostile(HostileFault {
+                bytes: Some(0),
+                count: Some(10),
+                api: Some(Api::Gemini),
+                ..HostileFault::new(HostileMode::HugeHeaders)
+            }),
+        );
+        for mode in HostileMode::ALL {
+            check(
+                &format!("hostile:{mode}"),
+                FaultFlag::Hostile(HostileFault::new(mode)),
+            );
+        }
     }
 
     #[test]
@@ -832,6 +1204,14 @@ mod tests {
             ("error:503/bedrock", "bad API"),
             ("down/openai", "cannot be scoped"),
             ("rate_limit:1.5", "whole seconds"),
+            ("hostile", "needs a parameter"),
+            ("hostile:sideways", "a mode"),
+            ("hostile:trickle,bytes=5", "does not apply to mode trickle"),
+            ("hostile:trickle,interval_ms=x", "whole number"),
+            ("hostile:deep_nesting,depth=0", "between 1 and"),
+            ("hostile:huge_headers,count=40000", "between 0 and 30000"),
+            ("hostile:trickle,speed=1", "unknown key"),
+            ("hostile:trickle,5", "KEY=VALUE"),
         ];
         for (flag, needle) in cases {
             let err = flag.parse::<FaultFlag>().unwrap_err().to_string();
@@ -905,6 +1285,51 @@ mod tests {
         assert!(bad.validate().is_err());
         let ok: Faults = serde_json::from_str(r#"{"slow": {"factor": 3}}"#).unwrap();
         assert!(ok.validate().is_ok());
+    }
+
+    #[test]
+    fn hostile_json_shape_validation_and_defaults() {
+        let faults: Faults = serde_json::from_str(
+            r#"{"hostile": {"mode": "deep_nesting", "depth": 10, "rate": 0.5, "api": "gemini"}}"#,
+        )
+        .unwrap();
+        let h = faults.hostile.clone().unwrap();
+        assert_eq!(h.mode, HostileMode::DeepNesting);
+        assert_eq!((h.depth, h.rate, h.api), (Some(10), 0.5, Some(Api::Gemini)));
+        assert!(faults.validate().is_ok());
+        assert_eq!(
+            serde_json::to_value(&faults).unwrap(),
+            serde_json::json!({"hostile": {"mode": "deep_nesting", "depth": 10, "rate": 0.5, "api": "gemini"}})
+        );
+        assert!(serde_json::from_str::<Faults>(r#"{"hostile": {}}"#).is_err());
+        assert!(serde_json::from_str::<Faults>(r#"{"hostile": {"mode": "loud"}}"#).is_err());
+        let bad: Faults =
+            serde_json::from_str(r#"{"hostile": {"mode": "huge_index", "bytes": 5}}"#).unwrap();
+        assert_eq!(
+            bad.validate().unwrap_err().to_string(),
+            "hostile: `bytes` does not apply to mode huge_index"
+        );
+        let bad: Faults =
+            serde_json::from_str(r#"{"hostile": {"mode": "trickle", "rate": 3}}"#).unwrap();
+        assert!(bad.validate().is_err());
+
+        let defaults = |mode| HostileFault::new(mode).resolve();
+        assert_eq!(defaults(HostileMode::NoTerminator).bytes, 64 << 20);
+        assert_eq!(defaults(HostileMode::HugeEvent).bytes, 100 << 20);
+        assert_eq!(defaults(HostileMode::DeepNesting).depth, 100_000);
+        assert_eq!(
+            defaults(HostileMode::Trickle).interval,
+            std::time::Duration::from_secs(1)
+        );
+        let headers = defaults(HostileMode::HugeHeaders);
+        assert_eq!((headers.bytes, headers.count), (1 << 20, 10_000));
+        // Unvalidated values (the embedding API) are clamped, never trusted.
+        let clamped = HostileFault {
+            count: Some(u64::MAX),
+            ..HostileFault::new(HostileMode::HugeHeaders)
+        }
+        .resolve();
+        assert_eq!(clamped.count, 30_000);
     }
 
     #[test]

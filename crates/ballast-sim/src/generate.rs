@@ -103,9 +103,22 @@ pub(crate) struct Answer {
     pub output_tokens: u64,
     /// True when the `corrupt` fault changed the text.
     pub corrupted: bool,
+    /// Text said before a tool call, as streaming pieces (rendered as a text block / content / output
+    /// item / part ahead of the call). Empty except in `hostile` answers.
+    pub preamble: Vec<String>,
 }
 
 impl Answer {
+    /// The text pieces the answer says, if it says any: a text answer's pieces, or a tool call's
+    /// non-empty preamble.
+    pub fn text_pieces(&self) -> Option<&[String]> {
+        match &self.content {
+            Content::Text(pieces) => Some(pieces),
+            Content::ToolCall { .. } if !self.preamble.is_empty() => Some(&self.preamble),
+            Content::ToolCall { .. } => None,
+        }
+    }
+
     /// The whole text of a text answer ("" for a tool call).
     #[cfg(test)]
     pub fn text(&self) -> String {
@@ -282,6 +295,7 @@ fn text_answer(
         input_tokens,
         output_tokens,
         corrupted,
+        preamble: Vec::new(),
     }
 }
 
@@ -309,6 +323,7 @@ fn directed(directive: Directive, input_tokens: u64) -> Answer {
         input_tokens,
         output_tokens,
         corrupted: false,
+        preamble: Vec::new(),
     }
 }
 
@@ -329,6 +344,22 @@ fn tool_call(tool: &Tool, input_tokens: u64) -> Answer {
         input_tokens,
         output_tokens,
         corrupted: false,
+        preamble: Vec::new(),
+    }
+}
+
+/// A call for answers that must call a tool whatever the request offered (`hostile:huge_index`): the
+/// tool the prompt would call, else its first tool, else a tool the request never declared.
+pub(crate) fn any_tool_call(prompt: &Prompt) -> (String, Value) {
+    match pick_tool(prompt).or(prompt.tools.first()) {
+        Some(tool) => match tool_call(tool, 0).content {
+            Content::ToolCall { name, arguments } => (name, arguments),
+            Content::Text(_) => (tool.name.clone(), json!({})),
+        },
+        None => (
+            "ballast_sim_hostile".to_owned(),
+            json!({"ballast_sim_hostile": "example"}),
+        ),
     }
 }
 

@@ -1,5 +1,6 @@
-//! Listener lifecycle: the accept loop, per-connection tasks, `down` (stop listening, reset
-//! connections, re-bind) and shutdown. [`SimHandle`] is the public face of a running simulator.
+//! Listener lifecycle: the accept loop, per-connection tasks (served by [`crate::raw::serve`], which
+//! lets a handler take its connection over), `down` (stop listening, reset connections, re-bind) and
+//! shutdown. [`SimHandle`] is the public face of a running simulator.
 
 use std::io;
 use std::net::SocketAddr;
@@ -7,9 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
@@ -200,13 +198,7 @@ async fn accept_loop(
                         drop(stream);
                         continue;
                     }
-                    let service = TowerToHyperService::new(app.clone());
-                    connections.spawn(async move {
-                        let io = TokioIo::new(stream);
-                        if let Err(e) = auto::Builder::new(TokioExecutor::new()).serve_connection(io, service).await {
-                            tracing::debug!(error = %e, "ballast-sim connection ended with an error");
-                        }
-                    });
+                    connections.spawn(crate::raw::serve(stream, app.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off a little instead of spinning.

@@ -49,6 +49,9 @@ pub struct OutcomeCounts {
     pub truncated: u64,
     /// Answered with text in the wrong script (the `corrupt` fault).
     pub corrupted: u64,
+    /// Answered with malicious or broken bytes (the `hostile` fault).
+    #[serde(default)]
+    pub hostile: u64,
     /// Connections reset by `down` below rate 1 (refusals at rate 1 never reach the simulator).
     pub refused: u64,
     /// Rejected as the real API would: malformed body, missing field, bad key, unknown path.
@@ -64,6 +67,7 @@ pub(crate) enum Outcome {
     Hang,
     Truncated,
     Corrupted,
+    Hostile,
     Refused,
     Invalid,
 }
@@ -86,6 +90,7 @@ impl Stats {
             Outcome::Hang => o.hang += 1,
             Outcome::Truncated => o.truncated += 1,
             Outcome::Corrupted => o.corrupted += 1,
+            Outcome::Hostile => o.hostile += 1,
             Outcome::Refused => o.refused += 1,
             Outcome::Invalid => o.invalid += 1,
         }

@@ -90,7 +90,10 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 0)]
     pub token_delay_ms: u64,
     /// A fault to inject from the start (repeatable): down, down@0.5, hang@0.2, error:503@0.16,
-    /// rate_limit:1, slow:10, truncate@0.3, corrupt:thai@0.1. Change at run time via /_sim/faults.
+    /// rate_limit:1, slow:10, truncate@0.3, corrupt:thai@0.1, hostile:huge_index,
+    /// hostile:no_terminator,bytes=1048576@0.5/openai (modes: huge_index, no_terminator, huge_event,
+    /// invalid_utf8, deep_nesting, endless_headers, trickle, huge_headers). Change at run time via
+    /// /_sim/faults.
     #[arg(long = "fault")]
     pub faults: Vec<String>,
     /// Require this API key, as each real API expects it (x-api-key, Bearer, x-goog-api-key).

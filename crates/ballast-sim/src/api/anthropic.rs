@@ -271,16 +271,19 @@ impl Dialect for Anthropic {
     }
 
     fn body(answer: &Answer, meta: &Meta, _: &()) -> Value {
-        let content = match &answer.content {
-            Content::Text(pieces) => json!([{"type": "text", "text": pieces.concat()}]),
-            Content::ToolCall { name, arguments } => {
-                json!([{"type": "tool_use", "id": meta.tool_call_id, "name": name, "input": arguments}])
-            }
-        };
+        let mut content = Vec::new();
+        if let Some(pieces) = answer.text_pieces() {
+            content.push(json!({"type": "text", "text": pieces.concat()}));
+        }
+        if let Content::ToolCall { name, arguments } = &answer.content {
+            content.push(
+                json!({"type": "tool_use", "id": meta.tool_call_id, "name": name, "input": arguments}),
+            );
+        }
         message(
             answer,
             meta,
-            content,
+            Value::Array(content),
             Some(&answer.finish),
             answer.output_tokens,
         )
@@ -291,37 +294,45 @@ impl Dialect for Anthropic {
             "message_start",
             &json!({"type": "message_start", "message": message(answer, meta, json!([]), None, 1)}),
         ))];
-        let (block, deltas): (Value, Vec<Value>) = match &answer.content {
-            Content::Text(pieces) => (
+        // One content block per part of the answer: its text, then its tool call.
+        let mut blocks: Vec<(Value, Vec<Value>)> = Vec::new();
+        if let Some(pieces) = answer.text_pieces() {
+            blocks.push((
                 json!({"type": "text", "text": ""}),
                 pieces
                     .iter()
                     .map(|p| json!({"type": "text_delta", "text": p}))
                     .collect(),
-            ),
-            Content::ToolCall { name, arguments } => (
+            ));
+        }
+        if let Content::ToolCall { name, arguments } = &answer.content {
+            blocks.push((
                 json!({"type": "tool_use", "id": meta.tool_call_id, "name": name, "input": {}}),
                 json_fragments(&arguments.to_string())
                     .into_iter()
                     .map(|f| json!({"type": "input_json_delta", "partial_json": f}))
                     .collect(),
-            ),
-        };
-        frames.push(Frame::plain(named_event(
-            "content_block_start",
-            &json!({"type": "content_block_start", "index": 0, "content_block": block}),
-        )));
-        frames.push(Frame::plain(named_event("ping", &json!({"type": "ping"}))));
-        for delta in deltas {
-            frames.push(Frame::token(named_event(
-                "content_block_delta",
-                &json!({"type": "content_block_delta", "index": 0, "delta": delta}),
+            ));
+        }
+        for (index, (block, deltas)) in blocks.into_iter().enumerate() {
+            frames.push(Frame::plain(named_event(
+                "content_block_start",
+                &json!({"type": "content_block_start", "index": index, "content_block": block}),
+            )));
+            if index == 0 {
+                frames.push(Frame::plain(named_event("ping", &json!({"type": "ping"}))));
+            }
+            for delta in deltas {
+                frames.push(Frame::token(named_event(
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": index, "delta": delta}),
+                )));
+            }
+            frames.push(Frame::plain(named_event(
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": index}),
             )));
         }
-        frames.push(Frame::plain(named_event(
-            "content_block_stop",
-            &json!({"type": "content_block_stop", "index": 0}),
-        )));
         let (reason, sequence) = stop_reason(&answer.finish);
         frames.push(Frame::plain(named_event(
             "message_delta",

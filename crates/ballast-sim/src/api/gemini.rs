@@ -362,46 +362,50 @@ impl Dialect for Gemini {
     }
 
     fn body(answer: &Answer, meta: &Meta, _: &Options) -> Value {
-        let parts = match &answer.content {
-            Content::Text(pieces) => json!([{"text": pieces.concat()}]),
-            Content::ToolCall { name, arguments } => {
-                json!([{"functionCall": {"name": name, "args": arguments}}])
-            }
-        };
-        response(meta, parts, Some(&answer.finish), Some(usage(answer)))
+        let mut parts = Vec::new();
+        if let Some(pieces) = answer.text_pieces() {
+            parts.push(json!({"text": pieces.concat()}));
+        }
+        if let Content::ToolCall { name, arguments } = &answer.content {
+            parts.push(json!({"functionCall": {"name": name, "args": arguments}}));
+        }
+        response(
+            meta,
+            Value::Array(parts),
+            Some(&answer.finish),
+            Some(usage(answer)),
+        )
     }
 
     fn frames(answer: &Answer, meta: &Meta, options: &Options) -> Vec<Frame> {
-        let chunks: Vec<Value> = match &answer.content {
-            Content::Text(pieces) if !pieces.is_empty() => {
-                let last = pieces.len() - 1;
-                pieces
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| {
-                        let end = i == last;
-                        response(
-                            meta,
-                            json!([{"text": p}]),
-                            end.then_some(&answer.finish),
-                            end.then(|| usage(answer)),
-                        )
-                    })
-                    .collect()
-            }
-            Content::Text(_) => vec![response(
-                meta,
-                json!([{"text": ""}]),
-                Some(&answer.finish),
-                Some(usage(answer)),
-            )],
-            Content::ToolCall { name, arguments } => vec![response(
-                meta,
-                json!([{"functionCall": {"name": name, "args": arguments}}]),
-                Some(&answer.finish),
-                Some(usage(answer)),
-            )],
-        };
+        // One chunk per text piece, then the whole `functionCall` in one chunk (as Gemini sends it);
+        // the last chunk carries the finish reason and usage.
+        let mut parts: Vec<Value> = answer
+            .text_pieces()
+            .unwrap_or_default()
+            .iter()
+            .map(|p| json!({"text": p}))
+            .collect();
+        if let Content::ToolCall { name, arguments } = &answer.content {
+            parts.push(json!({"functionCall": {"name": name, "args": arguments}}));
+        }
+        if parts.is_empty() {
+            parts.push(json!({"text": ""}));
+        }
+        let last = parts.len() - 1;
+        let chunks: Vec<Value> = parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, part)| {
+                let end = i == last;
+                response(
+                    meta,
+                    json!([part]),
+                    end.then_some(&answer.finish),
+                    end.then(|| usage(answer)),
+                )
+            })
+            .collect();
         if options.sse {
             return chunks
                 .iter()

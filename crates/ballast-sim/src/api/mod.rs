@@ -1,11 +1,13 @@
 //! The provider APIs: the request pipeline they share and the [`Dialect`] each one implements.
 //!
 //! A request goes: read the body (bounded) → record it → check the key → parse JSON → validate into a
-//! [`Prompt`] → draw faults → generate → render in the dialect's wire format (JSON or SSE). Adding an
+//! [`Prompt`] → draw faults → generate → render in the dialect's wire format (JSON or SSE), or, under
+//! the `hostile` fault, rewrite that rendering into broken bytes ([`hostile`]). Adding an
 //! API is one new module implementing [`Dialect`] plus a route (as `responses` did).
 
 pub(crate) mod anthropic;
 pub(crate) mod gemini;
+pub(crate) mod hostile;
 pub(crate) mod models;
 pub(crate) mod openai;
 pub(crate) mod responses;
@@ -311,7 +313,9 @@ pub(crate) async fn generate<D: Dialect>(
         Ok(ok) => ok,
         Err(failure) => return fail::<D>(&sim, &failure, &inbound.request_id),
     };
-    let answer = answer(sim.seed, &prompt, decision.corrupt);
+    // A hostile answer replaces `corrupt` (and `truncate`): it is built from the clean answer.
+    let corrupt = decision.corrupt.filter(|_| decision.hostile.is_none());
+    let answer = answer(sim.seed, &prompt, corrupt);
     let (id_prefix, tool_prefix) = D::id_prefixes();
     let meta = Meta {
         id: sim.new_id(id_prefix, 24),
@@ -320,7 +324,9 @@ pub(crate) async fn generate<D: Dialect>(
         model: prompt.model.clone(),
     };
     let pacing = sim.pacing(decision.slow);
-    let outcome = if decision.truncate.is_some() {
+    let outcome = if decision.hostile.is_some() {
+        Outcome::Hostile
+    } else if decision.truncate.is_some() {
         Outcome::Truncated
     } else if answer.corrupted {
         Outcome::Corrupted
@@ -328,6 +334,10 @@ pub(crate) async fn generate<D: Dialect>(
         Outcome::Ok
     };
     sim.count(Some(D::API), outcome);
+    if let Some(hostile) = decision.hostile {
+        return hostile::respond::<D>(hostile, &inbound, &prompt, &options, answer, meta, pacing)
+            .await;
+    }
 
     let mut response = if prompt.stream {
         let frames = D::frames(&answer, &meta, &options);

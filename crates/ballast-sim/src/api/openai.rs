@@ -280,18 +280,23 @@ impl Dialect for OpenAi {
     }
 
     fn body(answer: &Answer, meta: &Meta, _: &Options) -> Value {
-        let message = match &answer.content {
-            Content::Text(pieces) => json!({
-                "role": "assistant", "content": pieces.concat(), "refusal": null, "annotations": []
-            }),
-            Content::ToolCall { name, arguments } => json!({
-                "role": "assistant", "content": null, "refusal": null, "annotations": [],
-                "tool_calls": [{
+        let mut message = json!({
+            "role": "assistant",
+            "content": answer.text_pieces().map(<[String]>::concat),
+            "refusal": null,
+            "annotations": [],
+        });
+        if let (Content::ToolCall { name, arguments }, Some(obj)) =
+            (&answer.content, message.as_object_mut())
+        {
+            obj.insert(
+                "tool_calls".to_owned(),
+                json!([{
                     "id": meta.tool_call_id, "type": "function",
                     "function": {"name": name, "arguments": arguments.to_string()}
-                }]
-            }),
-        };
+                }]),
+            );
+        }
         json!({
             "id": meta.id,
             "object": "chat.completion",
@@ -310,8 +315,18 @@ impl Dialect for OpenAi {
         let with_usage = options.include_usage;
         let event = |choices: Value| data_event(&chunk(meta, choices, None, with_usage));
         let mut frames = Vec::new();
-        match &answer.content {
-            Content::Text(pieces) => {
+        let call = match &answer.content {
+            Content::ToolCall { name, arguments } => Some((name, arguments)),
+            Content::Text(_) => None,
+        };
+        let call_start = |name: &String| {
+            json!([{
+                "index": 0, "id": meta.tool_call_id, "type": "function",
+                "function": {"name": name, "arguments": ""}
+            }])
+        };
+        match (answer.text_pieces(), call) {
+            (Some(pieces), _) => {
                 frames.push(Frame::plain(event(choice(
                     json!({"role": "assistant", "content": "", "refusal": null}),
                     None,
@@ -319,24 +334,31 @@ impl Dialect for OpenAi {
                 for piece in pieces {
                     frames.push(Frame::token(event(choice(json!({"content": piece}), None))));
                 }
-            }
-            Content::ToolCall { name, arguments } => {
-                frames.push(Frame::plain(event(choice(
-                    json!({
-                        "role": "assistant", "content": null, "refusal": null,
-                        "tool_calls": [{
-                            "index": 0, "id": meta.tool_call_id, "type": "function",
-                            "function": {"name": name, "arguments": ""}
-                        }]
-                    }),
-                    None,
-                ))));
-                for fragment in json_fragments(&arguments.to_string()) {
-                    frames.push(Frame::token(event(choice(
-                        json!({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]}),
+                // Text before a call: the call starts in a chunk of its own.
+                if let Some((name, _)) = call {
+                    frames.push(Frame::plain(event(choice(
+                        json!({"tool_calls": call_start(name)}),
                         None,
                     ))));
                 }
+            }
+            (None, Some((name, _))) => {
+                frames.push(Frame::plain(event(choice(
+                    json!({
+                        "role": "assistant", "content": null, "refusal": null,
+                        "tool_calls": call_start(name),
+                    }),
+                    None,
+                ))));
+            }
+            (None, None) => {}
+        }
+        if let Some((_, arguments)) = call {
+            for fragment in json_fragments(&arguments.to_string()) {
+                frames.push(Frame::token(event(choice(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]}),
+                    None,
+                ))));
             }
         }
         frames.push(Frame::plain(event(choice(

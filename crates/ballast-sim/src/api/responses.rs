@@ -198,15 +198,42 @@ fn item_id(meta: &Meta, prefix: &str) -> String {
     format!("{prefix}{suffix}")
 }
 
-/// The answer's output item, `done` or as `output_item.added` announces it (empty, in progress).
-fn output_item(answer: &Answer, meta: &Meta, options: &Options, done: bool) -> Value {
+/// One output item of an answer.
+#[derive(Clone, Copy)]
+enum Item<'a> {
+    /// An assistant message with one `output_text` part.
+    Message(&'a [String]),
+    /// A function call.
+    Call { name: &'a str, arguments: &'a Value },
+}
+
+/// The answer's output items: its text (a message), then its tool call.
+fn items(answer: &Answer) -> Vec<Item<'_>> {
+    let mut items = Vec::new();
+    if let Some(pieces) = answer.text_pieces() {
+        items.push(Item::Message(pieces));
+    }
+    if let Content::ToolCall { name, arguments } = &answer.content {
+        items.push(Item::Call { name, arguments });
+    }
+    items
+}
+
+/// An output item, `done` or as `output_item.added` announces it (empty, in progress).
+fn output_item(
+    item: Item<'_>,
+    answer: &Answer,
+    meta: &Meta,
+    options: &Options,
+    done: bool,
+) -> Value {
     let status = match (done, &answer.finish) {
         (false, _) => "in_progress",
         (true, Finish::MaxTokens) => "incomplete",
         (true, _) => "completed",
     };
-    match &answer.content {
-        Content::Text(pieces) => {
+    match item {
+        Item::Message(pieces) => {
             let content = if done {
                 json!([text_part(&pieces.concat())])
             } else {
@@ -217,7 +244,7 @@ fn output_item(answer: &Answer, meta: &Meta, options: &Options, done: bool) -> V
                 "role": "assistant", "content": content,
             })
         }
-        Content::ToolCall { name, arguments } => {
+        Item::Call { name, arguments } => {
             let mut item = json!({
                 "id": item_id(meta, "fc_"), "type": "function_call", "status": status,
                 "call_id": meta.tool_call_id, "name": name,
@@ -265,7 +292,14 @@ fn response_object(answer: &Answer, meta: &Meta, options: &Options, done: bool) 
         "error": null,
         "incomplete_details": if incomplete { json!({"reason": "max_output_tokens"}) } else { Value::Null },
         "model": meta.model,
-        "output": if done { json!([output_item(answer, meta, options, true)]) } else { json!([]) },
+        "output": if done {
+            items(answer)
+                .into_iter()
+                .map(|item| output_item(item, answer, meta, options, true))
+                .collect()
+        } else {
+            Vec::new()
+        },
         "previous_response_id": null,
         "service_tier": "default",
         "usage": if done { usage(answer) } else { Value::Null },
@@ -450,68 +484,69 @@ impl Dialect for Responses {
         let started = response_object(answer, meta, options, false);
         ev.push("response.created", json!({"response": started}), false);
         ev.push("response.in_progress", json!({"response": started}), false);
-        ev.push(
-            "response.output_item.added",
-            json!({"output_index": 0, "item": output_item(answer, meta, options, false)}),
-            false,
-        );
-        match &answer.content {
-            Content::Text(pieces) => {
-                let item_id = item_id(meta, "msg_");
-                let at = |extra: Value| {
-                    let mut data =
-                        json!({"item_id": item_id, "output_index": 0, "content_index": 0});
-                    if let (Some(obj), Value::Object(extra)) = (data.as_object_mut(), extra) {
-                        obj.extend(extra);
+        for (output_index, item) in items(answer).into_iter().enumerate() {
+            ev.push(
+                "response.output_item.added",
+                json!({"output_index": output_index, "item": output_item(item, answer, meta, options, false)}),
+                false,
+            );
+            match item {
+                Item::Message(pieces) => {
+                    let item_id = item_id(meta, "msg_");
+                    let at = |extra: Value| {
+                        let mut data = json!({"item_id": item_id, "output_index": output_index, "content_index": 0});
+                        if let (Some(obj), Value::Object(extra)) = (data.as_object_mut(), extra) {
+                            obj.extend(extra);
+                        }
+                        data
+                    };
+                    ev.push(
+                        "response.content_part.added",
+                        at(json!({"part": text_part("")})),
+                        false,
+                    );
+                    for piece in pieces {
+                        ev.push(
+                            "response.output_text.delta",
+                            at(json!({"delta": piece, "logprobs": []})),
+                            true,
+                        );
                     }
-                    data
-                };
-                ev.push(
-                    "response.content_part.added",
-                    at(json!({"part": text_part("")})),
-                    false,
-                );
-                for piece in pieces {
+                    let text = pieces.concat();
                     ev.push(
-                        "response.output_text.delta",
-                        at(json!({"delta": piece, "logprobs": []})),
-                        true,
+                        "response.output_text.done",
+                        at(json!({"text": text, "logprobs": []})),
+                        false,
+                    );
+                    ev.push(
+                        "response.content_part.done",
+                        at(json!({"part": text_part(&text)})),
+                        false,
                     );
                 }
-                let text = pieces.concat();
-                ev.push(
-                    "response.output_text.done",
-                    at(json!({"text": text, "logprobs": []})),
-                    false,
-                );
-                ev.push(
-                    "response.content_part.done",
-                    at(json!({"part": text_part(&text)})),
-                    false,
-                );
-            }
-            Content::ToolCall { name, arguments } => {
-                let item_id = item_id(meta, "fc_");
-                let arguments = arguments.to_string();
-                for fragment in json_fragments(&arguments) {
+                Item::Call { name, arguments } => {
+                    let item_id = item_id(meta, "fc_");
+                    let arguments = arguments.to_string();
+                    for fragment in json_fragments(&arguments) {
+                        ev.push(
+                            "response.function_call_arguments.delta",
+                            json!({"item_id": item_id, "output_index": output_index, "delta": fragment}),
+                            true,
+                        );
+                    }
                     ev.push(
-                        "response.function_call_arguments.delta",
-                        json!({"item_id": item_id, "output_index": 0, "delta": fragment}),
-                        true,
+                        "response.function_call_arguments.done",
+                        json!({"item_id": item_id, "output_index": output_index, "name": name, "arguments": arguments}),
+                        false,
                     );
                 }
-                ev.push(
-                    "response.function_call_arguments.done",
-                    json!({"item_id": item_id, "output_index": 0, "name": name, "arguments": arguments}),
-                    false,
-                );
             }
+            ev.push(
+                "response.output_item.done",
+                json!({"output_index": output_index, "item": output_item(item, answer, meta, options, true)}),
+                false,
+            );
         }
-        ev.push(
-            "response.output_item.done",
-            json!({"output_index": 0, "item": output_item(answer, meta, options, true)}),
-            false,
-        );
         let terminal = if answer.finish == Finish::MaxTokens {
             "response.incomplete"
         } else {

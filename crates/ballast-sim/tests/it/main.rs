@@ -6,6 +6,7 @@ mod control;
 mod directive;
 mod faults;
 mod gemini;
+mod hostile;
 mod openai;
 mod responses;
 
