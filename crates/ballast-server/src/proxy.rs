@@ -827,11 +827,14 @@ async fn attempt(
         );
         r
     } else {
+        // The whole answer within the response timeout: a provider that trickles it is abandoned
+        // while there is still time to fall over.
         let read =
-            tokio::time::timeout_at(end, upstream::read_body(resp, limits.max_answer_bytes)).await;
+            tokio::time::timeout_at(first, upstream::read_body(resp, limits.max_answer_bytes))
+                .await;
         let body = match read {
             Err(_) => {
-                return Err(Failure::Timeout(end_kind, end_after));
+                return Err(Failure::Timeout(first_kind, first_after));
             }
             Ok(Err(f)) => {
                 return Err(f);

@@ -151,7 +151,7 @@ pub enum TimeoutKind {
     Connect,
     /// Streams: no first token in time.
     FirstToken,
-    /// Non-streaming: the response did not begin in time.
+    /// Non-streaming: the whole answer did not arrive in time.
     Response,
     /// The attempt's own time limit.
     Attempt,

@@ -462,3 +462,30 @@ async fn count_tokens_from_the_provider_when_it_answers() {
     assert_eq!(sent[0].url.path(), "/v1/messages/count_tokens");
     assert!(String::from_utf8_lossy(&sent[0].body).contains("claude-sonnet-4-5"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_trickled_answer_is_abandoned_at_the_response_timeout_and_falls_over() {
+    let r = rig("[policy]\nresponse_timeout = \"2s\"\ndeadline = \"60s\"");
+    // The whole answer, one byte a second.
+    let chunks = chat_answer("slow")
+        .into_bytes()
+        .into_iter()
+        .map(|b| (Duration::from_secs(1), Bytes::from(vec![b])))
+        .collect();
+    r.upstream.set(
+        "primary.test",
+        Reply::Stream {
+            chunks,
+            hang: false,
+        },
+    );
+    r.upstream
+        .set("backup.test", Reply::Json(chat_answer("fast")));
+    let t0 = Instant::now();
+    let got = r
+        .call("/v1/chat/completions", &chat("chat", "x", false))
+        .await;
+    within(t0.elapsed(), Duration::from_secs(2));
+    assert_eq!(got.header("x-ballast-target"), "backup/gpt-4.1-mini");
+    assert!(got.body.contains("fast"));
+}

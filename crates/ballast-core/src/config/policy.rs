@@ -89,7 +89,7 @@ pub struct Policy {
     pub deadline: Duration,
     /// Streams: the longest wait for the first token of an attempt.
     pub first_token_timeout: Duration,
-    /// Non-streaming requests: the longest wait for an attempt's response to begin.
+    /// Non-streaming requests: the longest wait for an attempt's whole answer.
     pub response_timeout: Duration,
     /// Streams: the longest silence between two chunks.
     pub idle_timeout: Duration,
