@@ -197,7 +197,12 @@ async fn forward(
         };
         let status = resp.status;
         if status.is_success() {
-            match tokio::time::timeout_at(deadline, read_body(resp, 1 << 20)).await {
+            match tokio::time::timeout_at(
+                deadline,
+                read_body(resp, 1 << 20, &mut st.runtime.buffered.reserve()),
+            )
+            .await
+            {
                 Ok(Ok(body)) => {
                     ticket.record(true, "");
                     let mut r = Response::new(Body::from(body));
@@ -225,7 +230,12 @@ async fn forward(
         if status.is_client_error() && !trips {
             // The provider says the request is wrong: that is the client's answer. (Its refusal
             // of our own key, or a rate limit, is not: those fall back to the estimate.)
-            let body = match tokio::time::timeout_at(deadline, read_body(resp, 64 << 10)).await {
+            let body = match tokio::time::timeout_at(
+                deadline,
+                read_body(resp, 64 << 10, &mut st.runtime.buffered.reserve()),
+            )
+            .await
+            {
                 Ok(Ok(b)) => b,
                 _ => Bytes::new(),
             };

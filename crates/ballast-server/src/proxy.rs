@@ -718,7 +718,7 @@ async fn attempt(
         Err(_) => return Err(Failure::Timeout(first_kind, first_after)),
         Ok(Err(f)) => return Err(f),
         Ok(Ok(resp)) if !resp.status.is_success() => {
-            return Err(status_failure(resp, end).await);
+            return Err(status_failure(resp, end, &st.runtime.buffered).await);
         }
         Ok(Ok(resp)) => resp,
     };
@@ -744,6 +744,7 @@ async fn attempt(
         let mut observer = StreamObserver::new(provider.format);
         let mut prefix = Vec::new();
         let mut prefix_bytes = 0usize;
+        let mut held = st.runtime.buffered.reserve();
         let mut inner = resp.body;
         while !observer.observation().first_token_seen && !observer.observation().done {
             let next =
@@ -760,6 +761,9 @@ async fn attempt(
                             "no first token in the first {} bytes of the stream (limits.max_first_token_bytes)",
                             limits.max_first_token_bytes
                         )));
+                    }
+                    if !held.set(prefix_bytes) {
+                        return Err(upstream::buffers_full());
                     }
                     observer.feed(&chunk);
                     prefix.push(chunk);
@@ -808,6 +812,7 @@ async fn attempt(
             deadline_after: end_after,
             idle: policy.idle_timeout,
             max_event_bytes: limits.max_event_bytes,
+            held,
             outcome,
         });
         let mut r = Response::new(Body::from_stream(body));
@@ -827,11 +832,14 @@ async fn attempt(
         );
         r
     } else {
+        let mut held = st.runtime.buffered.reserve();
         // The whole answer within the response timeout: a provider that trickles it is abandoned
         // while there is still time to fall over.
-        let read =
-            tokio::time::timeout_at(first, upstream::read_body(resp, limits.max_answer_bytes))
-                .await;
+        let read = tokio::time::timeout_at(
+            first,
+            upstream::read_body(resp, limits.max_answer_bytes, &mut held),
+        )
+        .await;
         let body = match read {
             Err(_) => {
                 return Err(Failure::Timeout(first_kind, first_after));
@@ -841,6 +849,12 @@ async fn attempt(
             }
             Ok(Ok(body)) => body,
         };
+        if std::str::from_utf8(&body).is_err() {
+            // JSON is UTF-8: an answer that is not cannot be what the client's SDK parses.
+            return Err(Failure::BadResponse(
+                "the answer is not valid UTF-8".to_owned(),
+            ));
+        }
         let observed = observe_body(provider.format, &body);
         if observed.error.is_some() {
             // A 2xx that reports a failed answer (Responses `status: "failed"`): not an answer.
@@ -964,7 +978,11 @@ async fn read_request_body(body: Body, limit: usize) -> Result<Bytes, ClientErro
     }
 }
 
-async fn status_failure(resp: upstream::UpstreamResponse, deadline: Instant) -> Failure {
+async fn status_failure(
+    resp: upstream::UpstreamResponse,
+    deadline: Instant,
+    buffered: &Arc<crate::runtime::BufferBudget>,
+) -> Failure {
     let status = resp.status.as_u16();
     let header = |name: &str| resp.headers.get(name).and_then(|v| v.to_str().ok());
     let retry_after = ballast_core::policy::parse_retry_after(
@@ -972,11 +990,15 @@ async fn status_failure(resp: upstream::UpstreamResponse, deadline: Instant) -> 
         header("retry-after-ms"),
         std::time::SystemTime::now(),
     );
-    let body =
-        match tokio::time::timeout_at(deadline, upstream::read_body(resp, MAX_ERROR_BODY)).await {
-            Ok(Ok(b)) => b,
-            _ => Bytes::new(),
-        };
+    let body = match tokio::time::timeout_at(
+        deadline,
+        upstream::read_body(resp, MAX_ERROR_BODY, &mut buffered.reserve()),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        _ => Bytes::new(),
+    };
     Failure::Status {
         status,
         message: ballast_core::client_error::upstream_error_message(&body),

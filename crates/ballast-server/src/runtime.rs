@@ -1,10 +1,10 @@
 //! Live state behind the resilience policies: per target (breaker, retry budget, latency EWMA,
 //! in-flight count, kill switch), per provider (kill switch), gateway-wide (retry budget, in-flight
-//! count, seeded RNG) and the response cache. Each piece sits behind its own mutex, held only for a
+//! count, seeded RNG, the budget of bytes buffered from providers) and the response cache. Each piece sits behind its own mutex, held only for a
 //! decision — never across an await.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -117,6 +117,9 @@ pub struct Runtime {
     pub provider_disabled: Vec<AtomicBool>,
     pub global_budget: Mutex<RetryBudget>,
     pub in_flight: AtomicU32,
+    /// Bytes held from providers right now (whole answers being read, stream prefixes, events
+    /// waiting for their end), against `limits.max_buffered_bytes`.
+    pub buffered: Arc<BufferBudget>,
     pub rng: Mutex<fastrand::Rng>,
     pub cache: Mutex<ResponseCache>,
     pub keyer: CacheKeyer,
@@ -154,6 +157,7 @@ impl Runtime {
                 .collect(),
             global_budget: Mutex::new(RetryBudget::new(config.policy.retry_budget.clone())),
             in_flight: AtomicU32::new(0),
+            buffered: Arc::new(BufferBudget::new(config.limits.max_buffered_bytes)),
             rng: Mutex::new(fastrand::Rng::with_seed(seed)),
             cache: Mutex::new(ResponseCache::new(
                 config.cache.max_bytes,
@@ -192,10 +196,77 @@ impl Runtime {
         json!({
             "targets": self.targets.iter().map(|t| t.snapshot(st, now)).collect::<Vec<_>>(),
             "in_flight": self.in_flight.load(Ordering::Relaxed),
+            "buffered_bytes": self.buffered.used(),
             "retry_budget": {
                 "available": lock(&self.global_budget).snapshot(now).available,
             },
         })
+    }
+}
+
+/// The gateway-wide cap on bytes buffered from providers: each request's buffers are capped by
+/// `[limits]`, and this caps their sum, so many hostile answers at once cannot exhaust memory.
+#[derive(Debug)]
+pub struct BufferBudget {
+    max: usize,
+    used: AtomicUsize,
+}
+
+impl BufferBudget {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// A reservation of nothing yet, grown and shrunk as its holder buffers.
+    pub fn reserve(self: &Arc<Self>) -> Reservation {
+        Reservation {
+            budget: self.clone(),
+            held: 0,
+        }
+    }
+}
+
+/// Bytes of the [`BufferBudget`] held by one buffer; released when dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    budget: Arc<BufferBudget>,
+    held: usize,
+}
+
+impl Reservation {
+    /// Holds `n` bytes in all (more or fewer than now). Growing fails, holding what it held, when
+    /// the gateway's budget has no room.
+    pub fn set(&mut self, n: usize) -> bool {
+        if n <= self.held {
+            self.budget.used.fetch_sub(self.held - n, Ordering::AcqRel);
+            self.held = n;
+            return true;
+        }
+        let more = n - self.held;
+        let grown = self
+            .budget
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(more).filter(|&u| u <= self.budget.max)
+            });
+        if grown.is_ok() {
+            self.held = n;
+        }
+        grown.is_ok()
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.held, Ordering::AcqRel);
     }
 }
 

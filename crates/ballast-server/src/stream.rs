@@ -21,6 +21,7 @@ use ballast_core::sse::SseParser;
 use ballast_core::translate::StreamTranslator;
 
 use crate::outcome::Outcome;
+use crate::runtime::Reservation;
 use crate::upstream::{BodyStream, TimeoutKind, secs};
 
 /// Everything a stream needs once its attempt has been committed to the client.
@@ -41,6 +42,8 @@ pub struct StreamStart {
     pub idle: Duration,
     /// The largest event held back waiting for its end (`limits.max_event_bytes`).
     pub max_event_bytes: usize,
+    /// The share of the gateway's buffer budget holding `prefix`; it then follows what is held.
+    pub held: Reservation,
     pub outcome: Outcome,
 }
 
@@ -59,6 +62,9 @@ pub struct ObservedStream {
     /// chunks is scanned once, not once per chunk.
     pending_scanned: usize,
     max_event_bytes: usize,
+    /// Bytes of `prefix` not yet sent plus `pending`, held against the gateway's buffer budget.
+    held: Reservation,
+    prefix_bytes: usize,
     /// The upstream broke a limit: the stream ends with an error event at the next poll.
     violation: Option<String>,
     /// Malformed events dropped so far (same-format streams).
@@ -79,6 +85,7 @@ struct Translation {
 
 impl ObservedStream {
     pub fn new(s: StreamStart) -> Self {
+        let prefix_bytes = s.prefix.iter().map(Bytes::len).sum();
         Self {
             inner: s.inner,
             format: s.client_format,
@@ -93,6 +100,8 @@ impl ObservedStream {
             pending: BytesMut::new(),
             pending_scanned: 0,
             max_event_bytes: s.max_event_bytes,
+            held: s.held,
+            prefix_bytes,
             violation: None,
             malformed_skipped: 0,
             deadline: Box::pin(tokio::time::sleep_until(s.deadline)),
@@ -214,6 +223,7 @@ impl ObservedStream {
             }
         };
         let out = self.skip_malformed(out);
+        let out = self.repair_utf8(out);
         (!out.is_empty()).then_some(out)
     }
 
@@ -224,16 +234,29 @@ impl ObservedStream {
         self.check_pending();
     }
 
-    /// An event that outgrows the limit ends the stream: it is never buffered without bound.
+    /// An event that outgrows the limit ends the stream: it is never buffered without bound. Nor
+    /// past the gateway-wide budget, when many streams hold large partial events at once.
     fn check_pending(&mut self) {
-        if self.pending.len() > self.max_event_bytes && self.violation.is_none() {
-            self.pending = BytesMut::new();
-            self.pending_scanned = 0;
+        if self.violation.is_some() {
+            return;
+        }
+        let held = self.prefix_bytes.saturating_add(self.pending.len());
+        if self.pending.len() > self.max_event_bytes {
             self.violation = Some(format!(
                 "the provider sent an event larger than {} bytes (limits.max_event_bytes)",
                 self.max_event_bytes
             ));
+        } else if !self.held.set(held) {
+            self.violation = Some(
+                "the gateway holds limits.max_buffered_bytes of provider answers already"
+                    .to_owned(),
+            );
+        } else {
+            return;
         }
+        self.pending = BytesMut::new();
+        self.pending_scanned = 0;
+        self.held.set(self.prefix_bytes);
     }
 
     /// One malformed event in an otherwise healthy stream is dropped (and counted in the log line),
@@ -280,6 +303,23 @@ impl ObservedStream {
             );
         }
         Bytes::from(kept)
+    }
+
+    /// Whole events are valid UTF-8 in a well-formed stream (checking is cheap next to the network);
+    /// a provider's invalid bytes are replaced with U+FFFD rather than passed on for the client's
+    /// SDK to choke on, and logged.
+    fn repair_utf8(&mut self, out: Bytes) -> Bytes {
+        if std::str::from_utf8(&out).is_ok() {
+            return out;
+        }
+        if let Some(o) = &self.outcome {
+            tracing::warn!(
+                request_id = &*o.request_id,
+                target = o.target.as_str(),
+                "replaced invalid UTF-8 in a stream event from the provider"
+            );
+        }
+        Bytes::from(String::from_utf8_lossy(&out).into_owned())
     }
 
     /// Ends the stream with an error event naming the target and the cause.
@@ -357,7 +397,10 @@ impl Stream for ObservedStream {
                 return Poll::Ready(Some(Ok(ev)));
             }
             if let Some(chunk) = this.prefix.pop_front() {
+                this.prefix_bytes = this.prefix_bytes.saturating_sub(chunk.len());
                 let out = this.emit(chunk);
+                this.held
+                    .set(this.prefix_bytes.saturating_add(this.pending.len()));
                 match this.end_if_done(out) {
                     Some(out) => return Poll::Ready(Some(Ok(out))),
                     None => continue,
@@ -392,6 +435,9 @@ impl Stream for ObservedStream {
                         o.first_token();
                     }
                     let out = this.emit(chunk);
+                    // What completed was sent: hold only what still waits for its end.
+                    this.held
+                        .set(this.prefix_bytes.saturating_add(this.pending.len()));
                     match this.end_if_done(out) {
                         Some(out) => return Poll::Ready(Some(Ok(out))),
                         None => continue,
@@ -541,6 +587,7 @@ mod tests {
             deadline_after: Duration::from_secs(3600),
             idle,
             max_event_bytes,
+            held: st.runtime.buffered.reserve(),
             outcome,
         });
         (tx, stream)

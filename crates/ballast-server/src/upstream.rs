@@ -13,6 +13,8 @@ use http::{HeaderMap, StatusCode};
 
 use ballast_core::config::ServerSettings;
 
+use crate::runtime::Reservation;
+
 pub use reqwest::Url;
 
 /// One upstream call, ready to send: the target's URL, the provider's headers, the prepared body.
@@ -129,6 +131,9 @@ pub enum Failure {
     BadResponse(String),
     /// The target was not tried: the request's deadline had (all but) passed.
     OutOfTime,
+    /// The gateway itself ran out of a resource (file descriptors, memory for buffers): says
+    /// nothing about the target, so its breaker is not told.
+    Local(String),
     /// The target was not tried: circuit open, disabled, at capacity, out of retry budget.
     Skipped {
         reason: String,
@@ -208,7 +213,8 @@ impl Failure {
             Failure::BadResponse(_)
             | Failure::Skipped { .. }
             | Failure::Untranslatable { .. }
-            | Failure::OutOfTime => Next::Move,
+            | Failure::OutOfTime
+            | Failure::Local(_) => Next::Move,
         }
     }
 
@@ -224,7 +230,10 @@ impl Failure {
             Failure::Status { status, .. } => {
                 matches!(status, 401 | 403 | 408 | 429) || *status >= 500
             }
-            Failure::Skipped { .. } | Failure::Untranslatable { .. } | Failure::OutOfTime => false,
+            Failure::Skipped { .. }
+            | Failure::Untranslatable { .. }
+            | Failure::OutOfTime
+            | Failure::Local(_) => false,
         }
     }
 
@@ -253,6 +262,9 @@ impl Failure {
     }
 
     pub fn from_reqwest(e: &reqwest::Error) -> Self {
+        if let Some(local) = local_exhaustion(e) {
+            return Failure::Local(local);
+        }
         if e.is_connect() && (e.is_timeout() || root_cause(e) == "connect timed out") {
             // Waiting again on a target that could not be reached in time only doubles the wait.
             Failure::Timeout(TimeoutKind::Connect, Duration::ZERO)
@@ -292,6 +304,7 @@ impl fmt::Display for Failure {
             }
             Failure::Skipped { reason, .. } => f.write_str(reason),
             Failure::OutOfTime => f.write_str("not tried: no time left before the deadline"),
+            Failure::Local(cause) => write!(f, "the gateway is out of resources: {cause}"),
         }
     }
 }
@@ -357,6 +370,25 @@ fn is_content_policy(message: Option<&str>) -> bool {
     .any(|p| m.contains(p))
 }
 
+/// The gateway's own exhaustion (out of file descriptors or sockets), not the target's fault.
+fn local_exhaustion(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            // EMFILE, ENFILE, ENOBUFS, ENOMEM on Linux.
+            return match io.raw_os_error() {
+                Some(24) => Some("too many open files (raise the process's file limit)".to_owned()),
+                Some(23) => Some("too many open files in the system".to_owned()),
+                Some(105) => Some("no buffer space available".to_owned()),
+                Some(12) => Some("out of memory".to_owned()),
+                _ => None,
+            };
+        }
+        cur = err.source();
+    }
+    None
+}
+
 /// The innermost error message, lower-cased words a person can act on (`connection refused`).
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur: &(dyn std::error::Error + 'static) = e;
@@ -400,7 +432,15 @@ fn describe_connect(e: &reqwest::Error) -> String {
 }
 
 /// Reads a whole (non-streaming) response body, refusing more than `limit` bytes.
-pub async fn read_body(resp: UpstreamResponse, limit: usize) -> Result<Bytes, Failure> {
+///
+/// The bytes are held against `held`, the caller's share of the gateway-wide buffer budget: when the
+/// gateway as a whole holds too much, the read fails as a local failure (the route falls over)
+/// rather than growing further.
+pub async fn read_body(
+    resp: UpstreamResponse,
+    limit: usize,
+    held: &mut Reservation,
+) -> Result<Bytes, Failure> {
     if let Some(len) = resp.content_length()
         && len > limit as u64
     {
@@ -412,12 +452,23 @@ pub async fn read_body(resp: UpstreamResponse, limit: usize) -> Result<Bytes, Fa
     let mut buf = BytesMut::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
-        if buf.len().saturating_add(chunk.len()) > limit {
+        let len = buf.len().saturating_add(chunk.len());
+        if len > limit {
             return Err(Failure::BadResponse(format!(
                 "body exceeds {limit} bytes (limits.max_answer_bytes)"
             )));
         }
+        if !held.set(len) {
+            return Err(buffers_full());
+        }
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
+}
+
+/// The gateway-wide buffer budget is spent.
+pub fn buffers_full() -> Failure {
+    Failure::Local(
+        "the gateway holds limits.max_buffered_bytes of provider answers already".to_owned(),
+    )
 }

@@ -184,10 +184,12 @@ async fn every_client_api_through_every_provider_kind_survives_a_hostile_provide
     let healthy = start_sim().await;
     let mut toml = String::from(
         "[limits]\nmax_event_bytes = \"256KiB\"\nmax_first_token_bytes = \"512KiB\"\nmax_answer_bytes = \"1MiB\"\n\
-         [policy]\nretries = 0\nretry_budget_ratio = 1.0\nretry_budget_min_per_second = 1000.0\nfirst_token_timeout = \"2s\"\nresponse_timeout = \"2s\"\nidle_timeout = \"1s\"\ndeadline = \"4s\"\n",
+         [policy]\nretries = 0\nretry_budget_ratio = 1.0\nretry_budget_min_per_second = 1000.0\nfirst_token_timeout = \"2s\"\nresponse_timeout = \"2s\"\nidle_timeout = \"1s\"\ndeadline = \"10s\"\n",
     );
     toml.push_str(&provider_toml("healthy", "openai", &healthy.base_url()));
-    toml.push_str("[routes.healthy]\ntargets = [\"healthy/gpt-4.1\"]\n");
+    toml.push_str(
+        "[routes.healthy]\ntargets = [\"healthy/gpt-4.1\"]\n[routes.healthy.policy]\ndeadline = \"60s\"\nfirst_token_timeout = \"30s\"\nresponse_timeout = \"30s\"\nidle_timeout = \"30s\"\n",
+    );
     let mut sims: Vec<SimHandle> = Vec::new();
     let mut routes = Vec::new();
     for (mode, fault) in modes() {
@@ -227,6 +229,8 @@ async fn every_client_api_through_every_provider_kind_survives_a_hostile_provide
                 let body = resp.text().await.unwrap();
                 if status == 200 && !body.contains("\"error\"") {
                     ok += 1;
+                } else {
+                    eprintln!("healthy request {i} failed: {status} {body:.500}");
                 }
             }
             ok

@@ -489,3 +489,54 @@ async fn a_trickled_answer_is_abandoned_at_the_response_timeout_and_falls_over()
     assert_eq!(got.header("x-ballast-target"), "backup/gpt-4.1-mini");
     assert!(got.body.contains("fast"));
 }
+
+/// Each request's buffers are capped, and so is their sum: many large answers at once cannot
+/// exhaust the gateway's memory. Past the budget an attempt fails as the gateway's own (its
+/// target's breaker is not told) and the route falls over.
+#[tokio::test(start_paused = true)]
+async fn the_gateway_wide_buffer_budget_caps_many_large_answers_at_once() {
+    let r = rig(
+        "[limits]\nmax_answer_bytes = \"1MiB\"\nmax_buffered_bytes = \"1MiB\"\n[policy]\nretries = 0\n[policy.breaker]\nconsecutive_failures = 1",
+    );
+    // Answers of 300 KiB trickled in 10 KiB pieces, so several are being read at once.
+    let answer = chat_answer(&"q".repeat(300 * 1024));
+    let chunks: Vec<(Duration, Bytes)> = answer
+        .as_bytes()
+        .chunks(10 * 1024)
+        .map(|c| (MS, Bytes::copy_from_slice(c)))
+        .collect();
+    r.upstream.set(
+        "primary.test",
+        Reply::Stream {
+            chunks,
+            hang: false,
+        },
+    );
+    r.upstream
+        .set("backup.test", Reply::Json(chat_answer("small")));
+    let mut calls = Vec::new();
+    for _ in 0..8 {
+        let r = r.clone();
+        calls.push(tokio::spawn(async move {
+            r.call("/v1/chat/completions", &chat("chat", "x", false))
+                .await
+        }));
+    }
+    let mut from_backup = 0;
+    for c in calls {
+        let got = c.await.unwrap();
+        assert_eq!(got.status, 200, "{}", got.body);
+        if got.header("x-ballast-target") == "backup/gpt-4.1-mini" {
+            from_backup += 1;
+        }
+    }
+    // At most three 300 KiB answers fit in 1 MiB at once: the rest fell over.
+    assert!(from_backup >= 5, "only {from_backup} of 8 fell over");
+    assert_eq!(
+        r.breaker_state("primary/gpt-4.1").await,
+        "closed",
+        "the gateway's own limit is not the provider's failure"
+    );
+    let v = r.admin("/admin/targets").await;
+    assert_eq!(v["buffered_bytes"], 0, "every reservation was released");
+}

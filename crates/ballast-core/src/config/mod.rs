@@ -32,6 +32,7 @@ pub const DEFAULT_MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
 pub const DEFAULT_MAX_FIRST_TOKEN_BYTES: usize = 16 * 1024 * 1024;
 pub const DEFAULT_MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_MAX_TOOL_ARGS_BYTES: usize = 4 * 1024 * 1024;
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 256 * 1024 * 1024;
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 
 /// A validated configuration. Providers and routes are stored in vectors and referred to by index.
@@ -80,6 +81,8 @@ pub struct Limits {
     pub max_answer_bytes: usize,
     /// One tool call's arguments, accumulated where a translation must hold them whole.
     pub max_tool_args_bytes: usize,
+    /// All of the above at once, across every request in flight: the gateway-wide ceiling.
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for Limits {
@@ -89,6 +92,7 @@ impl Default for Limits {
             max_first_token_bytes: DEFAULT_MAX_FIRST_TOKEN_BYTES,
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
             max_tool_args_bytes: DEFAULT_MAX_TOOL_ARGS_BYTES,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
         }
     }
 }
@@ -358,6 +362,11 @@ impl Validator<'_> {
                 "max_tool_args_bytes",
                 r.max_tool_args_bytes,
                 d.max_tool_args_bytes,
+            ),
+            max_buffered_bytes: one(
+                "max_buffered_bytes",
+                r.max_buffered_bytes,
+                d.max_buffered_bytes,
             ),
         }
     }

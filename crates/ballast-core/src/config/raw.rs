@@ -62,6 +62,7 @@ pub struct RawLimits {
     pub max_first_token_bytes: Option<ByteSize>,
     pub max_answer_bytes: Option<ByteSize>,
     pub max_tool_args_bytes: Option<ByteSize>,
+    pub max_buffered_bytes: Option<ByteSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
