@@ -178,10 +178,10 @@ pub fn stream_error_event_after(
     error: &ClientError,
     last_sequence_number: Option<u64>,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(160 + error.message.len());
+    let mut out = Vec::with_capacity(error.message.len().saturating_add(160));
     match format {
         ApiFormat::OpenAiResponses => {
-            let next = last_sequence_number.map_or(0, |n| n + 1);
+            let next = last_sequence_number.map_or(0, |n| n.saturating_add(1));
             let (ty, _) = error.kind.openai_type_code();
             crate::translate::responses_failure(
                 &mut out,
@@ -231,6 +231,11 @@ pub fn upstream_error_message(body: &[u8]) -> Option<String> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "tests index and count known fixtures; a panic is a test failure"
+)]
 mod tests {
     use super::*;
     use serde_json::Value;

@@ -122,12 +122,13 @@ impl<'a> Envelope<'a> {
 
     /// Serialises the body with `model` replaced (or left out when `model` is `None`, as Gemini wants).
     pub fn write_with_model(&self, model: Option<&str>, out: &mut Vec<u8>) {
+        // Key, value, quotes, colon and comma of every field, and the braces: no more than the
+        // body the fields were borrowed from, plus the new model name.
         out.reserve(
             self.fields
                 .iter()
-                .map(|(k, v)| k.len() + v.get().len() + 4)
-                .sum::<usize>()
-                + 2,
+                .map(|(k, v)| k.len().saturating_add(v.get().len()).saturating_add(4))
+                .fold(2, usize::saturating_add),
         );
         out.push(b'{');
         let mut first = true;
@@ -237,7 +238,8 @@ impl<'de> serde::Deserialize<'de> for Fields<'de> {
                 f.write_str("a JSON object")
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                // A hint is only a hint: never trusted to size more than a small allocation.
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8).min(64));
                 while let Some(Key(k)) = map.next_key()? {
                     let v: &'de RawValue = map.next_value()?;
                     out.push((k, v));
@@ -271,6 +273,11 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "tests index and count known fixtures; a panic is a test failure"
+)]
 mod tests {
     use super::*;
     use serde_json::json;

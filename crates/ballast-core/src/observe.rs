@@ -45,6 +45,13 @@ impl StreamObserver {
         }
     }
 
+    /// Replaces the default SSE event size limit ([`crate::sse::MAX_EVENT_BYTES`]); e.g.
+    /// `StreamLimits::max_event_bytes`.
+    pub fn with_max_event_bytes(mut self, max_event_bytes: usize) -> Self {
+        self.parser = SseParser::with_limit(max_event_bytes);
+        self
+    }
+
     /// Observes one chunk of stream bytes. Returns true if this chunk carried the first token.
     pub fn feed(&mut self, chunk: &[u8]) -> bool {
         let before = self.obs.first_token_seen;
@@ -66,7 +73,7 @@ impl StreamObserver {
 }
 
 fn observe_event(format: ApiFormat, ev: &SseEvent, obs: &mut Observation) {
-    obs.events += 1;
+    obs.events = obs.events.saturating_add(1);
     let ok = match format {
         ApiFormat::AnthropicMessages => anthropic_event(ev, obs),
         ApiFormat::OpenAiChat => openai_event(ev, obs),
@@ -74,7 +81,7 @@ fn observe_event(format: ApiFormat, ev: &SseEvent, obs: &mut Observation) {
         ApiFormat::OpenAiResponses => responses_event(ev, obs),
     };
     if !ok {
-        obs.malformed_events += 1;
+        obs.malformed_events = obs.malformed_events.saturating_add(1);
     }
 }
 
@@ -193,8 +200,65 @@ struct OpenAiChoice {
 
 #[derive(Deserialize)]
 struct OpenAiContent {
-    content: Option<serde::de::IgnoredAny>,
-    tool_calls: Option<serde::de::IgnoredAny>,
+    content: Option<Present>,
+    refusal: Option<Present>,
+    tool_calls: Option<Present>,
+}
+
+/// Whether a field carries something: a non-empty string or array, any object or number. The
+/// value itself is not kept (observers keep no text). OpenAI's first chunk carries `"content": ""`
+/// with the role: that is not a token, and must not commit a stream before its first real one.
+struct Present(bool);
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Present;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Present, E> {
+                Ok(Present(!s.is_empty()))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Present, E> {
+                Ok(Present(false))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Present, E> {
+                Ok(Present(true))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Present, E> {
+                Ok(Present(true))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Present, E> {
+                Ok(Present(true))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Present, E> {
+                Ok(Present(true))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Present, A::Error> {
+                let mut any = false;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    any = true;
+                }
+                Ok(Present(any))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Present, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Present(true))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 fn openai_event(ev: &SseEvent, obs: &mut Observation) -> bool {
@@ -228,8 +292,9 @@ fn openai_event(ev: &SseEvent, obs: &mut Observation) -> bool {
 
 fn openai_choices(choices: &[OpenAiChoice], obs: &mut Observation) {
     for ch in choices {
+        let present = |p: &Option<Present>| p.as_ref().is_some_and(|p| p.0);
         if let Some(d) = ch.delta.as_ref().or(ch.message.as_ref())
-            && (d.content.is_some() || d.tool_calls.is_some())
+            && (present(&d.content) || present(&d.refusal) || present(&d.tool_calls))
         {
             obs.first_token_seen = true;
         }
@@ -460,6 +525,11 @@ pub fn observe_body(format: ApiFormat, body: &[u8]) -> Observation {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "tests index and count known fixtures; a panic is a test failure"
+)]
 mod tests {
     use super::*;
 
@@ -509,6 +579,21 @@ mod tests {
             (Some(9), Some(4))
         );
         assert_eq!(o.malformed_events, 1);
+    }
+
+    /// OpenAI's first chunk names the role with `"content": ""`: not a token. A stream whose real
+    /// first token never follows must not be committed to the client (it could still fall over).
+    #[test]
+    fn an_empty_role_chunk_is_not_the_first_token() {
+        let mut o = StreamObserver::new(ApiFormat::OpenAiChat);
+        let role = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null},\"finish_reason\":null}]}\n\n";
+        assert!(!o.feed(role.as_bytes()));
+        assert!(!o.observation().first_token_seen);
+        let tool = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\"f\"}}]},\"finish_reason\":null}]}\n\n";
+        assert!(o.feed(tool.as_bytes()));
+        let mut o = StreamObserver::new(ApiFormat::OpenAiChat);
+        let refusal = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"refusal\":\"No.\"},\"finish_reason\":null}]}\n\n";
+        assert!(o.feed(refusal.as_bytes()));
     }
 
     #[test]

@@ -22,7 +22,8 @@ use ballast_core::model::ChatRequest;
 use ballast_core::observe::{StreamObserver, observe_body};
 use ballast_core::policy::{Admission, P2cCandidate, pick_p2c, pick_weighted, plan_wait};
 use ballast_core::translate::{
-    self, EncodeOptions, StreamEncoder, StreamOptions, StreamTranslator, TranslateError,
+    self, EncodeOptions, StreamEncoder, StreamLimits, StreamOptions, StreamTranslator,
+    TranslateError,
 };
 
 use crate::auth;
@@ -741,7 +742,8 @@ async fn attempt(
     let mut r = if stream {
         // Hold the answer back until its first token: a stream that fails before that falls over
         // transparently, since the client has seen nothing yet.
-        let mut observer = StreamObserver::new(provider.format);
+        let mut observer =
+            StreamObserver::new(provider.format).with_max_event_bytes(limits.max_event_bytes);
         let mut prefix = Vec::new();
         let mut prefix_bytes = 0usize;
         let mut held = st.runtime.buffered.reserve();
@@ -798,7 +800,12 @@ async fn attempt(
             if let Some(Ok(req)) = ctx.canonical.as_ref() {
                 encoder = encoder.for_request(req);
             }
-            StreamTranslator::with_encoder(provider.format, encoder)
+            StreamTranslator::with_encoder(provider.format, encoder).with_limits(StreamLimits {
+                max_tool_args_bytes: limits.max_tool_args_bytes,
+                max_event_bytes: limits.max_event_bytes,
+                max_answer_bytes: limits.max_answer_bytes,
+                ..StreamLimits::default()
+            })
         });
         let body = ObservedStream::new(StreamStart {
             inner,

@@ -81,6 +81,8 @@ struct Translation {
     parser: SseParser,
     translator: StreamTranslator,
     malformed: u64,
+    /// The answer went over a `[limits]` cap (tool-call arguments, parts): the stream must end.
+    exceeded: Option<String>,
 }
 
 impl ObservedStream {
@@ -96,6 +98,7 @@ impl ObservedStream {
                 parser: SseParser::with_limit(s.max_event_bytes),
                 translator,
                 malformed: 0,
+                exceeded: None,
             }),
             pending: BytesMut::new(),
             pending_scanned: 0,
@@ -180,18 +183,29 @@ impl ObservedStream {
                 parser,
                 translator,
                 malformed,
+                exceeded,
             } = t;
-            parser.feed(&chunk, |ev| {
-                if translator.push(&ev, &mut out).is_err() {
-                    *malformed = malformed.saturating_add(1);
+            parser.feed(&chunk, |ev| match translator.push(&ev, &mut out) {
+                Ok(()) => {}
+                Err(e) if e.is_limit_exceeded() => {
+                    if exceeded.is_none() {
+                        *exceeded = Some(e.to_string());
+                    }
                 }
+                Err(_) => *malformed = malformed.saturating_add(1),
             });
-            if parser.oversized_events() > 0 && self.violation.is_none() {
-                // An event was dropped whole: what follows could not be a faithful translation.
-                self.violation = Some(format!(
-                    "the provider sent an event larger than {} bytes (limits.max_event_bytes)",
-                    self.max_event_bytes
-                ));
+            let over_limit = exceeded.take();
+            let oversized = parser.oversized_events() > 0;
+            if self.violation.is_none() {
+                self.violation = over_limit.or_else(|| {
+                    // An event was dropped whole: what follows could not be a faithful translation.
+                    oversized.then(|| {
+                        format!(
+                            "the provider sent an event larger than {} bytes (limits.max_event_bytes)",
+                            self.max_event_bytes
+                        )
+                    })
+                });
             }
             return (!out.is_empty()).then(|| Bytes::from(out));
         }

@@ -540,3 +540,76 @@ async fn the_gateway_wide_buffer_budget_caps_many_large_answers_at_once() {
     let v = r.admin("/admin/targets").await;
     assert_eq!(v["buffered_bytes"], 0, "every reservation was released");
 }
+
+/// A Gemini client's tool call is held until complete (Gemini streams whole calls): its arguments
+/// are capped by `limits.max_tool_args_bytes`, and a provider that exceeds it ends the stream with an
+/// error rather than growing the buffer.
+#[tokio::test(start_paused = true)]
+async fn tool_call_arguments_past_their_cap_end_the_stream_with_an_error() {
+    let r = rig(
+        "[limits]\nmax_tool_args_bytes = \"16KiB\"\n[routes.gem]\ntargets = [\"primary/gpt-4.1\"]",
+    );
+    let tool_chunk = |args: &str| {
+        format!(
+            "data: {}\n\n",
+            json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                    "function": {"name": "get_weather", "arguments": args}}]}, "finish_reason": null}]})
+        )
+    };
+    let mut chunks: Vec<(Duration, Bytes)> = vec![(MS, Bytes::from(tool_chunk("{\"city\":\"")))];
+    for _ in 0..64 {
+        chunks.push((Duration::ZERO, Bytes::from(tool_chunk(&"p".repeat(1024)))));
+    }
+    chunks.push((Duration::ZERO, Bytes::from(tool_chunk("\"}"))));
+    chunks.push((Duration::ZERO, Bytes::from(chat_end())));
+    r.upstream.set(
+        "primary.test",
+        Reply::Stream {
+            chunks,
+            hang: false,
+        },
+    );
+    let body = json!({"contents": [{"role": "user", "parts": [{"text": "weather?"}]}],
+        "tools": [{"functionDeclarations": [{"name": "get_weather", "parameters": {"type": "object"}}]}]});
+    let got = r
+        .call("/v1beta/models/gem:streamGenerateContent?alt=sse", &body)
+        .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert!(got.body.contains("\"error\""), "{}", got.body);
+    assert!(
+        !got.body.contains("pppppppp"),
+        "a partial call reached the client"
+    );
+}
+
+/// OpenAI streams open with a role chunk (`"content": ""`). A provider that sends it and then
+/// nothing has sent no token: the stream is still held back and falls over at the first-token
+/// timeout, instead of being committed and cut at the idle timeout.
+#[tokio::test(start_paused = true)]
+async fn a_role_chunk_alone_is_not_a_first_token() {
+    let r = rig("[policy]\nfirst_token_timeout = \"5s\"\nidle_timeout = \"60s\"");
+    let role = format!(
+        "data: {}\n\n",
+        json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]})
+    );
+    r.upstream.set(
+        "primary.test",
+        Reply::Stream {
+            chunks: vec![(MS, Bytes::from(role))],
+            hang: true,
+        },
+    );
+    r.upstream.set(
+        "backup.test",
+        Reply::stream(&[&chat_chunk("from backup"), &chat_end()]),
+    );
+    let t0 = Instant::now();
+    let got = r
+        .call("/v1/chat/completions", &chat("chat", "x", true))
+        .await;
+    within(t0.elapsed(), Duration::from_secs(5));
+    assert_eq!(got.header("x-ballast-target"), "backup/gpt-4.1-mini");
+    assert!(got.body.contains("from backup") && got.body.contains("[DONE]"));
+}

@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 use super::openai_chat::empty_schema;
 use super::{
     EncodeOptions, ErrorClass, StrOrVec, StreamOptions, TranslateError, Warnings,
-    alternating_turns, args_object, args_text, fallback_id, inferred_stop, merge_usage,
+    alternating_turns, args_object, args_text, bounded_id, fallback_id, inferred_stop, merge_usage,
     note_unknown, prefixed_id, safe_id, to_body, write_sse,
 };
 use crate::api::ApiFormat;
@@ -707,8 +707,8 @@ impl InUsage {
     fn canonical(&self) -> Usage {
         Usage {
             input_tokens: self.input_tokens.map(|i| {
-                i + self.cache_read_input_tokens.unwrap_or(0)
-                    + self.cache_creation_input_tokens.unwrap_or(0)
+                i.saturating_add(self.cache_read_input_tokens.unwrap_or(0))
+                    .saturating_add(self.cache_creation_input_tokens.unwrap_or(0))
             }),
             output_tokens: self.output_tokens,
             cache_read_tokens: self.cache_read_input_tokens,
@@ -729,7 +729,10 @@ struct OutUsage {
 }
 
 fn out_usage(u: &Usage) -> OutUsage {
-    let cached = u.cache_read_tokens.unwrap_or(0) + u.cache_write_tokens.unwrap_or(0);
+    let cached = u
+        .cache_read_tokens
+        .unwrap_or(0)
+        .saturating_add(u.cache_write_tokens.unwrap_or(0));
     OutUsage {
         input_tokens: u.input_tokens.unwrap_or(0).saturating_sub(cached),
         output_tokens: u.output_tokens.unwrap_or(0),
@@ -960,7 +963,7 @@ impl EventDecoder {
                     .message
                     .ok_or_else(|| TranslateError::upstream("message_start without message"))?;
                 out.push(StreamEvent::Start {
-                    id: m.id.unwrap_or_default(),
+                    id: bounded_id(m.id.as_deref().unwrap_or_default()).to_owned(),
                     model: m.model.unwrap_or_default(),
                 });
                 if let Some(u) = m.usage {
@@ -1160,8 +1163,8 @@ pub(crate) struct EventEncoder {
     /// The open block: (canonical index, Anthropic block index, kind).
     open: Option<(usize, usize, BlockKind)>,
     next_block: usize,
-    /// Canonical index → block index of every tool block opened (for stray late deltas).
-    tool_blocks: Vec<(usize, usize)>,
+    /// Canonical index → block index of the last tool block opened for it (for stray late deltas).
+    tool_blocks: HashMap<usize, usize>,
     stop: Option<StopReason>,
     usage: Usage,
 }
@@ -1175,7 +1178,7 @@ impl EventEncoder {
             done: false,
             open: None,
             next_block: 0,
-            tool_blocks: Vec::new(),
+            tool_blocks: HashMap::new(),
             stop: None,
             usage: Usage::default(),
         }
@@ -1186,7 +1189,7 @@ impl EventEncoder {
             return;
         }
         self.started = true;
-        self.id = prefixed_id("msg_", id.unwrap_or(""));
+        self.id = prefixed_id("msg_", bounded_id(id.unwrap_or("")));
         emit(
             out,
             &OutEvent::MessageStart {
@@ -1220,10 +1223,10 @@ impl EventEncoder {
     ) -> usize {
         self.close_open(out);
         let b = self.next_block;
-        self.next_block += 1;
+        self.next_block = b.saturating_add(1);
         self.open = Some((index, b, kind));
         if kind == BlockKind::Tool {
-            self.tool_blocks.push((index, b));
+            self.tool_blocks.insert(index, b);
         }
         emit(
             out,
@@ -1286,8 +1289,8 @@ impl EventEncoder {
                 }
                 let block = match self.open {
                     Some((i, b, BlockKind::Tool)) if i == *index => b,
-                    _ => match self.tool_blocks.iter().rev().find(|(i, _)| i == index) {
-                        Some(&(_, b)) => b,
+                    _ => match self.tool_blocks.get(index) {
+                        Some(&b) => b,
                         None => self.open_block(
                             *index,
                             BlockKind::Tool,

@@ -14,7 +14,7 @@
 //! unsupported (Gemini does not fetch them).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
@@ -24,8 +24,8 @@ use serde_json::value::RawValue;
 use super::openai_chat::empty_schema;
 use super::{
     EncodeOptions, ErrorClass, StreamOptions, TranslateError, Warnings, alternating_turns,
-    args_object, args_text, fallback_id, inferred_stop, merge_usage, note_unknown, safe_id,
-    to_body, write_sse,
+    args_object, args_text, bounded_id, fallback_id, inferred_stop, merge_usage, note_unknown,
+    safe_id, to_body, write_sse,
 };
 use crate::api::ApiFormat;
 use crate::model::{
@@ -196,19 +196,33 @@ struct OutResult<'a> {
     error: Option<Cow<'a, str>>,
 }
 
-/// Lowers OpenAPI-style type names (`"OBJECT"`) to JSON Schema's (`"object"`), recursively.
+/// Deepest a schema is walked by [`lowercase_types`]. `serde_json` already refuses input nested
+/// deeper than 128, so this only makes the bound explicit: the walk never recurses further.
+const MAX_SCHEMA_DEPTH: usize = 128;
+
+/// Lowers OpenAPI-style type names (`"OBJECT"`) to JSON Schema's (`"object"`), recursively (down to
+/// [`MAX_SCHEMA_DEPTH`]; anything deeper is left as is).
 fn lowercase_types(v: &mut Value) {
+    lowercase_types_within(v, MAX_SCHEMA_DEPTH);
+}
+
+fn lowercase_types_within(v: &mut Value, depth: usize) {
+    let Some(depth) = depth.checked_sub(1) else {
+        return;
+    };
     match v {
         Value::Object(map) => {
             for (k, child) in map.iter_mut() {
                 match (k.as_str(), child) {
                     ("type", Value::String(s)) => s.make_ascii_lowercase(),
                     ("enum" | "default" | "example" | "const", _) => {}
-                    (_, child) => lowercase_types(child),
+                    (_, child) => lowercase_types_within(child, depth),
                 }
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(lowercase_types),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| lowercase_types_within(item, depth)),
         _ => {}
     }
 }
@@ -268,6 +282,57 @@ fn guess_mime(uri: &str) -> &'static str {
 
 // ---------------------------------------------------------------------------------------------------
 // Request, inbound.
+
+/// The calls of the latest model turn, for pairing `functionResponse`s with them: by id, or (no id)
+/// the first unanswered call of the same name. Indexed both ways, so pairing costs the same however
+/// many calls a turn holds.
+#[derive(Default)]
+struct PendingCalls {
+    /// (id, answered), in order.
+    calls: Vec<(String, bool)>,
+    /// The first position of each id.
+    by_id: HashMap<String, usize>,
+    /// Positions of the calls of each name, first first (answered ones are dropped lazily).
+    by_name: HashMap<String, VecDeque<usize>>,
+}
+
+impl PendingCalls {
+    fn clear(&mut self) {
+        self.calls.clear();
+        self.by_id.clear();
+        self.by_name.clear();
+    }
+
+    fn push(&mut self, id: &str, name: &str) {
+        let k = self.calls.len();
+        self.by_id.entry(id.to_owned()).or_insert(k);
+        self.by_name
+            .entry(name.to_owned())
+            .or_default()
+            .push_back(k);
+        self.calls.push((id.to_owned(), false));
+    }
+
+    fn answer_id(&mut self, id: &str) {
+        if let Some(call) = self.by_id.get(id).and_then(|&k| self.calls.get_mut(k)) {
+            call.1 = true;
+        }
+    }
+
+    /// The id of the first unanswered call named `name`, now answered.
+    fn answer_name(&mut self, name: &str) -> Option<String> {
+        let queue = self.by_name.get_mut(name)?;
+        while let Some(k) = queue.pop_front() {
+            if let Some(call) = self.calls.get_mut(k)
+                && !call.1
+            {
+                call.1 = true;
+                return Some(call.0.clone());
+            }
+        }
+        None
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -361,8 +426,7 @@ pub(super) fn decode_request(body: &[u8]) -> Result<ChatRequest, TranslateError>
             .collect();
     }
     let mut thoughts = false;
-    // Calls of the latest model turn: (id, name, answered).
-    let mut pending: Vec<(String, String, bool)> = Vec::new();
+    let mut pending = PendingCalls::default();
     for (t, c) in raw.contents.into_iter().enumerate() {
         let role = match c.role.as_deref() {
             None | Some("user") | Some("function") => Role::User,
@@ -378,7 +442,7 @@ pub(super) fn decode_request(body: &[u8]) -> Result<ChatRequest, TranslateError>
             pending.clear();
         }
         let mut content = Vec::with_capacity(c.parts.len());
-        let mut n = 0;
+        let mut n: usize = 0;
         for (j, p) in c.parts.into_iter().enumerate() {
             let path = || format!("contents[{t}].parts[{j}]");
             if p.thought == Some(true) {
@@ -413,8 +477,8 @@ pub(super) fn decode_request(body: &[u8]) -> Result<ChatRequest, TranslateError>
                     .id
                     .filter(|id| !id.is_empty())
                     .unwrap_or_else(|| format!("call_{t}_{n}"));
-                n += 1;
-                pending.push((id.clone(), fc.name.clone(), false));
+                n = n.saturating_add(1);
+                pending.push(&id, &fc.name);
                 content.push(Part::ToolCall(ToolCall {
                     id,
                     name: fc.name,
@@ -430,18 +494,12 @@ pub(super) fn decode_request(body: &[u8]) -> Result<ChatRequest, TranslateError>
                 let by_id = fr.id.filter(|id| !id.is_empty());
                 let call_id = match by_id {
                     Some(id) => {
-                        if let Some(p) = pending.iter_mut().find(|p| p.0 == id) {
-                            p.2 = true;
-                        }
+                        pending.answer_id(&id);
                         id
                     }
-                    None => match pending.iter_mut().find(|p| !p.2 && p.1 == fr.name) {
-                        Some(p) => {
-                            p.2 = true;
-                            p.0.clone()
-                        }
-                        None => format!("call_{t}_{}", safe_id(&fr.name)),
-                    },
+                    None => pending
+                        .answer_name(&fr.name)
+                        .unwrap_or_else(|| format!("call_{t}_{}", safe_id(&fr.name))),
                 };
                 let (content_parts, is_error) = result_of(fr.response);
                 content.push(Part::ToolResult(ToolResult {
@@ -700,12 +758,15 @@ pub(super) fn encode_request(
                     let mut text: Option<Cow<'_, str>> = None;
                     for c in &r.content {
                         match c {
-                            Part::Text(t) => {
-                                text = Some(match text {
-                                    None => Cow::Borrowed(t.as_str()),
-                                    Some(prev) => Cow::Owned(format!("{prev}\n{t}")),
-                                })
-                            }
+                            Part::Text(t) => match &mut text {
+                                None => text = Some(Cow::Borrowed(t.as_str())),
+                                // Appended in place: joining many parts stays linear.
+                                Some(prev) => {
+                                    let prev = prev.to_mut();
+                                    prev.push('\n');
+                                    prev.push_str(t);
+                                }
+                            },
                             Part::Image(img) => {
                                 warnings.push(format!(
                                     "tool result image for {} sent as a separate part",
@@ -859,12 +920,12 @@ impl InUsage {
     fn canonical(&self) -> Usage {
         let output = match (self.candidates_token_count, self.thoughts_token_count) {
             (None, None) => None,
-            (c, t) => Some(c.unwrap_or(0) + t.unwrap_or(0)),
+            (c, t) => Some(c.unwrap_or(0).saturating_add(t.unwrap_or(0))),
         };
         Usage {
             input_tokens: self
                 .prompt_token_count
-                .map(|p| p + self.tool_use_prompt_token_count.unwrap_or(0)),
+                .map(|p| p.saturating_add(self.tool_use_prompt_token_count.unwrap_or(0))),
             output_tokens: output,
             cache_read_tokens: self.cached_content_token_count,
             cache_write_tokens: None,
@@ -891,7 +952,7 @@ fn out_usage(u: &Usage) -> OutUsage {
     OutUsage {
         prompt_token_count: input,
         candidates_token_count: output.saturating_sub(u.reasoning_tokens.unwrap_or(0)),
-        total_token_count: input + output,
+        total_token_count: input.saturating_add(output),
         cached_content_token_count: u.cache_read_tokens,
         thoughts_token_count: u.reasoning_tokens,
     }
@@ -969,7 +1030,7 @@ pub(super) fn decode_response(body: &[u8]) -> Result<ChatResponse, TranslateErro
         }
         return Ok(resp);
     };
-    let mut n = 0;
+    let mut n: usize = 0;
     for p in candidate.content.unwrap_or_default().parts {
         if p.thought == Some(true) {
             continue;
@@ -983,7 +1044,7 @@ pub(super) fn decode_response(body: &[u8]) -> Result<ChatResponse, TranslateErro
                 .id
                 .filter(|id| !id.is_empty())
                 .unwrap_or_else(|| call_id(raw.response_id.as_deref(), n, &fc.name));
-            n += 1;
+            n = n.saturating_add(1);
             resp.content.push(Part::ToolCall(ToolCall {
                 id,
                 name: fc.name,
@@ -1096,10 +1157,11 @@ impl ChunkDecoder {
         if self.done {
             return Ok(());
         }
+        let response_id = chunk.response_id.as_deref().map(bounded_id);
         if !self.started {
             self.started = true;
             out.push(StreamEvent::Start {
-                id: chunk.response_id.clone().unwrap_or_default(),
+                id: response_id.unwrap_or_default().to_owned(),
                 model: chunk.model_version.clone().unwrap_or_default(),
             });
         }
@@ -1118,7 +1180,7 @@ impl ChunkDecoder {
                         Some(i) => i,
                         None => {
                             let i = self.next_index;
-                            self.next_index += 1;
+                            self.next_index = i.saturating_add(1);
                             self.text_index = Some(i);
                             i
                         }
@@ -1126,12 +1188,13 @@ impl ChunkDecoder {
                     out.push(StreamEvent::TextDelta { index, text });
                 } else if let Some(fc) = p.function_call {
                     let index = self.next_index;
-                    self.next_index += 1;
+                    self.next_index = index.saturating_add(1);
                     self.text_index = None;
-                    let id = fc.id.filter(|id| !id.is_empty()).unwrap_or_else(|| {
-                        call_id(chunk.response_id.as_deref(), self.calls, &fc.name)
-                    });
-                    self.calls += 1;
+                    let id = fc
+                        .id
+                        .filter(|id| !id.is_empty())
+                        .unwrap_or_else(|| call_id(response_id, self.calls, &fc.name));
+                    self.calls = self.calls.saturating_add(1);
                     out.push(StreamEvent::ToolCallStart {
                         index,
                         id,
@@ -1268,7 +1331,7 @@ impl ChunkEncoder {
         match ev {
             StreamEvent::Start { id, .. } => {
                 if self.id.is_empty() {
-                    self.id.clone_from(id);
+                    self.id = bounded_id(id).to_owned();
                 }
             }
             StreamEvent::TextDelta { text, .. } => {

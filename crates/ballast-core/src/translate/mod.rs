@@ -5,9 +5,16 @@
 //!   (plus `x-ballast-warning` entries for whatever the target cannot honour);
 //! - [`decode_response`] / [`encode_response`]: the same for complete (non-streaming) answers;
 //! - [`StreamDecoder`] / [`StreamEncoder`] / [`StreamTranslator`]: provider SSE events → canonical
-//!   [`StreamEvent`]s → the client's SSE bytes, event by event, with no buffering of the answer (the one
-//!   exception: a tool call bound for a Gemini client waits for its last argument fragment, because Gemini
-//!   sends whole `functionCall` parts).
+//!   [`StreamEvent`]s → the client's SSE bytes, event by event, with no buffering of the answer (the
+//!   exceptions: a tool call bound for a Gemini client waits for its last argument fragment, because Gemini
+//!   sends whole `functionCall` parts; a Responses client's final `response.completed` repeats the
+//!   answer). What a stream may make them hold is bounded by [`StreamLimits`] (tool calls, content
+//!   parts, one call's arguments, the whole answer); going over fails the stream.
+//!
+//! Nothing a client or a provider sends can make these panic or allocate in proportion to a number it
+//! states: provider indices are mapped to dense canonical ones (or looked up in maps), usage sums
+//! saturate, response ids repeated in every event are cut to 256 bytes, and JSON nesting is
+//! bounded by `serde_json` (128 levels). `tests/fuzz` holds the hostile-input suite.
 //!
 //! Conventions every adapter follows (see also the per-format module docs):
 //! - Decoders drop empty text parts and normalise empty tool arguments to `{}`.
@@ -29,14 +36,25 @@ mod gemini;
 mod openai_chat;
 mod responses;
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "tests index and count known fixtures; a panic is a test failure"
+)]
 mod responses_tests;
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "tests index and count known fixtures; a panic is a test failure"
+)]
 mod tests;
 
 pub use responses::NAMESPACE_SEPARATOR;
 pub(crate) use responses::write_failure as responses_failure;
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -48,7 +66,7 @@ use crate::api::ApiFormat;
 use crate::model::{
     ChatRequest, ChatResponse, Message, NamespacedTool, Part, Role, StopReason, StreamEvent, Usage,
 };
-use crate::sse::SseEvent;
+use crate::sse::{MAX_EVENT_BYTES, SseEvent, SseParser};
 
 /// What an encoder needs to know about the target beyond the request itself.
 #[derive(Clone, Copy, Debug)]
@@ -119,7 +137,33 @@ impl TranslateError {
             message: format!("invalid upstream JSON: {}", json_error(&e)),
         }
     }
+
+    /// A stream went over one of its [`StreamLimits`].
+    pub(crate) fn limit(what: impl fmt::Display) -> Self {
+        TranslateError::Upstream {
+            message: format!("{LIMIT_PREFIX}{what}"),
+        }
+    }
+
+    /// Whether this is a stream going over one of its [`StreamLimits`]: unlike a malformed event,
+    /// the stream cannot go on (the translator refuses every later event), so the caller should end
+    /// it as failed.
+    pub fn is_limit_exceeded(&self) -> bool {
+        matches!(self, TranslateError::Upstream { message } if message.starts_with(LIMIT_PREFIX))
+    }
+
+    /// The message without the variant's prefix.
+    fn message(&self) -> &str {
+        match self {
+            TranslateError::Invalid { message, .. }
+            | TranslateError::Unsupported { message }
+            | TranslateError::Upstream { message } => message,
+        }
+    }
 }
+
+/// How the message of a [`TranslateError::is_limit_exceeded`] error starts.
+const LIMIT_PREFIX: &str = "stream limit exceeded: ";
 
 /// A JSON error described by its class and position only: serde's own message can quote the
 /// offending value, which may be prompt or answer text, and these messages reach logs.
@@ -234,10 +278,162 @@ pub struct StreamOptions {
     pub include_usage: bool,
 }
 
+/// Default [`StreamLimits::max_tool_args_bytes`].
+pub const MAX_TOOL_ARGS_BYTES: usize = 4 * 1024 * 1024;
+/// Default [`StreamLimits::max_tool_calls`].
+pub const MAX_TOOL_CALLS: usize = 1024;
+/// Default [`StreamLimits::max_parts`].
+pub const MAX_PARTS: usize = 4096;
+/// Default [`StreamLimits::max_answer_bytes`].
+pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+/// Longest response id a stream translator adopts from a provider (longer ones are cut): the id is
+/// repeated in every event some formats send, so an absurd one would multiply the output.
+pub(crate) const MAX_ID_BYTES: usize = 256;
+
+/// What one translated stream may hold, so that no provider stream can make the gateway buffer or
+/// track without bound. Going over a limit makes [`StreamTranslator::push`] return an error for which
+/// [`TranslateError::is_limit_exceeded`] holds; the stream is then failed (see
+/// [`StreamTranslator::limit_exceeded`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Most bytes of one tool call's arguments (a Gemini client's call is buffered until complete;
+    /// a Responses client's final `response.completed` repeats them).
+    pub max_tool_args_bytes: usize,
+    /// Most tool calls in one answer.
+    pub max_tool_calls: usize,
+    /// Most content parts (text blocks, tool calls, output items) in one answer.
+    pub max_parts: usize,
+    /// Most bytes of text and tool arguments in one answer (a Responses client's final
+    /// `response.completed` repeats the whole answer, so its translator keeps it).
+    pub max_answer_bytes: usize,
+    /// Most bytes of one SSE event; for the caller's [`SseParser`] ([`StreamLimits::sse_parser`]).
+    pub max_event_bytes: usize,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            max_tool_args_bytes: MAX_TOOL_ARGS_BYTES,
+            max_tool_calls: MAX_TOOL_CALLS,
+            max_parts: MAX_PARTS,
+            max_answer_bytes: MAX_ANSWER_BYTES,
+            max_event_bytes: MAX_EVENT_BYTES,
+        }
+    }
+}
+
+impl StreamLimits {
+    /// An SSE parser with this event size limit.
+    pub fn sse_parser(&self) -> SseParser {
+        SseParser::with_limit(self.max_event_bytes)
+    }
+}
+
+/// Counts what a stream encoder is asked to hold and refuses events over the [`StreamLimits`]. It
+/// mirrors the encoders: a text delta for another part than the last one opens a part (a block, an
+/// output item), every tool call start opens one, and so does a fragment for a call never started.
+#[derive(Debug, Default)]
+struct Guard {
+    limits: StreamLimits,
+    /// Argument bytes of each tool call, by canonical index (at most `max_tool_calls` entries).
+    args: HashMap<usize, usize>,
+    tool_calls: usize,
+    parts: usize,
+    /// The part the last text or tool call start went to: (canonical index, is a tool call).
+    current: Option<(usize, bool)>,
+    answer_bytes: usize,
+    failed: Option<TranslateError>,
+}
+
+impl Guard {
+    fn check(&mut self, ev: &StreamEvent) -> Result<(), TranslateError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        self.account(ev)
+            .inspect_err(|e| self.failed = Some(e.clone()))
+    }
+
+    fn account(&mut self, ev: &StreamEvent) -> Result<(), TranslateError> {
+        match ev {
+            StreamEvent::TextDelta { index, text } => {
+                self.answer(text.len())?;
+                if self.current != Some((*index, false)) {
+                    self.part()?;
+                    self.current = Some((*index, false));
+                }
+            }
+            StreamEvent::ToolCallStart { index, id, name } => {
+                self.answer(id.len().saturating_add(name.len()))?;
+                self.tool(*index)?;
+            }
+            StreamEvent::ToolCallDelta { index, fragment } => {
+                if !self.args.contains_key(index) {
+                    self.tool(*index)?;
+                }
+                self.answer(fragment.len())?;
+                let args = self.args.entry(*index).or_insert(0);
+                *args = args.saturating_add(fragment.len());
+                if *args > self.limits.max_tool_args_bytes {
+                    return Err(TranslateError::limit(format_args!(
+                        "the arguments of one tool call are over {} bytes",
+                        self.limits.max_tool_args_bytes
+                    )));
+                }
+            }
+            StreamEvent::Start { .. }
+            | StreamEvent::Usage(_)
+            | StreamEvent::Stop(_)
+            | StreamEvent::Error { .. }
+            | StreamEvent::Done => {}
+        }
+        Ok(())
+    }
+
+    fn tool(&mut self, index: usize) -> Result<(), TranslateError> {
+        self.tool_calls = self.tool_calls.saturating_add(1);
+        if self.tool_calls > self.limits.max_tool_calls {
+            return Err(too_many_tool_calls(self.limits.max_tool_calls));
+        }
+        self.part()?;
+        self.current = Some((index, true));
+        self.args.entry(index).or_insert(0);
+        Ok(())
+    }
+
+    fn part(&mut self) -> Result<(), TranslateError> {
+        self.parts = self.parts.saturating_add(1);
+        if self.parts > self.limits.max_parts {
+            return Err(too_many_parts(self.limits.max_parts));
+        }
+        Ok(())
+    }
+
+    fn answer(&mut self, bytes: usize) -> Result<(), TranslateError> {
+        self.answer_bytes = self.answer_bytes.saturating_add(bytes);
+        if self.answer_bytes > self.limits.max_answer_bytes {
+            return Err(TranslateError::limit(format_args!(
+                "the answer is over {} bytes",
+                self.limits.max_answer_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn too_many_tool_calls(max: usize) -> TranslateError {
+    TranslateError::limit(format_args!("more than {max} tool calls in one answer"))
+}
+
+pub(crate) fn too_many_parts(max: usize) -> TranslateError {
+    TranslateError::limit(format_args!("more than {max} content parts in one answer"))
+}
+
 /// Provider SSE events → canonical [`StreamEvent`]s.
 #[derive(Debug)]
 pub struct StreamDecoder {
     inner: DecoderKind,
+    limits: StreamLimits,
 }
 
 #[derive(Debug)]
@@ -260,7 +456,17 @@ impl StreamDecoder {
                 DecoderKind::Responses(responses::EventDecoder::default())
             }
         };
-        Self { inner }
+        Self {
+            inner,
+            limits: StreamLimits::default(),
+        }
+    }
+
+    /// Replaces the default [`StreamLimits`] (the decoders track at most `max_tool_calls` calls and
+    /// `max_parts` output items).
+    pub fn with_limits(mut self, limits: StreamLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Decodes one provider event, appending what it means to `out`. A malformed event is an error that
@@ -271,18 +477,19 @@ impl StreamDecoder {
         out: &mut Vec<StreamEvent>,
     ) -> Result<(), TranslateError> {
         match &mut self.inner {
-            DecoderKind::OpenAi(d) => d.push(ev, out),
+            DecoderKind::OpenAi(d) => d.push(ev, out, &self.limits),
             DecoderKind::Anthropic(d) => d.push(ev, out),
             DecoderKind::Gemini(d) => d.push(ev, out),
-            DecoderKind::Responses(d) => d.push(ev, out),
+            DecoderKind::Responses(d) => d.push(ev, out, &self.limits),
         }
     }
 }
 
-/// Canonical [`StreamEvent`]s → the client's SSE bytes, incrementally.
+/// Canonical [`StreamEvent`]s → the client's SSE bytes, incrementally, within [`StreamLimits`].
 #[derive(Debug)]
 pub struct StreamEncoder {
     inner: EncoderKind,
+    guard: Guard,
 }
 
 #[derive(Debug)]
@@ -308,7 +515,16 @@ impl StreamEncoder {
                 EncoderKind::Responses(responses::EventEncoder::new(opts, created))
             }
         };
-        Self { inner }
+        Self {
+            inner,
+            guard: Guard::default(),
+        }
+    }
+
+    /// Replaces the default [`StreamLimits`].
+    pub fn with_limits(mut self, limits: StreamLimits) -> Self {
+        self.guard.limits = limits;
+        self
     }
 
     /// Fixes the `created` (`created_at`) timestamp OpenAI chunks and Responses objects carry
@@ -332,19 +548,41 @@ impl StreamEncoder {
     }
 
     /// Appends the client's SSE bytes for one canonical event (possibly none, possibly several events).
+    /// An event over the [`StreamLimits`] is dropped, as is every later one; see
+    /// [`StreamEncoder::try_push`].
     pub fn push(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
+        let _ = self.try_push(ev, out);
+    }
+
+    /// Like [`StreamEncoder::push`], but says when the event goes over the [`StreamLimits`]: then
+    /// nothing is written, now or for any later event, and [`StreamEncoder::finish`] ends the stream
+    /// with an error event instead of a complete answer.
+    pub fn try_push(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) -> Result<(), TranslateError> {
+        self.guard.check(ev)?;
         match &mut self.inner {
             EncoderKind::OpenAi(e) => e.push(ev, out),
             EncoderKind::Anthropic(e) => e.push(ev, out),
             EncoderKind::Gemini(e) => e.push(ev, out),
             EncoderKind::Responses(e) => e.push(ev, out),
         }
+        Ok(())
+    }
+
+    /// The limit this stream went over, if it did.
+    pub fn limit_exceeded(&self) -> Option<&TranslateError> {
+        self.guard.failed.as_ref()
     }
 
     /// The upstream ended. If it never sent its terminal event, closes open blocks and emits the
     /// client's terminal events with what is known (a missing stop reason is inferred: `tool_use` when
-    /// a tool call was streamed, else `end_turn`). Idempotent.
+    /// a tool call was streamed, else `end_turn`). Idempotent. A stream that went over its
+    /// [`StreamLimits`] ends with an error event instead.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if let Some(e) = &self.guard.failed {
+            let message = e.message().to_owned();
+            self.error("server_error", &message, out);
+            return;
+        }
         match &mut self.inner {
             EncoderKind::OpenAi(e) => e.finish(out),
             EncoderKind::Anthropic(e) => e.finish(out),
@@ -380,24 +618,49 @@ impl StreamTranslator {
         Self::with_encoder(from, StreamEncoder::new(to, opts))
     }
 
-    /// Like [`StreamTranslator::new`] with a prepared encoder (e.g. one with a fixed `created`).
+    /// Like [`StreamTranslator::new`] with a prepared encoder (e.g. one with a fixed `created`). The
+    /// decoder gets the encoder's limits.
     pub fn with_encoder(from: ApiFormat, encoder: StreamEncoder) -> Self {
         Self {
-            decoder: StreamDecoder::new(from),
+            decoder: StreamDecoder::new(from).with_limits(encoder.guard.limits),
             encoder,
             scratch: Vec::new(),
         }
     }
 
+    /// Replaces the default [`StreamLimits`] of the decoder and the encoder. (The caller's
+    /// [`SseParser`] takes `max_event_bytes`: [`StreamLimits::sse_parser`].)
+    pub fn with_limits(mut self, limits: StreamLimits) -> Self {
+        self.decoder.limits = limits;
+        self.encoder.guard.limits = limits;
+        self
+    }
+
     /// Translates one provider event. On a malformed event nothing is written and the error is
-    /// returned; the stream can go on.
+    /// returned; the stream can go on. Going over the [`StreamLimits`] is an error too
+    /// ([`TranslateError::is_limit_exceeded`]), after which the stream cannot go on: every later
+    /// push returns it again and writes nothing, and [`StreamTranslator::finish`] writes an error
+    /// event. The caller should end the stream as failed ([`StreamTranslator::error`]).
     pub fn push(&mut self, ev: &SseEvent, out: &mut Vec<u8>) -> Result<(), TranslateError> {
+        if let Some(e) = self.encoder.limit_exceeded() {
+            return Err(e.clone());
+        }
         self.scratch.clear();
         let res = self.decoder.push(ev, &mut self.scratch);
         for e in &self.scratch {
-            self.encoder.push(e, out);
+            self.encoder.try_push(e, out)?;
+        }
+        if let Err(e) = &res
+            && e.is_limit_exceeded()
+        {
+            self.encoder.guard.failed = Some(e.clone());
         }
         res
+    }
+
+    /// The limit this stream went over, if it did.
+    pub fn limit_exceeded(&self) -> Option<&TranslateError> {
+        self.encoder.limit_exceeded()
     }
 
     pub fn finish(&mut self, out: &mut Vec<u8>) {
@@ -509,6 +772,19 @@ pub(crate) fn prefixed_id(prefix: &str, id: &str) -> String {
     } else {
         format!("{prefix}{id}")
     }
+}
+
+/// `id` cut to at most [`MAX_ID_BYTES`] (at a character boundary): for the response ids a stream
+/// translator repeats in its events.
+pub(crate) fn bounded_id(id: &str) -> &str {
+    if id.len() <= MAX_ID_BYTES {
+        return id;
+    }
+    let mut end = MAX_ID_BYTES;
+    while !id.is_char_boundary(end) {
+        end = end.saturating_sub(1);
+    }
+    id.get(..end).unwrap_or_default()
 }
 
 /// Splits `data:<media type>;base64,<data>`.
@@ -670,6 +946,10 @@ impl ErrorClass {
 
 /// Appends one SSE event: optional `event:` line, one `data:` line of JSON, blank line. Our payload
 /// types cannot fail to serialise; if one ever did, the partial bytes are rolled back.
+///
+/// A payload may embed a provider's raw JSON (a Gemini client's `functionCall.args`), which may be
+/// pretty-printed: its line breaks would end the `data:` line mid-JSON. Outside strings they are
+/// whitespace (inside, JSON requires them escaped), so they become spaces.
 pub(crate) fn write_sse<T: Serialize>(out: &mut Vec<u8>, event: Option<&str>, payload: &T) {
     let start = out.len();
     if let Some(name) = event {
@@ -678,9 +958,15 @@ pub(crate) fn write_sse<T: Serialize>(out: &mut Vec<u8>, event: Option<&str>, pa
         out.push(b'\n');
     }
     out.extend_from_slice(b"data: ");
+    let json_start = out.len();
     if serde_json::to_writer(&mut *out, payload).is_err() {
         out.truncate(start);
         return;
+    }
+    if let Some(json) = out.get_mut(json_start..) {
+        for b in json.iter_mut().filter(|b| matches!(b, b'\n' | b'\r')) {
+            *b = b' ';
+        }
     }
     out.extend_from_slice(b"\n\n");
 }

@@ -17,9 +17,10 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::{
-    DataUrl, EncodeOptions, ErrorClass, StrOrVec, StreamOptions, TranslateError, Warnings,
-    fallback_id, inferred_stop, joined_text, merge_usage, norm_args, note_unknown, now_unix,
-    parse_data_url, prefixed_id, str_or_vec_strings, to_body, write_sse,
+    DataUrl, EncodeOptions, ErrorClass, StrOrVec, StreamLimits, StreamOptions, TranslateError,
+    Warnings, bounded_id, fallback_id, inferred_stop, joined_text, merge_usage, norm_args,
+    note_unknown, now_unix, parse_data_url, prefixed_id, str_or_vec_strings, to_body,
+    too_many_tool_calls, write_sse,
 };
 use crate::api::ApiFormat;
 use crate::model::{
@@ -573,7 +574,7 @@ pub(super) fn encode_request(
     opts: &EncodeOptions,
     warnings: &mut Warnings,
 ) -> Result<Vec<u8>, TranslateError> {
-    let mut messages = Vec::with_capacity(req.system.len() + req.messages.len());
+    let mut messages = Vec::with_capacity(req.system.len().saturating_add(req.messages.len()));
     for s in &req.system {
         messages.push(OutMessage {
             role: "system",
@@ -808,7 +809,7 @@ fn out_usage(u: &Usage) -> OutUsage {
     OutUsage {
         prompt_tokens: input,
         completion_tokens: output,
-        total_tokens: input + output,
+        total_tokens: input.saturating_add(output),
         prompt_tokens_details: u
             .cache_read_tokens
             .map(|cached_tokens| OutPromptDetails { cached_tokens }),
@@ -1010,13 +1011,15 @@ struct InError {
     code: Option<Value>,
 }
 
-/// Canonical part indices: the text is part 0, tool call `i` is part `i + 1`.
+/// Canonical part indices: the text is part 0, the `n`th tool call to appear is part `n` (1, 2, …)
+/// whatever index the provider gave it.
 #[derive(Debug, Default)]
 pub(crate) struct ChunkDecoder {
     started: bool,
     done: bool,
-    /// Tool-call indices already opened.
-    open_tools: Vec<bool>,
+    /// Provider tool-call index → canonical part index, for the calls opened so far (at most
+    /// `max_tool_calls`). A map, so a huge or sparse provider index costs nothing.
+    tools: HashMap<usize, usize>,
     response_id: String,
 }
 
@@ -1025,6 +1028,7 @@ impl ChunkDecoder {
         &mut self,
         ev: &SseEvent,
         out: &mut Vec<StreamEvent>,
+        limits: &StreamLimits,
     ) -> Result<(), TranslateError> {
         let data = ev.data.trim();
         if data == "[DONE]" {
@@ -1055,9 +1059,9 @@ impl ChunkDecoder {
         }
         if !self.started {
             self.started = true;
-            self.response_id = chunk.id.clone().unwrap_or_default();
+            self.response_id = bounded_id(chunk.id.as_deref().unwrap_or_default()).to_owned();
             out.push(StreamEvent::Start {
-                id: chunk.id.unwrap_or_default(),
+                id: self.response_id.clone(),
                 model: chunk.model.unwrap_or_default(),
             });
         }
@@ -1069,25 +1073,29 @@ impl ChunkDecoder {
                     }
                 }
                 for tc in delta.tool_calls.unwrap_or_default() {
-                    let index = tc.index + 1;
                     let (name, args) = match tc.function {
                         Some(f) => (f.name, f.arguments),
                         None => (None, None),
                     };
-                    if self.open_tools.len() <= tc.index {
-                        self.open_tools.resize(tc.index + 1, false);
-                    }
-                    if !self.open_tools[tc.index] {
-                        self.open_tools[tc.index] = true;
-                        let id = tc.id.filter(|id| !id.is_empty()).unwrap_or_else(|| {
-                            format!("call_{}_{}", super::safe_id(&self.response_id), tc.index)
-                        });
-                        out.push(StreamEvent::ToolCallStart {
-                            index,
-                            id,
-                            name: name.unwrap_or_default(),
-                        });
-                    }
+                    let index = match self.tools.get(&tc.index) {
+                        Some(&index) => index,
+                        None => {
+                            if self.tools.len() >= limits.max_tool_calls {
+                                return Err(too_many_tool_calls(limits.max_tool_calls));
+                            }
+                            let index = self.tools.len().saturating_add(1);
+                            self.tools.insert(tc.index, index);
+                            let id = tc.id.filter(|id| !id.is_empty()).unwrap_or_else(|| {
+                                format!("call_{}_{}", super::safe_id(&self.response_id), tc.index)
+                            });
+                            out.push(StreamEvent::ToolCallStart {
+                                index,
+                                id,
+                                name: name.unwrap_or_default(),
+                            });
+                            index
+                        }
+                    };
                     if let Some(fragment) = args.filter(|a| !a.is_empty()) {
                         out.push(StreamEvent::ToolCallDelta { index, fragment });
                     }
@@ -1178,8 +1186,8 @@ pub(crate) struct ChunkEncoder {
     started: bool,
     stopped: bool,
     done: bool,
-    /// Canonical part index → OpenAI tool-call index, in order of appearance.
-    tools: Vec<usize>,
+    /// Canonical part index → OpenAI tool-call index (0, 1, … in order of appearance).
+    tools: HashMap<usize, usize>,
     usage: Usage,
 }
 
@@ -1192,7 +1200,7 @@ impl ChunkEncoder {
             started: false,
             stopped: false,
             done: false,
-            tools: Vec::new(),
+            tools: HashMap::new(),
             usage: Usage::default(),
         }
     }
@@ -1227,7 +1235,7 @@ impl ChunkEncoder {
             return;
         }
         self.started = true;
-        self.id = prefixed_id("chatcmpl-", id.unwrap_or(""));
+        self.id = prefixed_id("chatcmpl-", bounded_id(id.unwrap_or("")));
         self.chunk(
             out,
             OutDelta {
@@ -1240,12 +1248,12 @@ impl ChunkEncoder {
     }
 
     fn tool_index(&self, index: usize) -> Option<usize> {
-        self.tools.iter().position(|&i| i == index)
+        self.tools.get(&index).copied()
     }
 
     fn open_tool(&mut self, index: usize, id: &str, name: &str, out: &mut Vec<u8>) -> usize {
-        self.tools.push(index);
-        let oi = self.tools.len() - 1;
+        let oi = self.tools.len();
+        self.tools.insert(index, oi);
         let calls = [OutToolCallDelta {
             index: oi,
             id: Some(id),

@@ -31,6 +31,7 @@
 //! (what Codex acts on).
 
 use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::de::IgnoredAny;
@@ -40,9 +41,9 @@ use serde_json::value::RawValue;
 
 use super::openai_chat::empty_schema;
 use super::{
-    DataUrl, EncodeOptions, ErrorClass, StrOrVec, StreamOptions, TranslateError, Warnings,
-    fallback_id, inferred_stop, joined_text, merge_usage, norm_args, note_unknown, now_unix,
-    parse_data_url, prefixed_id, to_body, write_sse,
+    DataUrl, EncodeOptions, ErrorClass, StrOrVec, StreamLimits, StreamOptions, TranslateError,
+    Warnings, bounded_id, fallback_id, inferred_stop, joined_text, merge_usage, norm_args,
+    note_unknown, now_unix, parse_data_url, prefixed_id, to_body, too_many_parts, write_sse,
 };
 use crate::api::ApiFormat;
 use crate::model::{
@@ -281,17 +282,16 @@ fn fnv1a(parts: &[&str]) -> u32 {
 #[derive(Default)]
 struct Names {
     table: Vec<NamespacedTool>,
+    /// (namespace, name) → position in `table`.
+    index: HashMap<(String, String), usize>,
     taken: HashSet<String>,
 }
 
 impl Names {
     /// The flat name of `namespace`'s `name`, allocating one on first sight.
     fn flat(&mut self, namespace: &str, name: &str) -> String {
-        if let Some(t) = self
-            .table
-            .iter()
-            .find(|t| t.namespace == namespace && t.name == name)
-        {
+        let key = (namespace.to_owned(), name.to_owned());
+        if let Some(t) = self.index.get(&key).and_then(|&k| self.table.get(k)) {
             return t.flat.clone();
         }
         let ok = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
@@ -310,10 +310,11 @@ impl Names {
                     flat = candidate;
                     break;
                 }
-                salt += 1;
+                salt = salt.wrapping_add(1);
             }
         }
         self.taken.insert(flat.clone());
+        self.index.insert(key, self.table.len());
         self.table.push(NamespacedTool {
             flat: flat.clone(),
             namespace: namespace.to_owned(),
@@ -838,7 +839,7 @@ pub(super) fn encode_request(
     opts: &EncodeOptions,
     warnings: &mut Warnings,
 ) -> Result<Vec<u8>, TranslateError> {
-    let mut input = Vec::with_capacity(req.system.len() + req.messages.len());
+    let mut input = Vec::with_capacity(req.system.len().saturating_add(req.messages.len()));
     for s in &req.system {
         input.push(OutInItem::Message {
             role: "system",
@@ -870,7 +871,8 @@ pub(super) fn encode_request(
                 let content = match parts.len() {
                     0 if m.content.iter().any(|p| matches!(p, Part::ToolResult(_))) => continue,
                     0 => OutContent::Str(Cow::Borrowed("")),
-                    1 if matches!(parts[0], OutInPart::Text { .. }) => match parts.pop() {
+                    1 if matches!(parts.first(), Some(OutInPart::Text { .. })) => match parts.pop()
+                    {
                         Some(OutInPart::Text { text }) => OutContent::Str(text),
                         _ => continue,
                     },
@@ -1049,7 +1051,7 @@ fn out_usage(u: &Usage) -> OutUsage {
         output_tokens_details: OutOutputDetails {
             reasoning_tokens: u.reasoning_tokens.unwrap_or(0),
         },
-        total_tokens: input + output,
+        total_tokens: input.saturating_add(output),
     }
 }
 
@@ -1186,7 +1188,7 @@ pub(super) fn decode_response(body: &[u8]) -> Result<ChatResponse, TranslateErro
     }
     let id = raw.id.unwrap_or_default();
     let mut content = Vec::new();
-    let mut calls = 0;
+    let mut calls: usize = 0;
     for item in &raw.output {
         match item.kind.as_str() {
             "message" => {
@@ -1201,7 +1203,7 @@ pub(super) fn decode_response(body: &[u8]) -> Result<ChatResponse, TranslateErro
                     name: item.call_name(),
                     arguments: norm_args(item.arguments.clone().unwrap_or_default()),
                 }));
-                calls += 1;
+                calls = calls.saturating_add(1);
             }
             // Reasoning and built-in tool items (never requested by a translated call).
             _ => {}
@@ -1356,9 +1358,22 @@ fn output_text(text: &str) -> OutText<'_> {
     }
 }
 
-/// The client's (name, namespace) for a canonical tool name.
-fn client_name<'a>(name: &'a str, names: &'a [NamespacedTool]) -> (&'a str, Option<&'a str>) {
-    match names.iter().find(|t| t.flat == name) {
+/// The namespaced tools by flat name (the first of each, as a search in order would find).
+fn names_by_flat(names: &[NamespacedTool]) -> HashMap<&str, &NamespacedTool> {
+    let mut by_flat = HashMap::with_capacity(names.len());
+    for t in names {
+        by_flat.entry(t.flat.as_str()).or_insert(t);
+    }
+    by_flat
+}
+
+/// The client's (name, namespace) for a canonical tool name, given its entry in
+/// [`names_by_flat`].
+fn client_name<'a>(
+    name: &'a str,
+    namespaced: Option<&'a NamespacedTool>,
+) -> (&'a str, Option<&'a str>) {
+    match namespaced {
         Some(t) => (&t.name, Some(&t.namespace)),
         None => (name, None),
     }
@@ -1406,6 +1421,7 @@ pub(super) fn encode_response(
             Slot::Call(_) => format!("fc_{base}_{k}"),
         })
         .collect();
+    let by_flat = names_by_flat(names);
     let output = slots
         .iter()
         .zip(&ids)
@@ -1417,7 +1433,7 @@ pub(super) fn encode_response(
                 content: vec![output_text(text)],
             },
             Slot::Call(c) => {
-                let (name, namespace) = client_name(&c.name, names);
+                let (name, namespace) = client_name(&c.name, by_flat.get(c.name.as_str()).copied());
                 OutItem::FunctionCall {
                     id,
                     status: "completed",
@@ -1474,7 +1490,6 @@ struct InEventError {
 /// What the decoder has passed on for one output item.
 #[derive(Debug)]
 struct Seen {
-    output_index: usize,
     is_call: bool,
     /// Some text or argument fragment went out (a `.done` then adds nothing).
     content: bool,
@@ -1486,7 +1501,8 @@ pub(crate) struct EventDecoder {
     started: bool,
     done: bool,
     response_id: String,
-    seen: Vec<Seen>,
+    /// By `output_index` (a map: a huge or sparse index costs nothing), at most `max_parts` items.
+    seen: HashMap<usize, Seen>,
     calls: usize,
 }
 
@@ -1501,10 +1517,22 @@ impl EventDecoder {
         }
     }
 
-    fn seen(&mut self, output_index: usize) -> Option<&mut Seen> {
-        self.seen
-            .iter_mut()
-            .find(|s| s.output_index == output_index)
+    /// Starts tracking item `index`, unless that would go over the limit.
+    fn track(
+        &mut self,
+        index: usize,
+        is_call: bool,
+        limits: &StreamLimits,
+    ) -> Result<&mut Seen, TranslateError> {
+        let count = self.seen.len();
+        match self.seen.entry(index) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(_) if count >= limits.max_parts => Err(too_many_parts(limits.max_parts)),
+            Entry::Vacant(e) => Ok(e.insert(Seen {
+                is_call,
+                content: false,
+            })),
+        }
     }
 
     /// Opens a function call unless it is open already.
@@ -1514,10 +1542,12 @@ impl EventDecoder {
         item: Option<&InOutItem<'_>>,
         item_id: Option<&str>,
         out: &mut Vec<StreamEvent>,
-    ) {
-        if self.seen(index).is_some() {
-            return;
+        limits: &StreamLimits,
+    ) -> Result<(), TranslateError> {
+        if self.seen.contains_key(&index) {
+            return Ok(());
         }
+        self.track(index, true, limits)?;
         let id = match item {
             Some(item) => item.call_id(&self.response_id, self.calls),
             None => item_id
@@ -1527,39 +1557,33 @@ impl EventDecoder {
                     format!("call_{}_{}", super::safe_id(&self.response_id), self.calls)
                 }),
         };
-        self.calls += 1;
-        self.seen.push(Seen {
-            output_index: index,
-            is_call: true,
-            content: false,
-        });
+        self.calls = self.calls.saturating_add(1);
         out.push(StreamEvent::ToolCallStart {
             index,
             id,
             name: item.map(InOutItem::call_name).unwrap_or_default(),
         });
+        Ok(())
     }
 
     /// Passes on text for item `index`; `whole` is a `.done` repeat, sent only if no delta came.
-    fn text(&mut self, index: usize, text: String, whole: bool, out: &mut Vec<StreamEvent>) {
-        let k = match self.seen.iter().position(|s| s.output_index == index) {
-            Some(k) => k,
-            None => {
-                self.seen.push(Seen {
-                    output_index: index,
-                    is_call: false,
-                    content: false,
-                });
-                self.seen.len() - 1
-            }
-        };
-        if whole && self.seen[k].content {
-            return;
+    fn text(
+        &mut self,
+        index: usize,
+        text: String,
+        whole: bool,
+        out: &mut Vec<StreamEvent>,
+        limits: &StreamLimits,
+    ) -> Result<(), TranslateError> {
+        let seen = self.track(index, false, limits)?;
+        if whole && seen.content {
+            return Ok(());
         }
-        self.seen[k].content = true;
+        seen.content = true;
         if !text.is_empty() {
             out.push(StreamEvent::TextDelta { index, text });
         }
+        Ok(())
     }
 
     /// Passes on arguments for the open call `index`, like [`EventDecoder::text`].
@@ -1570,7 +1594,7 @@ impl EventDecoder {
         whole: bool,
         out: &mut Vec<StreamEvent>,
     ) {
-        let Some(seen) = self.seen(index) else {
+        let Some(seen) = self.seen.get_mut(&index) else {
             return;
         };
         if whole && seen.content {
@@ -1586,6 +1610,7 @@ impl EventDecoder {
         &mut self,
         ev: &SseEvent,
         out: &mut Vec<StreamEvent>,
+        limits: &StreamLimits,
     ) -> Result<(), TranslateError> {
         let data = ev.data.trim();
         if data.is_empty() || data == "[DONE]" {
@@ -1597,7 +1622,8 @@ impl EventDecoder {
             "response.created" | "response.in_progress" | "response.queued" if !self.started => {
                 self.started = true;
                 let r = e.response.as_ref();
-                self.response_id = r.and_then(|r| r.id.clone()).unwrap_or_default();
+                self.response_id =
+                    bounded_id(r.and_then(|r| r.id.as_deref()).unwrap_or_default()).to_owned();
                 out.push(StreamEvent::Start {
                     id: self.response_id.clone(),
                     model: r.and_then(|r| r.model.clone()).unwrap_or_default(),
@@ -1606,7 +1632,7 @@ impl EventDecoder {
             "response.output_item.added" => {
                 self.ensure_started(out);
                 if let Some(item) = e.item.as_ref().filter(|i| i.kind == "function_call") {
-                    self.open_call(index, Some(item), None, out);
+                    self.open_call(index, Some(item), None, out, limits)?;
                     if let Some(args) = item.arguments.clone().filter(|a| !a.is_empty()) {
                         self.arguments(index, args, false, out);
                     }
@@ -1614,21 +1640,21 @@ impl EventDecoder {
             }
             "response.output_text.delta" | "response.refusal.delta" => {
                 self.ensure_started(out);
-                self.text(index, e.delta.unwrap_or_default(), false, out);
+                self.text(index, e.delta.unwrap_or_default(), false, out, limits)?;
             }
             "response.output_text.done" => {
-                self.text(index, e.text.unwrap_or_default(), true, out);
+                self.text(index, e.text.unwrap_or_default(), true, out, limits)?;
             }
             "response.refusal.done" => {
-                self.text(index, e.refusal.unwrap_or_default(), true, out);
+                self.text(index, e.refusal.unwrap_or_default(), true, out, limits)?;
             }
             "response.function_call_arguments.delta" => {
                 self.ensure_started(out);
-                self.open_call(index, None, e.item_id.as_deref(), out);
+                self.open_call(index, None, e.item_id.as_deref(), out, limits)?;
                 self.arguments(index, e.delta.unwrap_or_default(), false, out);
             }
             "response.function_call_arguments.done" => {
-                self.open_call(index, None, e.item_id.as_deref(), out);
+                self.open_call(index, None, e.item_id.as_deref(), out, limits)?;
                 self.arguments(index, e.arguments.unwrap_or_default(), true, out);
             }
             "response.output_item.done" => {
@@ -1638,14 +1664,14 @@ impl EventDecoder {
                 match item.kind.as_str() {
                     "function_call" => {
                         self.ensure_started(out);
-                        self.open_call(index, Some(item), None, out);
+                        self.open_call(index, Some(item), None, out, limits)?;
                         let args = item.arguments.clone().unwrap_or_default();
                         self.arguments(index, args, true, out);
                     }
                     "message" => {
                         self.ensure_started(out);
                         let text = item.text();
-                        self.text(index, text, true, out);
+                        self.text(index, text, true, out, limits)?;
                     }
                     _ => {}
                 }
@@ -1657,7 +1683,7 @@ impl EventDecoder {
                 self.ensure_started(out);
                 self.done = true;
                 let r = e.response;
-                let saw_call = self.seen.iter().any(|s| s.is_call);
+                let saw_call = self.seen.values().any(|s| s.is_call);
                 if let Some(u) = r.as_ref().and_then(|r| r.usage.as_ref()) {
                     out.push(StreamEvent::Usage(u.canonical()));
                 }
@@ -1886,7 +1912,7 @@ pub(crate) fn write_failure(
         out,
         &OutEvent::Failed {
             response,
-            sequence_number: next_sequence + 1,
+            sequence_number: next_sequence.saturating_add(1),
         },
     );
 }
@@ -1955,7 +1981,8 @@ impl Item {
 #[derive(Debug)]
 pub(crate) struct EventEncoder {
     opts: StreamOptions,
-    names: Vec<NamespacedTool>,
+    /// The client's namespaced tools, by flat name.
+    names: HashMap<String, NamespacedTool>,
     created_at: u64,
     id: String,
     next_sequence: u64,
@@ -1972,7 +1999,7 @@ impl EventEncoder {
     pub(crate) fn new(opts: StreamOptions, created_at: u64) -> Self {
         Self {
             opts,
-            names: Vec::new(),
+            names: HashMap::new(),
             created_at,
             id: String::new(),
             next_sequence: 0,
@@ -1990,12 +2017,15 @@ impl EventEncoder {
     }
 
     pub(crate) fn set_names(&mut self, names: Vec<NamespacedTool>) {
-        self.names = names;
+        self.names = HashMap::with_capacity(names.len());
+        for t in names {
+            self.names.entry(t.flat.clone()).or_insert(t);
+        }
     }
 
     fn seq(&mut self) -> u64 {
         let n = self.next_sequence;
-        self.next_sequence += 1;
+        self.next_sequence = n.saturating_add(1);
         n
     }
 
@@ -2008,7 +2038,7 @@ impl EventEncoder {
             return;
         }
         self.started = true;
-        self.id = prefixed_id("resp_", id.unwrap_or(""));
+        self.id = prefixed_id("resp_", bounded_id(id.unwrap_or("")));
         let sequence_number = self.seq();
         emit(
             out,
@@ -2034,16 +2064,14 @@ impl EventEncoder {
             ItemBody::Message { .. } => "msg",
             ItemBody::Call { .. } => "fc",
         };
-        self.items.push(Item {
+        let item = Item {
             index,
             id: format!("{prefix}_{}_{k}", id_base(&self.id)),
             open: true,
             incomplete: false,
             body,
-        });
-        self.open = Some(k);
+        };
         let sequence_number = self.seq();
-        let item = &self.items[k];
         emit(
             out,
             &OutEvent::ItemAdded {
@@ -2057,7 +2085,7 @@ impl EventEncoder {
             emit(
                 out,
                 &OutEvent::PartAdded {
-                    item_id: &self.items[k].id,
+                    item_id: &item.id,
                     output_index: k,
                     content_index: 0,
                     part: output_text(""),
@@ -2065,6 +2093,8 @@ impl EventEncoder {
                 },
             );
         }
+        self.items.push(item);
+        self.open = Some(k);
         k
     }
 
@@ -2073,34 +2103,39 @@ impl EventEncoder {
         let Some(k) = self.open.take() else {
             return;
         };
-        let needs_args = matches!(&self.items[k].body, ItemBody::Call { arguments, .. } if arguments.trim().is_empty());
-        if needs_args {
+        let Self {
+            items,
+            next_sequence,
+            ..
+        } = self;
+        let mut seq = || {
+            let n = *next_sequence;
+            *next_sequence = n.saturating_add(1);
+            n
+        };
+        let Some(item) = items.get_mut(k) else {
+            return;
+        };
+        if let ItemBody::Call { arguments, .. } = &mut item.body
+            && arguments.trim().is_empty()
+        {
             // A call with no argument fragments still sends its (empty) arguments object.
-            if let ItemBody::Call { arguments, .. } = &mut self.items[k].body {
-                arguments.clear();
-                arguments.push_str("{}");
-            }
-            let sequence_number = self.seq();
+            arguments.clear();
+            arguments.push_str("{}");
             emit(
                 out,
                 &OutEvent::ArgsDelta {
-                    item_id: &self.items[k].id,
+                    item_id: &item.id,
                     output_index: k,
                     delta: "{}",
-                    sequence_number,
+                    sequence_number: seq(),
                 },
             );
         }
-        let first = self.seq();
-        let (second, third) = match self.items[k].body {
-            ItemBody::Message { .. } => (self.seq(), Some(self.seq())),
-            ItemBody::Call { .. } => (self.seq(), None),
-        };
-        let item = &mut self.items[k];
         item.open = false;
         item.incomplete = incomplete;
-        let item = &self.items[k];
-        match &item.body {
+        let item = &*item;
+        let done = match &item.body {
             ItemBody::Message { text } => {
                 emit(
                     out,
@@ -2110,7 +2145,7 @@ impl EventEncoder {
                         content_index: 0,
                         text,
                         logprobs: [],
-                        sequence_number: first,
+                        sequence_number: seq(),
                     },
                 );
                 emit(
@@ -2120,31 +2155,42 @@ impl EventEncoder {
                         output_index: k,
                         content_index: 0,
                         part: output_text(text),
-                        sequence_number: second,
+                        sequence_number: seq(),
                     },
                 );
+                seq()
             }
             ItemBody::Call {
                 name, arguments, ..
-            } => emit(
-                out,
-                &OutEvent::ArgsDone {
-                    item_id: &item.id,
-                    output_index: k,
-                    name,
-                    arguments,
-                    sequence_number: first,
-                },
-            ),
-        }
+            } => {
+                emit(
+                    out,
+                    &OutEvent::ArgsDone {
+                        item_id: &item.id,
+                        output_index: k,
+                        name,
+                        arguments,
+                        sequence_number: seq(),
+                    },
+                );
+                seq()
+            }
+        };
         emit(
             out,
             &OutEvent::ItemDone {
                 output_index: k,
                 item: item.view(true),
-                sequence_number: third.unwrap_or(second),
+                sequence_number: done,
             },
         );
+    }
+
+    /// The open item at position `k` of `items`, when it is a message for part `index`.
+    fn open_message(&self, index: usize) -> Option<usize> {
+        let k = self.open?;
+        let item = self.items.get(k)?;
+        (item.index == index && matches!(item.body, ItemBody::Message { .. })).then_some(k)
     }
 
     pub(crate) fn push(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
@@ -2158,14 +2204,9 @@ impl EventEncoder {
                 if self.stop.is_some() || text.is_empty() {
                     return;
                 }
-                let k = match self.open {
-                    Some(k)
-                        if self.items[k].index == *index
-                            && matches!(self.items[k].body, ItemBody::Message { .. }) =>
-                    {
-                        k
-                    }
-                    _ => self.open_item(
+                let k = match self.open_message(*index) {
+                    Some(k) => k,
+                    None => self.open_item(
                         *index,
                         ItemBody::Message {
                             text: String::new(),
@@ -2173,14 +2214,17 @@ impl EventEncoder {
                         out,
                     ),
                 };
-                if let ItemBody::Message { text: acc } = &mut self.items[k].body {
+                let sequence_number = self.seq();
+                let Some(item) = self.items.get_mut(k) else {
+                    return;
+                };
+                if let ItemBody::Message { text: acc } = &mut item.body {
                     acc.push_str(text);
                 }
-                let sequence_number = self.seq();
                 emit(
                     out,
                     &OutEvent::TextDelta {
-                        item_id: &self.items[k].id,
+                        item_id: &item.id,
                         output_index: k,
                         content_index: 0,
                         delta: text,
@@ -2194,7 +2238,7 @@ impl EventEncoder {
                 if self.stop.is_some() {
                     return;
                 }
-                let (name, namespace) = client_name(name, &self.names);
+                let (name, namespace) = client_name(name, self.names.get(name.as_str()));
                 let body = ItemBody::Call {
                     call_id: id.clone(),
                     name: name.to_owned(),
@@ -2210,13 +2254,20 @@ impl EventEncoder {
                 }
                 let is_call =
                     |it: &Item| it.index == *index && matches!(it.body, ItemBody::Call { .. });
-                let k = match self.open {
-                    Some(k) if is_call(&self.items[k]) => k,
-                    _ => match self.items.iter().rposition(is_call) {
+                let open_call = self
+                    .open
+                    .filter(|&k| self.items.get(k).is_some_and(is_call));
+                let k = match open_call {
+                    Some(k) => k,
+                    None => match self.items.iter().rposition(is_call) {
                         // A late fragment for a call already closed: the final response object
                         // carries it; no event may follow the item's `.done`.
                         Some(k) => {
-                            if let ItemBody::Call { arguments, .. } = &mut self.items[k].body {
+                            if let Some(Item {
+                                body: ItemBody::Call { arguments, .. },
+                                ..
+                            }) = self.items.get_mut(k)
+                            {
                                 arguments.push_str(fragment);
                             }
                             return;
@@ -2233,14 +2284,17 @@ impl EventEncoder {
                         ),
                     },
                 };
-                if let ItemBody::Call { arguments, .. } = &mut self.items[k].body {
+                let sequence_number = self.seq();
+                let Some(item) = self.items.get_mut(k) else {
+                    return;
+                };
+                if let ItemBody::Call { arguments, .. } = &mut item.body {
                     arguments.push_str(fragment);
                 }
-                let sequence_number = self.seq();
                 emit(
                     out,
                     &OutEvent::ArgsDelta {
-                        item_id: &self.items[k].id,
+                        item_id: &item.id,
                         output_index: k,
                         delta: fragment,
                         sequence_number,
@@ -2299,9 +2353,9 @@ impl EventEncoder {
         }
         self.ensure_started(None, out);
         self.done = true;
-        if let Some(k) = self.open.take() {
-            self.items[k].open = false;
-            self.items[k].incomplete = true;
+        if let Some(item) = self.open.take().and_then(|k| self.items.get_mut(k)) {
+            item.open = false;
+            item.incomplete = true;
         }
         let class = ErrorClass::parse(kind);
         let code = error_code(class);
