@@ -67,6 +67,11 @@ impl StreamObserver {
         self.parser.finish()
     }
 
+    /// Bytes held for the event in progress.
+    pub fn buffered(&self) -> usize {
+        self.parser.buffered()
+    }
+
     pub fn observation(&self) -> &Observation {
         &self.obs
     }

@@ -53,6 +53,14 @@ impl SseParser {
         }
     }
 
+    /// Bytes held for the event in progress (its current line, its data so far).
+    pub fn buffered(&self) -> usize {
+        self.buf
+            .len()
+            .saturating_add(self.data.len())
+            .saturating_add(self.event.len())
+    }
+
     /// How many events were dropped for exceeding the size limit.
     pub fn oversized_events(&self) -> u64 {
         self.oversized

@@ -764,10 +764,11 @@ async fn attempt(
                             limits.max_first_token_bytes
                         )));
                     }
-                    if !held.set(prefix_bytes) {
+                    observer.feed(&chunk);
+                    // The chunks held back, and the observer's copy of the event in progress.
+                    if !held.set(prefix_bytes.saturating_add(observer.buffered())) {
                         return Err(upstream::buffers_full());
                     }
-                    observer.feed(&chunk);
                     prefix.push(chunk);
                     if let Some(e) = &observer.observation().error {
                         return Err(Failure::BadResponse(format!(

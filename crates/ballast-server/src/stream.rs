@@ -254,23 +254,40 @@ impl ObservedStream {
         if self.violation.is_some() {
             return;
         }
-        let held = self.prefix_bytes.saturating_add(self.pending.len());
+        let held = self.holding();
         if self.pending.len() > self.max_event_bytes {
             self.violation = Some(format!(
                 "the provider sent an event larger than {} bytes (limits.max_event_bytes)",
                 self.max_event_bytes
             ));
         } else if !self.held.set(held) {
-            self.violation = Some(
-                "the gateway holds limits.max_buffered_bytes of provider answers already"
-                    .to_owned(),
-            );
+            self.violation = Some(BUFFERS_FULL.to_owned());
         } else {
             return;
         }
         self.pending = BytesMut::new();
         self.pending_scanned = 0;
-        self.held.set(self.prefix_bytes);
+        self.held.set(self.holding());
+    }
+
+    /// Bytes held for the client now: the prefix not yet sent, the event waiting for its end, and
+    /// the parsers' copies of the event in progress.
+    fn holding(&self) -> usize {
+        let parsers = self
+            .observer
+            .buffered()
+            .saturating_add(self.translation.as_ref().map_or(0, |t| t.parser.buffered()));
+        self.prefix_bytes
+            .saturating_add(self.pending.len())
+            .saturating_add(parsers)
+    }
+
+    /// Follows what is held now; past the gateway's budget the stream must end.
+    fn rebalance(&mut self) {
+        let holding = self.holding();
+        if !self.held.set(holding) && self.violation.is_none() {
+            self.violation = Some(BUFFERS_FULL.to_owned());
+        }
     }
 
     /// One malformed event in an otherwise healthy stream is dropped (and counted in the log line),
@@ -365,6 +382,9 @@ impl ObservedStream {
     }
 }
 
+const BUFFERS_FULL: &str =
+    "the gateway holds limits.max_buffered_bytes of provider answers already";
+
 /// The gateway's word for an error kind, which the stream encoder maps to the client's vocabulary.
 fn error_word(kind: ErrorKind) -> &'static str {
     match kind {
@@ -413,8 +433,7 @@ impl Stream for ObservedStream {
             if let Some(chunk) = this.prefix.pop_front() {
                 this.prefix_bytes = this.prefix_bytes.saturating_sub(chunk.len());
                 let out = this.emit(chunk);
-                this.held
-                    .set(this.prefix_bytes.saturating_add(this.pending.len()));
+                this.rebalance();
                 match this.end_if_done(out) {
                     Some(out) => return Poll::Ready(Some(Ok(out))),
                     None => continue,
@@ -450,8 +469,7 @@ impl Stream for ObservedStream {
                     }
                     let out = this.emit(chunk);
                     // What completed was sent: hold only what still waits for its end.
-                    this.held
-                        .set(this.prefix_bytes.saturating_add(this.pending.len()));
+                    this.rebalance();
                     match this.end_if_done(out) {
                         Some(out) => return Poll::Ready(Some(Ok(out))),
                         None => continue,

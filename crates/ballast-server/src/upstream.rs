@@ -448,11 +448,14 @@ pub async fn read_body(
             "body of {len} bytes exceeds {limit} (limits.max_answer_bytes)"
         )));
     }
+    // The chunks are kept as they arrive and joined once at the end into an exact allocation: a
+    // growing buffer would hold up to twice the answer (and three times while it reallocates).
     let mut stream = resp.body;
-    let mut buf = BytesMut::new();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
-        let len = buf.len().saturating_add(chunk.len());
+        len = len.saturating_add(chunk.len());
         if len > limit {
             return Err(Failure::BadResponse(format!(
                 "body exceeds {limit} bytes (limits.max_answer_bytes)"
@@ -461,7 +464,18 @@ pub async fn read_body(
         if !held.set(len) {
             return Err(buffers_full());
         }
-        buf.extend_from_slice(&chunk);
+        chunks.push(chunk);
+    }
+    if let [one] = chunks.as_slice() {
+        return Ok(one.clone());
+    }
+    // Joining holds the chunks and the whole at once, briefly.
+    if !held.set(len.saturating_mul(2)) {
+        return Err(buffers_full());
+    }
+    let mut buf = BytesMut::with_capacity(len);
+    for c in chunks {
+        buf.extend_from_slice(&c);
     }
     Ok(buf.freeze())
 }
