@@ -16,6 +16,7 @@ pub mod model;
 pub mod observe;
 pub mod policy;
 pub mod provider;
+pub mod record;
 #[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub mod sse;
 #[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]

@@ -24,6 +24,12 @@ pub struct EdgeError {
     /// Answered before the request body was read: the connection cannot be reused (its unread
     /// body is still on it), so say so instead of letting the client's next request hit a close.
     pub close: bool,
+    /// The route the request named, once known (for its record).
+    pub route: Option<usize>,
+    /// Upstream attempts made before giving up.
+    pub attempts: u32,
+    /// Already told to telemetry as the request's record: not logged again.
+    pub recorded: bool,
 }
 
 impl EdgeError {
@@ -37,7 +43,15 @@ impl EdgeError {
             log_line: None,
             stale_ok: false,
             close: false,
+            route: None,
+            attempts: 0,
+            recorded: false,
         }
+    }
+
+    /// What the log may say: never text from the provider or the request.
+    pub fn log_message(&self) -> &str {
+        self.log_line.as_deref().unwrap_or(&self.error.message)
     }
 
     fn log(&self) {
@@ -61,7 +75,9 @@ impl EdgeError {
 
 impl IntoResponse for EdgeError {
     fn into_response(self) -> Response {
-        self.log();
+        if !self.recorded {
+            self.log();
+        }
         let body = match self.passthrough {
             Some(b) => b,
             None => Bytes::from(self.error.render(self.format, &self.request_id)),

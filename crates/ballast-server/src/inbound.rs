@@ -322,10 +322,44 @@ pub async fn not_found(Extension(rid): Extension<RequestId>, req: Request) -> Re
         ClientError::new(
             ErrorKind::NotFound,
             format!(
-                "no such endpoint: {} {path}; Ballast serves POST /v1/chat/completions, POST /v1/responses, POST /v1/messages, POST /v1beta/models/{{model}}:generateContent, GET /v1/models",
+                "no such endpoint: {} {path}; Ballast serves POST /v1/chat/completions, POST /v1/responses, POST /v1/messages, POST /v1beta/models/{{model}}:generateContent, GET /v1/models, GET /metrics",
                 req.method()
             ),
         ),
     )
     .into_response()
+}
+
+/// `GET /metrics`: Prometheus text (OpenMetrics). Route and target names and counts only: no
+/// request or answer text, no keys.
+pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    let now = tokio::time::Instant::now();
+    let rt = &st.runtime;
+    let targets: Vec<(i64, i64)> = rt
+        .targets
+        .iter()
+        .map(|t| {
+            let breaker = match crate::runtime::lock(&t.breaker).snapshot(now).state {
+                ballast_core::policy::State::Closed => 0,
+                ballast_core::policy::State::HalfOpen => 1,
+                ballast_core::policy::State::Open => 2,
+            };
+            let budget = crate::runtime::lock(&t.budget).snapshot(now).available;
+            (breaker, i64::try_from(budget).unwrap_or(i64::MAX))
+        })
+        .collect();
+    let live = crate::telemetry::LiveState {
+        targets: &targets,
+        in_flight: i64::from(rt.in_flight.load(std::sync::atomic::Ordering::Relaxed)),
+        buffered_bytes: i64::try_from(rt.buffered.used()).unwrap_or(i64::MAX),
+    };
+    let body = st.telemetry.render(&live);
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
 }

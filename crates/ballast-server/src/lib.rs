@@ -15,6 +15,7 @@ mod runtime;
 mod state;
 #[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod stream;
+mod telemetry;
 #[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod upstream;
 
@@ -53,6 +54,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             post(inbound::gemini).get(inbound::model),
         )
         .route("/v1/models", get(inbound::models))
+        .route("/metrics", get(inbound::metrics))
         .route("/healthz", get(inbound::healthz))
         .route("/readyz", get(inbound::readyz))
         .route("/admin/targets", get(admin::targets))

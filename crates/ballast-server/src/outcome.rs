@@ -9,13 +9,20 @@ use tokio::time::Instant;
 
 use crate::runtime::{Admitted, InFlight, lock};
 use crate::state::AppState;
+use ballast_core::api::ApiFormat;
 use ballast_core::observe::Observation;
+use ballast_core::record::{RequestOutcome, RequestRecord};
 
 pub struct Outcome {
     pub st: Arc<AppState>,
     pub request_id: Arc<str>,
-    pub route: String,
     pub target: String,
+    /// The route's index in the configuration.
+    pub route_idx: usize,
+    /// The client's API.
+    pub api: ApiFormat,
+    /// An earlier target failed before this one answered.
+    pub fallback: bool,
     /// Index of the target's live state.
     pub target_state: usize,
     pub started: Instant,
@@ -43,62 +50,59 @@ impl Outcome {
         }
     }
 
-    fn log(&self, obs: &Observation, stream: bool, error: Option<&str>) {
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        let latency_ms = ms(self.started.elapsed());
-        let ttft_ms = self.ttft.map(ms);
-        let u = &obs.usage;
-        match error {
-            None => tracing::info!(
-                request_id = &*self.request_id,
-                route = self.route.as_str(),
-                target = self.target.as_str(),
-                attempts = self.attempts,
-                stream,
-                latency_ms,
-                ttft_ms,
-                input_tokens = u.input_tokens,
-                output_tokens = u.output_tokens,
-                stop_reason = obs.stop_reason.as_deref(),
-                malformed_events = obs.malformed_events,
-                "answered"
-            ),
-            Some(e) => tracing::warn!(
-                request_id = &*self.request_id,
-                route = self.route.as_str(),
-                target = self.target.as_str(),
-                attempts = self.attempts,
-                stream,
-                latency_ms,
-                ttft_ms,
-                output_tokens = u.output_tokens,
-                "stream failed after it started: {e}"
-            ),
-        }
+    /// The request's record, to telemetry (its one log line and its metrics).
+    fn report(
+        &self,
+        obs: &Observation,
+        stream: bool,
+        outcome: RequestOutcome,
+        error: Option<&str>,
+    ) {
+        let status = if outcome == RequestOutcome::ClientGone {
+            499
+        } else {
+            200
+        };
+        self.st.telemetry.request(&RequestRecord {
+            request_id: &self.request_id,
+            api: self.api,
+            route: Some(self.route_idx),
+            target: Some(self.target_state),
+            outcome,
+            status,
+            stream,
+            attempts: self.attempts,
+            fallback: self.fallback,
+            duration: self.started.elapsed(),
+            ttft: self.ttft,
+            usage: obs.usage,
+            stop_reason: obs.stop_reason.as_deref(),
+            malformed_events: obs.malformed_events,
+            error,
+        });
     }
 
     pub fn finish_body(mut self, obs: &Observation) {
         let latency = self.attempt_started.elapsed();
         lock(&self.st.runtime.targets[self.target_state].ewma).observe(Instant::now(), latency);
         self.record(true);
-        self.log(obs, false, None);
+        self.report(obs, false, RequestOutcome::Answered, None);
     }
 
     pub fn finish_stream(mut self, obs: &Observation, error: Option<&str>) {
         self.record(error.is_none());
-        self.log(obs, true, error);
+        let outcome = if error.is_none() {
+            RequestOutcome::Answered
+        } else {
+            RequestOutcome::StreamFailed
+        };
+        self.report(obs, true, outcome, error);
     }
 
     pub fn client_gone(mut self, obs: &Observation) {
         if let Some(ticket) = self.ticket.take() {
             ticket.cancel();
         }
-        tracing::info!(
-            request_id = &*self.request_id,
-            route = self.route.as_str(),
-            target = self.target.as_str(),
-            output_tokens = obs.usage.output_tokens,
-            "client disconnected before the stream ended"
-        );
+        self.report(obs, true, RequestOutcome::ClientGone, None);
     }
 }

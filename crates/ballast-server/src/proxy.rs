@@ -19,8 +19,10 @@ use ballast_core::client_error::{ClientError, ErrorKind};
 use ballast_core::config::{CacheMode, ContentPolicyAction, Policy, Route, Strategy, Tier};
 use ballast_core::envelope::Envelope;
 use ballast_core::model::ChatRequest;
+use ballast_core::model::Usage;
 use ballast_core::observe::{StreamObserver, observe_body};
 use ballast_core::policy::{Admission, P2cCandidate, pick_p2c, pick_weighted, plan_wait};
+use ballast_core::record::{AttemptRecord, AttemptResult, RequestOutcome, RequestRecord};
 use ballast_core::translate::{
     self, EncodeOptions, StreamEncoder, StreamLimits, StreamOptions, StreamTranslator,
     TranslateError,
@@ -87,6 +89,7 @@ pub async fn handle(
     body: Body,
     call: UrlCall,
 ) -> Response {
+    let started = Instant::now();
     let Some(guard) = InFlight::enter(&st) else {
         // Saturated: answer at once rather than queue without bound.
         let mut e = EdgeError::new(
@@ -102,24 +105,94 @@ pub async fn handle(
         );
         e.retry_after = Some(HeaderValue::from_static("1"));
         e.close = true;
+        report_error(&st, &mut e, RequestOutcome::Shed, started);
         return e.into_response();
     };
-    match run(&st, format, &rid, &headers, body, guard, call).await {
+    let arrival = Arrival {
+        rid: &rid,
+        format,
+        started,
+    };
+    match run(&st, arrival, &headers, body, guard, call).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(mut e) => {
+            report_error(&st, &mut e, RequestOutcome::Failed, started);
+            e.into_response()
+        }
     }
+}
+
+/// A request that ends in an error: its record, which logs it (so the error is not logged again).
+fn report_error(st: &AppState, e: &mut EdgeError, outcome: RequestOutcome, started: Instant) {
+    st.telemetry.request(&RequestRecord {
+        request_id: &e.request_id,
+        api: e.format,
+        route: e.route,
+        target: None,
+        outcome,
+        status: e.error.status,
+        stream: false,
+        attempts: e.attempts,
+        fallback: false,
+        duration: started.elapsed(),
+        ttft: None,
+        usage: Usage::default(),
+        stop_reason: None,
+        malformed_events: 0,
+        error: Some(e.log_message()),
+    });
+    e.recorded = true;
+}
+
+/// Who asked, in which API, and when.
+#[derive(Clone, Copy)]
+struct Arrival<'a> {
+    rid: &'a RequestId,
+    format: ApiFormat,
+    started: Instant,
+}
+
+/// A request answered from the cache (fresh, or stale when every target failed).
+fn report_cached(
+    st: &AppState,
+    a: Arrival<'_>,
+    route: usize,
+    stream: bool,
+    outcome: RequestOutcome,
+    why: Option<&str>,
+) {
+    st.telemetry.request(&RequestRecord {
+        request_id: a.rid.as_str(),
+        api: a.format,
+        route: Some(route),
+        target: None,
+        outcome,
+        status: 200,
+        stream,
+        attempts: 0,
+        fallback: false,
+        duration: a.started.elapsed(),
+        ttft: None,
+        usage: Usage::default(),
+        stop_reason: None,
+        malformed_events: 0,
+        error: why,
+    });
 }
 
 async fn run(
     st: &Arc<AppState>,
-    format: ApiFormat,
-    rid: &RequestId,
+    arrival: Arrival<'_>,
     headers: &HeaderMap,
     body: Body,
     guard: InFlight,
     call: UrlCall,
 ) -> Result<Response, EdgeError> {
-    let started = Instant::now();
+    let Arrival {
+        rid,
+        format,
+        started,
+    } = arrival;
     let edge = |e: ClientError| EdgeError::new(format, rid.as_str(), e);
     if !auth::authorized(&st.config.auth.gateway_keys, headers) {
         let mut e = edge(ClientError::new(
@@ -191,10 +264,13 @@ async fn run(
         && let Some(key) = cache_key
         && let Some(hit) = cache::lookup(st, key, true)
     {
-        tracing::info!(
-            request_id = rid.as_str(),
-            route = route.name.as_str(),
-            "answered from cache"
+        report_cached(
+            st,
+            arrival,
+            route_idx,
+            stream,
+            RequestOutcome::CacheHit,
+            None,
         );
         return Ok(cache::respond(
             &hit,
@@ -213,6 +289,7 @@ async fn run(
         bytes: &bytes,
         env: &env,
         route,
+        route_idx,
         policy,
         started,
         deadline: started + policy.deadline,
@@ -223,17 +300,24 @@ async fn run(
     };
     match attempt_targets(ctx, &st.targets[route_idx]).await {
         Ok(r) => Ok(r),
-        Err(e) => {
+        Err(mut e) => {
+            e.route = Some(route_idx);
             if let (CacheMode::StaleOnError | CacheMode::On, Some(key)) = (policy.cache, cache_key)
                 && e.stale_ok
                 && let Some(hit) = cache::lookup(st, key, false)
             {
-                tracing::warn!(
-                    request_id = rid.as_str(),
-                    route = route.name.as_str(),
-                    age_s = hit.age.as_secs(),
-                    "{}; served a cached answer",
-                    e.log_line.as_deref().unwrap_or("every target failed")
+                let why = format!(
+                    "{}; served a cached answer {}s old",
+                    e.log_message(),
+                    hit.age.as_secs()
+                );
+                report_cached(
+                    st,
+                    arrival,
+                    route_idx,
+                    stream,
+                    RequestOutcome::Stale,
+                    Some(&why),
                 );
                 return Ok(cache::respond(
                     &hit,
@@ -258,6 +342,8 @@ struct Ctx<'a> {
     bytes: &'a Bytes,
     env: &'a Envelope<'a>,
     route: &'a Route,
+    /// The route's index in the configuration.
+    route_idx: usize,
     policy: &'a Policy,
     started: Instant,
     deadline: Instant,
@@ -440,10 +526,24 @@ async fn attempt_targets(
                 )
                 .await;
                 let failure = match result {
-                    Ok(r) => return Ok(r),
+                    Ok(r) => {
+                        st.telemetry.attempt(&AttemptRecord {
+                            target: target.state,
+                            result: AttemptResult::Answered,
+                            duration: attempt_started.elapsed(),
+                        });
+                        return Ok(r);
+                    }
                     Err(f) => f,
                 };
                 let now = Instant::now();
+                if let Some(result) = failure.attempt_result() {
+                    st.telemetry.attempt(&AttemptRecord {
+                        target: target.state,
+                        result,
+                        duration: now.duration_since(attempt_started),
+                    });
+                }
                 failed_target = Some(target.state);
                 if let Some(t) = ticket.take() {
                     if failure.trips_breaker() {
@@ -466,13 +566,15 @@ async fn attempt_targets(
                 match failure.next(fallback_on_refusal) {
                     Next::Answer => {
                         let same_format = st.providers[target.provider].format == ctx.format;
-                        return Err(upstream_client_error(
+                        let mut e = upstream_client_error(
                             ctx.format,
                             ctx.rid,
                             target,
                             failure,
                             same_format,
-                        ));
+                        );
+                        e.attempts = attempts;
+                        return Err(e);
                     }
                     Next::Move => {
                         log_credentials(st, ctx.rid, target, &failure);
@@ -516,7 +618,9 @@ async fn attempt_targets(
             }
         }
     }
-    Err(all_failed(ctx.format, ctx.rid, &ctx.route.name, failures))
+    let mut e = all_failed(ctx.format, ctx.rid, &ctx.route.name, failures);
+    e.attempts = attempts;
+    Err(e)
 }
 
 fn skipped(reason: impl Into<String>, retry_in: Option<Duration>) -> Failure {
@@ -729,8 +833,10 @@ async fn attempt(
     let mut outcome = Outcome {
         st: st.clone(),
         request_id: ctx.rid.0.clone(),
-        route: ctx.route.name.clone(),
         target: target.label.clone(),
+        route_idx: ctx.route_idx,
+        api: ctx.format,
+        fallback: earlier_failures > 0,
         target_state: target.state,
         started: ctx.started,
         attempt_started,

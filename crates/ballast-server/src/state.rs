@@ -13,6 +13,7 @@ use ballast_core::config::{Config, Secret};
 use ballast_core::provider::{AuthStyle, ProviderKind};
 
 use crate::runtime::Runtime;
+use crate::telemetry::Telemetry;
 use crate::upstream::{self, Transport, Url};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,8 @@ pub struct AppState {
     /// How upstream calls are made (the pooled HTTP client, or a test's scripted transport).
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) runtime: Runtime,
+    /// The request log line and metrics, fed by the request path's records.
+    pub(crate) telemetry: Telemetry,
     models_body: Bytes,
 }
 
@@ -93,6 +96,8 @@ impl AppState {
             })
             .collect::<Result<Vec<_>, StateError>>()?;
         let runtime = Runtime::new(&config, seed);
+        let labels: Vec<String> = runtime.targets.iter().map(|t| t.label.clone()).collect();
+        let telemetry = Telemetry::new(&config, &labels);
         let mut targets = Vec::with_capacity(config.routes.len());
         for route in &config.routes {
             let mut prepared = Vec::with_capacity(route.targets.len());
@@ -132,6 +137,7 @@ impl AppState {
             targets,
             transport,
             runtime,
+            telemetry,
             models_body,
         })
     }

@@ -586,7 +586,9 @@ mod tests {
         let outcome = Outcome {
             st: st.clone(),
             request_id: Arc::from("req-1"),
-            route: "r".to_owned(),
+            route_idx: 0,
+            api: ApiFormat::OpenAiChat,
+            fallback: false,
             target: "p/m".to_owned(),
             target_state: 0,
             started: now,

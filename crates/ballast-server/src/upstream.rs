@@ -237,6 +237,24 @@ impl Failure {
         }
     }
 
+    /// How this failure reads as an attempt's result; `None` when nothing was sent.
+    pub fn attempt_result(&self) -> Option<ballast_core::record::AttemptResult> {
+        use ballast_core::record::AttemptResult as R;
+        Some(match self {
+            Failure::Connect(_) => R::Connect,
+            Failure::Timeout(..) => R::Timeout,
+            Failure::Transport(_) => R::Transport,
+            Failure::Status { status: 429, .. } => R::RateLimited,
+            Failure::Status { status, .. } if *status >= 500 => R::ServerError,
+            Failure::Status { .. } => R::ClientError,
+            Failure::BadResponse(_) => R::BadResponse,
+            Failure::Local(_) => R::Local,
+            Failure::OutOfTime | Failure::Skipped { .. } | Failure::Untranslatable { .. } => {
+                return None;
+            }
+        })
+    }
+
     /// The provider's requested wait before a retry (`retry-after-ms`, `retry-after`).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

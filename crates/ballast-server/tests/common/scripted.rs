@@ -296,6 +296,18 @@ impl Rig {
         serde_json::from_slice(&bytes).unwrap()
     }
 
+    /// `GET path` without credentials; the body as text.
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let req = Request::get(path).body(Body::empty()).unwrap();
+        let resp = ballast_server::app(self.state.clone())
+            .oneshot(req)
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     pub async fn breaker_state(&self, target: &str) -> String {
         let v = self.admin("/admin/targets").await;
         let t = v["targets"]

@@ -1,0 +1,159 @@
+//! The typed records the request path emits: one per upstream attempt and one per request end.
+//! Everything that watches traffic — the request log line, metrics, and later traces, detectors and
+//! incidents — consumes these records rather than being fed from each exit of the request path. They
+//! carry indices, enums, timings and counts: never request or answer text.
+
+use std::time::Duration;
+
+use crate::api::ApiFormat;
+use crate::model::Usage;
+
+/// How one upstream attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttemptResult {
+    /// The target answered (a whole answer, or a stream committed to the client).
+    Answered,
+    /// No connection could be made.
+    Connect,
+    /// A time limit ran out.
+    Timeout,
+    /// The connection broke.
+    Transport,
+    /// The target answered 429.
+    RateLimited,
+    /// Another 4xx.
+    ClientError,
+    /// A 5xx (or 529).
+    ServerError,
+    /// 2xx, but not a usable answer.
+    BadResponse,
+    /// The gateway's own resources ran out; says nothing about the target.
+    Local,
+}
+
+impl AttemptResult {
+    pub const ALL: [AttemptResult; 9] = [
+        AttemptResult::Answered,
+        AttemptResult::Connect,
+        AttemptResult::Timeout,
+        AttemptResult::Transport,
+        AttemptResult::RateLimited,
+        AttemptResult::ClientError,
+        AttemptResult::ServerError,
+        AttemptResult::BadResponse,
+        AttemptResult::Local,
+    ];
+
+    /// The metric label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AttemptResult::Answered => "answered",
+            AttemptResult::Connect => "connect_error",
+            AttemptResult::Timeout => "timeout",
+            AttemptResult::Transport => "transport_error",
+            AttemptResult::RateLimited => "rate_limited",
+            AttemptResult::ClientError => "client_error",
+            AttemptResult::ServerError => "server_error",
+            AttemptResult::BadResponse => "bad_response",
+            AttemptResult::Local => "local",
+        }
+    }
+
+    /// Position in [`AttemptResult::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One upstream attempt: which target (its index in the gateway's target state), how it ended, and
+/// how long it took until it answered or failed.
+#[derive(Clone, Copy, Debug)]
+pub struct AttemptRecord {
+    pub target: usize,
+    pub result: AttemptResult,
+    pub duration: Duration,
+}
+
+/// How a request ended, for the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RequestOutcome {
+    /// A whole answer, or a stream that ended with its terminal event.
+    Answered,
+    /// A stream that started and then failed (it ended with an error event).
+    StreamFailed,
+    /// The client went away before the answer ended.
+    ClientGone,
+    /// An error status: every target failed, or the request was refused.
+    Failed,
+    /// Refused at once: the gateway was at capacity.
+    Shed,
+    /// Answered from the cache while fresh.
+    CacheHit,
+    /// Every target failed; a stale cached answer stood in.
+    Stale,
+}
+
+impl RequestOutcome {
+    pub const ALL: [RequestOutcome; 7] = [
+        RequestOutcome::Answered,
+        RequestOutcome::StreamFailed,
+        RequestOutcome::ClientGone,
+        RequestOutcome::Failed,
+        RequestOutcome::Shed,
+        RequestOutcome::CacheHit,
+        RequestOutcome::Stale,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RequestOutcome::Answered => "answered",
+            RequestOutcome::StreamFailed => "stream_failed",
+            RequestOutcome::ClientGone => "client_gone",
+            RequestOutcome::Failed => "failed",
+            RequestOutcome::Shed => "shed",
+            RequestOutcome::CacheHit => "cache_hit",
+            RequestOutcome::Stale => "stale",
+        }
+    }
+
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether the client got what it asked for.
+    pub const fn is_success(self) -> bool {
+        matches!(
+            self,
+            RequestOutcome::Answered | RequestOutcome::CacheHit | RequestOutcome::Stale
+        )
+    }
+}
+
+/// The end of one request: exactly one per request, whatever happened.
+#[derive(Clone, Debug)]
+pub struct RequestRecord<'a> {
+    pub request_id: &'a str,
+    /// The client's API.
+    pub api: ApiFormat,
+    /// The route (index in the configuration), once the request named one that exists.
+    pub route: Option<usize>,
+    /// The target that answered (index in the gateway's target state), if one did.
+    pub target: Option<usize>,
+    pub outcome: RequestOutcome,
+    /// The HTTP status the client got.
+    pub status: u16,
+    pub stream: bool,
+    /// Upstream attempts made (retries and fallbacks included).
+    pub attempts: u32,
+    /// An earlier target failed before the one that answered.
+    pub fallback: bool,
+    /// From arrival to the end of the answer.
+    pub duration: Duration,
+    /// From arrival to the first token (streams).
+    pub ttft: Option<Duration>,
+    pub usage: Usage,
+    pub stop_reason: Option<&'a str>,
+    pub malformed_events: u64,
+    /// What went wrong, already free of request and answer text (for the log line).
+    pub error: Option<&'a str>,
+}

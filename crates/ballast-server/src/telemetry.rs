@@ -1,0 +1,586 @@
+//! What the gateway tells operators, from the request path's records: the one log line per request,
+//! and Prometheus metrics (`GET /metrics`). Metric names follow the OpenTelemetry GenAI semantic
+//! conventions where they name the thing (one client-level observation per logical request), mapped
+//! to Prometheus as the OTel exporter maps them; per-attempt and gateway data are `ballast_*`.
+//!
+//! Every label value is bounded: routes and targets come from the configuration, the rest are enums.
+//! The handles of each series are created once (at start, or on first use) and kept in tables
+//! indexed by route, target and enum, so recording costs atomic adds, not label allocations.
+
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use ballast_core::api::ApiFormat;
+use ballast_core::config::Config;
+use ballast_core::provider::ProviderKind;
+use ballast_core::record::{AttemptRecord, AttemptResult, RequestOutcome, RequestRecord};
+
+/// `gen_ai.client.operation.duration` buckets (seconds), as the conventions advise.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+
+const APIS: [ApiFormat; 4] = [
+    ApiFormat::OpenAiChat,
+    ApiFormat::OpenAiResponses,
+    ApiFormat::AnthropicMessages,
+    ApiFormat::Gemini,
+];
+
+fn api_index(api: ApiFormat) -> usize {
+    match api {
+        ApiFormat::OpenAiChat => 0,
+        ApiFormat::OpenAiResponses => 1,
+        ApiFormat::AnthropicMessages => 2,
+        ApiFormat::Gemini => 3,
+    }
+}
+
+fn api_label(api: ApiFormat) -> &'static str {
+    match api {
+        ApiFormat::OpenAiChat => "chat_completions",
+        ApiFormat::OpenAiResponses => "responses",
+        ApiFormat::AnthropicMessages => "messages",
+        ApiFormat::Gemini => "generate_content",
+    }
+}
+
+/// `gen_ai.provider.name` for a provider kind.
+fn provider_name(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::Anthropic => "anthropic",
+        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => "openai",
+        ProviderKind::Gemini => "gcp.gemini",
+    }
+}
+
+/// `error.type` for a request that did not succeed: a small fixed vocabulary.
+const ERROR_TYPES: [&str; 8] = [
+    "",
+    "timeout",
+    "unavailable",
+    "bad_gateway",
+    "rate_limited",
+    "invalid_request",
+    "stream_failed",
+    "client_gone",
+];
+
+fn error_type(outcome: RequestOutcome, status: u16) -> usize {
+    match outcome {
+        o if o.is_success() => 0,
+        RequestOutcome::StreamFailed => 6,
+        RequestOutcome::ClientGone => 7,
+        _ => match status {
+            504 | 408 => 1,
+            503 | 529 => 2,
+            429 => 4,
+            400..=499 => 5,
+            _ => 3,
+        },
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GenAiLabels {
+    gen_ai_operation_name: &'static str,
+    gen_ai_provider_name: &'static str,
+    gen_ai_request_model: String,
+    gen_ai_response_model: String,
+    error_type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    gen_ai_operation_name: &'static str,
+    gen_ai_provider_name: &'static str,
+    gen_ai_request_model: String,
+    gen_ai_response_model: String,
+    gen_ai_token_modality: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    api: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    target: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabel {
+    target: String,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// The series of one (route, answering target, client API, error type).
+struct GenAiSeries {
+    duration: Histogram,
+    ttfc: Histogram,
+    tokens: [Counter; 5],
+}
+
+/// `gen_ai.client.inference.usage.*` counters, in the order of [`GenAiSeries::tokens`].
+const TOKEN_COUNTERS: [(&str, &str); 5] = [
+    (
+        "gen_ai_client_inference_usage_input_tokens",
+        "Input tokens, as the provider reported them",
+    ),
+    (
+        "gen_ai_client_inference_usage_output_tokens",
+        "Output tokens, as the provider reported them",
+    ),
+    (
+        "gen_ai_client_inference_usage_cache_read_input_tokens",
+        "Input tokens read from the provider's prompt cache (a subset of the input tokens)",
+    ),
+    (
+        "gen_ai_client_inference_usage_cache_write_input_tokens",
+        "Input tokens written to the provider's prompt cache (a subset of the input tokens)",
+    ),
+    (
+        "gen_ai_client_inference_usage_reasoning_output_tokens",
+        "Reasoning tokens (a subset of the output tokens)",
+    ),
+];
+
+/// `gen_ai.operation.name` for a client API.
+fn operation_name(api: ApiFormat) -> &'static str {
+    match api {
+        ApiFormat::Gemini => "generate_content",
+        _ => "chat",
+    }
+}
+
+/// What the gateway knows of its routes and targets, for label values.
+struct Names {
+    routes: Vec<String>,
+    /// Per route, the provider kind of its first target (the provider a failed request was for).
+    route_provider: Vec<&'static str>,
+    /// Per target state: `provider/model`, its model, its provider kind.
+    targets: Vec<(String, String, &'static str)>,
+}
+
+pub struct Telemetry {
+    registry: Registry,
+    names: Names,
+    /// `[route + 1][api][outcome]`; route slot 0 is "no route".
+    requests: Vec<Counter>,
+    /// `[target][result]`.
+    attempts: Vec<Counter>,
+    /// `[route]`: answered by a target after an earlier one failed.
+    fallbacks: Vec<Counter>,
+    genai: Vec<OnceLock<GenAiSeries>>,
+    op_duration: Family<GenAiLabels, Histogram, fn() -> Histogram>,
+    ttfc: Family<GenAiLabels, Histogram, fn() -> Histogram>,
+    tokens: [Family<TokenLabels, Counter>; 5],
+    breaker_state: Family<TargetLabel, Gauge>,
+    budget_available: Family<TargetLabel, Gauge>,
+    in_flight: Gauge,
+    buffered: Gauge,
+}
+
+/// Gauges read from live state at scrape time.
+pub struct LiveState<'a> {
+    /// Per target state: breaker (0 closed, 1 half-open, 2 open) and retries available.
+    pub targets: &'a [(i64, i64)],
+    pub in_flight: i64,
+    pub buffered_bytes: i64,
+}
+
+impl Telemetry {
+    /// Registers every family. `target_labels` are the gateway's target states in order (`provider/model`).
+    pub fn new(config: &Config, target_labels: &[String]) -> Self {
+        let mut registry = Registry::default();
+        let routes: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
+        let route_provider = config
+            .routes
+            .iter()
+            .map(|r| {
+                r.targets.first().map_or("_OTHER", |t| {
+                    provider_name(config.provider(t.provider).kind)
+                })
+            })
+            .collect();
+        let targets = target_labels
+            .iter()
+            .map(|label| {
+                let (provider, model) = label.split_once('/').unwrap_or((label, ""));
+                let kind = config
+                    .providers
+                    .iter()
+                    .find(|p| p.name == provider)
+                    .map_or("_OTHER", |p| provider_name(p.kind));
+                (label.clone(), model.to_owned(), kind)
+            })
+            .collect::<Vec<_>>();
+
+        let op_duration = Family::<GenAiLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            duration_histogram,
+        );
+        registry.register_with_unit(
+            "gen_ai_client_operation_duration",
+            "GenAI operation duration: one observation per client request, arrival to last byte",
+            Unit::Seconds,
+            op_duration.clone(),
+        );
+        let ttfc = Family::<GenAiLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            duration_histogram,
+        );
+        registry.register_with_unit(
+            "gen_ai_client_operation_time_to_first_chunk",
+            "Time from a streaming request's arrival to its first chunk with content",
+            Unit::Seconds,
+            ttfc.clone(),
+        );
+        let tokens: [Family<TokenLabels, Counter>; 5] = Default::default();
+        for ((name, help), family) in TOKEN_COUNTERS.iter().zip(&tokens) {
+            registry.register(*name, *help, family.clone());
+        }
+
+        let requests_family = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "ballast_requests",
+            "Requests by route, client API and outcome",
+            requests_family.clone(),
+        );
+        let mut requests = Vec::new();
+        for route in std::iter::once("none").chain(routes.iter().map(String::as_str)) {
+            for api in APIS {
+                for outcome in RequestOutcome::ALL {
+                    requests.push(
+                        requests_family
+                            .get_or_create(&RequestLabels {
+                                route: route.to_owned(),
+                                api: api_label(api),
+                                outcome: outcome.as_str(),
+                            })
+                            .clone(),
+                    );
+                }
+            }
+        }
+        let attempts_family = Family::<AttemptLabels, Counter>::default();
+        registry.register(
+            "ballast_upstream_attempts",
+            "Upstream attempts by target and result (retries and fallbacks included)",
+            attempts_family.clone(),
+        );
+        let mut attempts = Vec::new();
+        for (label, _, _) in &targets {
+            for result in AttemptResult::ALL {
+                attempts.push(
+                    attempts_family
+                        .get_or_create(&AttemptLabels {
+                            target: label.clone(),
+                            result: result.as_str(),
+                        })
+                        .clone(),
+                );
+            }
+        }
+        let fallbacks_family = Family::<RouteLabel, Counter>::default();
+        registry.register(
+            "ballast_fallbacks",
+            "Requests answered by a target after an earlier one failed",
+            fallbacks_family.clone(),
+        );
+        let fallbacks = routes
+            .iter()
+            .map(|r| {
+                fallbacks_family
+                    .get_or_create(&RouteLabel { route: r.clone() })
+                    .clone()
+            })
+            .collect();
+        let breaker_state = Family::<TargetLabel, Gauge>::default();
+        registry.register(
+            "ballast_breaker_state",
+            "Circuit breaker state per target: 0 closed, 1 half-open, 2 open",
+            breaker_state.clone(),
+        );
+        let budget_available = Family::<TargetLabel, Gauge>::default();
+        registry.register(
+            "ballast_retry_budget_available",
+            "Retries and fallbacks the target's retry budget allows now",
+            budget_available.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "ballast_in_flight_requests",
+            "Requests in flight",
+            in_flight.clone(),
+        );
+        let buffered = Gauge::default();
+        registry.register_with_unit(
+            "ballast_buffered",
+            "Bytes buffered from providers now (limits.max_buffered_bytes caps it)",
+            Unit::Bytes,
+            buffered.clone(),
+        );
+        let slots = routes
+            .len()
+            .saturating_mul(targets.len().saturating_add(1))
+            .saturating_mul(APIS.len())
+            .saturating_mul(ERROR_TYPES.len());
+        Self {
+            registry,
+            names: Names {
+                routes,
+                route_provider,
+                targets,
+            },
+            requests,
+            attempts,
+            fallbacks,
+            genai: (0..slots).map(|_| OnceLock::new()).collect(),
+            op_duration,
+            ttfc,
+            tokens,
+            breaker_state,
+            budget_available,
+            in_flight,
+            buffered,
+        }
+    }
+
+    pub fn route_name(&self, route: usize) -> &str {
+        self.names.routes.get(route).map_or("", String::as_str)
+    }
+
+    pub fn target_name(&self, target: usize) -> &str {
+        self.names.targets.get(target).map_or("", |t| t.0.as_str())
+    }
+
+    /// One upstream attempt ended.
+    pub fn attempt(&self, r: &AttemptRecord) {
+        let i = r
+            .target
+            .saturating_mul(AttemptResult::ALL.len())
+            .saturating_add(r.result.index());
+        if let Some(c) = self.attempts.get(i) {
+            c.inc();
+        }
+    }
+
+    /// One request ended: its log line, and its metrics.
+    pub fn request(&self, r: &RequestRecord<'_>) {
+        self.log(r);
+        let route_slot = r.route.map_or(0, |i| i.saturating_add(1));
+        let i = route_slot
+            .saturating_mul(APIS.len())
+            .saturating_add(api_index(r.api))
+            .saturating_mul(RequestOutcome::ALL.len())
+            .saturating_add(r.outcome.index());
+        if let Some(c) = self.requests.get(i) {
+            c.inc();
+        }
+        let Some(route) = r.route else { return };
+        if r.fallback
+            && r.outcome.is_success()
+            && let Some(c) = self.fallbacks.get(route)
+        {
+            c.inc();
+        }
+        if matches!(r.outcome, RequestOutcome::Shed) {
+            return;
+        }
+        let error = error_type(r.outcome, r.status);
+        let Some(series) = self.genai_series(route, r.target, r.api, error) else {
+            return;
+        };
+        series.duration.observe(r.duration.as_secs_f64());
+        if r.stream
+            && let Some(t) = r.ttft
+        {
+            series.ttfc.observe(t.as_secs_f64());
+        }
+        let u = &r.usage;
+        let counts = [
+            u.input_tokens,
+            u.output_tokens,
+            u.cache_read_tokens,
+            u.cache_write_tokens,
+            u.reasoning_tokens,
+        ];
+        for (counter, n) in series.tokens.iter().zip(counts) {
+            if let Some(n) = n {
+                counter.inc_by(n);
+            }
+        }
+    }
+
+    fn genai_series(
+        &self,
+        route: usize,
+        target: Option<usize>,
+        api: ApiFormat,
+        error: usize,
+    ) -> Option<&GenAiSeries> {
+        let t_slots = self.names.targets.len().saturating_add(1);
+        let t_slot = target.map_or(0, |t| t.saturating_add(1));
+        if route >= self.names.routes.len() || t_slot >= t_slots {
+            return None;
+        }
+        let i = route
+            .saturating_mul(t_slots)
+            .saturating_add(t_slot)
+            .saturating_mul(APIS.len())
+            .saturating_add(api_index(api))
+            .saturating_mul(ERROR_TYPES.len())
+            .saturating_add(error);
+        let cell = self.genai.get(i)?;
+        Some(cell.get_or_init(|| {
+            let request_model = self.names.routes.get(route).cloned().unwrap_or_default();
+            let (response_model, provider) = match target.and_then(|t| self.names.targets.get(t)) {
+                Some((_, model, kind)) => (model.clone(), *kind),
+                None => (
+                    String::new(),
+                    self.names
+                        .route_provider
+                        .get(route)
+                        .copied()
+                        .unwrap_or("_OTHER"),
+                ),
+            };
+            let operation = operation_name(api);
+            let labels = GenAiLabels {
+                gen_ai_operation_name: operation,
+                gen_ai_provider_name: provider,
+                gen_ai_request_model: request_model.clone(),
+                gen_ai_response_model: response_model.clone(),
+                error_type: ERROR_TYPES.get(error).copied().unwrap_or("_OTHER"),
+            };
+            let token = TokenLabels {
+                gen_ai_operation_name: operation,
+                gen_ai_provider_name: provider,
+                gen_ai_request_model: request_model.clone(),
+                gen_ai_response_model: response_model.clone(),
+                gen_ai_token_modality: "text",
+            };
+            GenAiSeries {
+                duration: self.op_duration.get_or_create(&labels).clone(),
+                ttfc: self.ttfc.get_or_create(&labels).clone(),
+                tokens: std::array::from_fn(|k| {
+                    self.tokens
+                        .get(k)
+                        .map(|f| f.get_or_create(&token).clone())
+                        .unwrap_or_default()
+                }),
+            }
+        }))
+    }
+
+    /// The exposition, with the gauges read from `live` first.
+    pub fn render(&self, live: &LiveState<'_>) -> String {
+        for (i, (breaker, budget)) in live.targets.iter().enumerate() {
+            if let Some((label, _, _)) = self.names.targets.get(i) {
+                let l = TargetLabel {
+                    target: label.clone(),
+                };
+                self.breaker_state.get_or_create(&l).set(*breaker);
+                self.budget_available.get_or_create(&l).set(*budget);
+            }
+        }
+        self.in_flight.set(live.in_flight);
+        self.buffered.set(live.buffered_bytes);
+        let mut out = String::with_capacity(16 * 1024);
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+            let _ = writeln!(out, "# encoding failed");
+        }
+        out
+    }
+
+    /// The request's one log line: ids, route, target, timings, token counts, stop reason — never
+    /// content.
+    fn log(&self, r: &RequestRecord<'_>) {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let route = r.route.map_or("", |i| self.route_name(i));
+        let target = r.target.map_or("", |i| self.target_name(i));
+        let u = &r.usage;
+        match (r.outcome, r.error) {
+            (RequestOutcome::Answered | RequestOutcome::CacheHit, _) => tracing::info!(
+                request_id = r.request_id,
+                route,
+                target,
+                api = %r.api,
+                status = r.status,
+                outcome = r.outcome.as_str(),
+                attempts = r.attempts,
+                stream = r.stream,
+                latency_ms = ms(r.duration),
+                ttft_ms = r.ttft.map(ms),
+                input_tokens = u.input_tokens,
+                output_tokens = u.output_tokens,
+                stop_reason = r.stop_reason,
+                malformed_events = r.malformed_events,
+                "answered"
+            ),
+            (RequestOutcome::ClientGone, _) => tracing::info!(
+                request_id = r.request_id,
+                route,
+                target,
+                api = %r.api,
+                outcome = r.outcome.as_str(),
+                attempts = r.attempts,
+                latency_ms = ms(r.duration),
+                output_tokens = u.output_tokens,
+                "client disconnected before the answer ended"
+            ),
+            (outcome, error) => {
+                let message = error.unwrap_or("failed");
+                let severe = outcome == RequestOutcome::Stale
+                    || outcome == RequestOutcome::StreamFailed
+                    || r.status >= 500;
+                if severe {
+                    tracing::warn!(
+                        request_id = r.request_id,
+                        route,
+                        target,
+                        api = %r.api,
+                        status = r.status,
+                        outcome = outcome.as_str(),
+                        attempts = r.attempts,
+                        stream = r.stream,
+                        latency_ms = ms(r.duration),
+                        ttft_ms = r.ttft.map(ms),
+                        output_tokens = u.output_tokens,
+                        "{message}"
+                    );
+                } else {
+                    tracing::info!(
+                        request_id = r.request_id,
+                        route,
+                        api = %r.api,
+                        status = r.status,
+                        outcome = outcome.as_str(),
+                        latency_ms = ms(r.duration),
+                        "{message}"
+                    );
+                }
+            }
+        }
+    }
+}

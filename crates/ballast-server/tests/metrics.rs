@@ -1,0 +1,191 @@
+//! `GET /metrics`: what operators scrape. One client-level observation per request in the GenAI
+//! semantic-convention histograms and token counters, per-attempt and gateway state in `ballast_*`,
+//! bounded labels, and never a byte of a prompt or an answer.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::scripted::{Reply, chat, chat_answer, chat_chunk, chat_end, rig};
+use serde_json::json;
+
+/// The value of the series whose line starts with `name{` and contains every `label`.
+fn value(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?;
+        if !rest.starts_with('{') && !rest.starts_with(' ') {
+            return None;
+        }
+        if !labels.iter().all(|want| rest.contains(want)) {
+            return None;
+        }
+        l.rsplit(' ').next()?.parse().ok()
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_attempts_latency_and_tokens_are_counted_per_route_and_target() {
+    let r = rig("[policy]\nretries = 0");
+    r.upstream.set("primary.test", Reply::status(503));
+    r.upstream.script("backup.test", |req, _| {
+        if String::from_utf8_lossy(&req.body).contains("\"stream\":true") {
+            Reply::stream(&[&chat_chunk("hi"), &chat_end()])
+        } else {
+            Reply::Json(chat_answer("hi"))
+        }
+    });
+    for stream in [false, true, false] {
+        let got = r
+            .call("/v1/chat/completions", &chat("chat", "x", stream))
+            .await;
+        assert_eq!(got.status, 200, "{}", got.body);
+    }
+    let got = r
+        .call("/v1/chat/completions", &chat("solo", "x", false))
+        .await;
+    assert_eq!(got.status, 503);
+    let got = r
+        .call("/v1/chat/completions", &chat("nope", "x", false))
+        .await;
+    assert_eq!(got.status, 404);
+
+    let (status, m) = r.get_text("/metrics").await;
+    assert_eq!(status, 200);
+    let requests = |route: &str, outcome: &str| {
+        value(
+            &m,
+            "ballast_requests_total",
+            &[
+                &format!("route=\"{route}\""),
+                "api=\"chat_completions\"",
+                &format!("outcome=\"{outcome}\""),
+            ],
+        )
+    };
+    assert_eq!(requests("chat", "answered"), Some(3.0), "{m}");
+    assert_eq!(requests("solo", "failed"), Some(1.0));
+    assert_eq!(requests("none", "failed"), Some(1.0));
+    assert_eq!(
+        value(&m, "ballast_fallbacks_total", &["route=\"chat\""]),
+        Some(3.0)
+    );
+    let attempts = |target: &str, result: &str| {
+        value(
+            &m,
+            "ballast_upstream_attempts_total",
+            &[
+                &format!("target=\"{target}\""),
+                &format!("result=\"{result}\""),
+            ],
+        )
+    };
+    assert_eq!(attempts("primary/gpt-4.1", "server_error"), Some(4.0));
+    assert_eq!(attempts("backup/gpt-4.1-mini", "answered"), Some(3.0));
+    // One client-level observation per request, labelled with what the client asked for and who
+    // answered.
+    let answered = [
+        "gen_ai_operation_name=\"chat\"",
+        "gen_ai_provider_name=\"openai\"",
+        "gen_ai_request_model=\"chat\"",
+        "gen_ai_response_model=\"gpt-4.1-mini\"",
+        "error_type=\"\"",
+    ];
+    assert_eq!(
+        value(
+            &m,
+            "gen_ai_client_operation_duration_seconds_count",
+            &answered
+        ),
+        Some(3.0),
+        "{m}"
+    );
+    assert_eq!(
+        value(
+            &m,
+            "gen_ai_client_operation_time_to_first_chunk_seconds_count",
+            &answered
+        ),
+        Some(1.0),
+        "only the stream has a first chunk"
+    );
+    assert_eq!(
+        value(
+            &m,
+            "gen_ai_client_operation_duration_seconds_count",
+            &[
+                "gen_ai_request_model=\"solo\"",
+                "error_type=\"unavailable\""
+            ]
+        ),
+        Some(1.0)
+    );
+    // The whole answers reported 3 input tokens each (the stream reported none).
+    assert_eq!(
+        value(
+            &m,
+            "gen_ai_client_inference_usage_input_tokens_total",
+            &[
+                "gen_ai_request_model=\"chat\"",
+                "gen_ai_token_modality=\"text\""
+            ]
+        ),
+        Some(6.0),
+        "{m}"
+    );
+    assert!(m.trim_end().ends_with("# EOF"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn breaker_state_and_gateway_gauges_are_read_at_scrape_time() {
+    let r = rig(
+        "[policy]\nretries = 0\n[policy.breaker]\nconsecutive_failures = 1\ncooldown = \"60s\"",
+    );
+    r.upstream.set("primary.test", Reply::status(500));
+    r.upstream
+        .set("backup.test", Reply::Json(chat_answer("ok")));
+    let (_, before) = r.get_text("/metrics").await;
+    assert_eq!(
+        value(
+            &before,
+            "ballast_breaker_state",
+            &["target=\"primary/gpt-4.1\""]
+        ),
+        Some(0.0)
+    );
+    r.call("/v1/chat/completions", &chat("chat", "x", false))
+        .await;
+    let (_, after) = r.get_text("/metrics").await;
+    assert_eq!(
+        value(
+            &after,
+            "ballast_breaker_state",
+            &["target=\"primary/gpt-4.1\""]
+        ),
+        Some(2.0),
+        "{after}"
+    );
+    assert_eq!(value(&after, "ballast_in_flight_requests", &[]), Some(0.0));
+    assert_eq!(value(&after, "ballast_buffered_bytes", &[]), Some(0.0));
+}
+
+/// Prompts and answers never reach the metrics: a unique marker in both appears nowhere in them.
+#[tokio::test(start_paused = true)]
+async fn no_prompt_or_answer_text_reaches_the_metrics() {
+    let marker = "zq-marker-7f3a9c";
+    let r = rig("");
+    r.upstream.set(
+        "primary.test",
+        Reply::Json(chat_answer(&format!("answer {marker}"))),
+    );
+    r.upstream.set("backup.test", Reply::status(500));
+    for stream in [false, true] {
+        let mut body = chat("chat", &format!("prompt {marker}"), stream);
+        body["user"] = json!(marker);
+        r.call("/v1/chat/completions", &body).await;
+    }
+    let mut body = chat(marker, "x", false);
+    body["metadata"] = json!({ "k": marker });
+    let got = r.call("/v1/chat/completions", &body).await;
+    assert_eq!(got.status, 404);
+    let (_, m) = r.get_text("/metrics").await;
+    assert!(!m.contains(marker), "{m}");
+}
