@@ -2,8 +2,9 @@
 //! canonical model, provider adapters and stream observation. `ballast-server` wires it to sockets.
 //!
 //! The modules that read bytes from clients and providers (`client_error`, `envelope`, `observe`,
-//! `sse`, `translate`) are linted against indexing, slicing and unchecked arithmetic: no number,
-//! length or index taken from outside bytes may panic, overflow or size an allocation.
+//! `sse`, `translate`, and the detectors in `signal`) are linted against indexing, slicing and
+//! unchecked arithmetic: no number, length or index taken from outside bytes may panic, overflow or
+//! size an allocation.
 
 pub mod api;
 #[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
@@ -17,6 +18,8 @@ pub mod observe;
 pub mod policy;
 pub mod provider;
 pub mod record;
+#[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+pub mod signal;
 #[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub mod sse;
 #[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]

@@ -71,7 +71,26 @@ impl AttemptResult {
 pub struct AttemptRecord {
     pub target: usize,
     pub result: AttemptResult,
+    /// Until the answer (whole) or the first token (streams), or the failure.
     pub duration: Duration,
+    pub stream: bool,
+}
+
+impl AttemptResult {
+    /// Whether this result is evidence that the target is unwell: it failed for a reason of its own
+    /// (`Some(true)`), answered (`Some(false)`), or says nothing of its health (`None`: a rate
+    /// limit, a refused request, the gateway's own limits).
+    pub const fn health(self) -> Option<bool> {
+        match self {
+            AttemptResult::Answered => Some(false),
+            AttemptResult::Connect
+            | AttemptResult::Timeout
+            | AttemptResult::Transport
+            | AttemptResult::ServerError
+            | AttemptResult::BadResponse => Some(true),
+            AttemptResult::RateLimited | AttemptResult::ClientError | AttemptResult::Local => None,
+        }
+    }
 }
 
 /// How a request ended, for the client.

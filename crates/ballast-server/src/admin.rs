@@ -2,6 +2,7 @@
 //! state, disable or enable a provider or a target at once, force a breaker open or closed.
 //!
 //! `GET  /admin/targets`                         every target's state
+//! `GET  /admin/incidents`                       incidents opened by the detectors, newest first
 //! `POST /admin/providers/{name}/{enable|disable}`
 //! `POST /admin/targets/{enable|disable|open|close|auto}` with body `{"target": "provider/model"}`
 
@@ -44,6 +45,15 @@ pub async fn targets(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Res
         return r;
     }
     Json(st.runtime.snapshot(&st)).into_response()
+}
+
+/// `GET /admin/incidents`: every kept incident, newest first, with its evidence.
+pub async fn incidents(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(r) = refuse(&st, &headers) {
+        return r;
+    }
+    let t = &st.telemetry;
+    Json(t.incidents.snapshot(|i| t.target_name(i).to_owned())).into_response()
 }
 
 pub async fn provider(

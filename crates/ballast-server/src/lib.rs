@@ -8,6 +8,7 @@ mod cache;
 mod count_tokens;
 mod error;
 mod inbound;
+mod incidents;
 mod outcome;
 mod proxy;
 mod request_id;
@@ -58,6 +59,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(inbound::healthz))
         .route("/readyz", get(inbound::readyz))
         .route("/admin/targets", get(admin::targets))
+        .route("/admin/incidents", get(admin::incidents))
         .route("/admin/targets/{action}", post(admin::target))
         .route("/admin/providers/{name}/{action}", post(admin::provider))
         .fallback(inbound::not_found)

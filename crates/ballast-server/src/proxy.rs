@@ -531,6 +531,7 @@ async fn attempt_targets(
                             target: target.state,
                             result: AttemptResult::Answered,
                             duration: attempt_started.elapsed(),
+                            stream: ctx.stream,
                         });
                         return Ok(r);
                     }
@@ -542,6 +543,7 @@ async fn attempt_targets(
                         target: target.state,
                         result,
                         duration: now.duration_since(attempt_started),
+                        stream: ctx.stream,
                     });
                 }
                 failed_target = Some(target.state);

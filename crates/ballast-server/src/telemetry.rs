@@ -22,6 +22,9 @@ use ballast_core::api::ApiFormat;
 use ballast_core::config::Config;
 use ballast_core::provider::ProviderKind;
 use ballast_core::record::{AttemptRecord, AttemptResult, RequestOutcome, RequestRecord};
+use ballast_core::signal::Signal;
+
+use crate::incidents::Incidents;
 
 /// `gen_ai.client.operation.duration` buckets (seconds), as the conventions advise.
 const DURATION_BUCKETS: [f64; 14] = [
@@ -130,6 +133,17 @@ struct TargetLabel {
     target: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DetectorLabels {
+    target: String,
+    signal: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignalLabel {
+    signal: &'static str,
+}
+
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
@@ -199,6 +213,11 @@ pub struct Telemetry {
     budget_available: Family<TargetLabel, Gauge>,
     in_flight: Gauge,
     buffered: Gauge,
+    detector_score: Family<DetectorLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    detector_threshold: Family<DetectorLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    incidents_open: Family<SignalLabel, Gauge>,
+    /// The detectors of every target, and the incidents they opened.
+    pub incidents: Incidents,
 }
 
 /// Gauges read from live state at scrape time.
@@ -339,6 +358,27 @@ impl Telemetry {
             Unit::Bytes,
             buffered.clone(),
         );
+        let detector_score =
+            Family::<DetectorLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "ballast_detector_score",
+            "Each detector's test statistic per target (it fires at ballast_detector_threshold)",
+            detector_score.clone(),
+        );
+        let detector_threshold =
+            Family::<DetectorLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "ballast_detector_threshold",
+            "The score at which each detector fires",
+            detector_threshold.clone(),
+        );
+        let incidents_open = Family::<SignalLabel, Gauge>::default();
+        registry.register(
+            "ballast_incidents_open",
+            "Open incidents by signal",
+            incidents_open.clone(),
+        );
+        let incidents = Incidents::new(targets.len());
         let slots = routes
             .len()
             .saturating_mul(targets.len().saturating_add(1))
@@ -362,6 +402,10 @@ impl Telemetry {
             budget_available,
             in_flight,
             buffered,
+            detector_score,
+            detector_threshold,
+            incidents_open,
+            incidents,
         }
     }
 
@@ -382,6 +426,7 @@ impl Telemetry {
         if let Some(c) = self.attempts.get(i) {
             c.inc();
         }
+        self.incidents.observe(r, self.target_name(r.target));
     }
 
     /// One request ended: its log line, and its metrics.
@@ -505,6 +550,26 @@ impl Telemetry {
         }
         self.in_flight.set(live.in_flight);
         self.buffered.set(live.buffered_bytes);
+        for (i, scores) in self.incidents.scores().iter().enumerate() {
+            let Some((label, _, _)) = self.names.targets.get(i) else {
+                continue;
+            };
+            for (signal, (score, threshold)) in Signal::ALL.iter().zip(scores) {
+                let l = DetectorLabels {
+                    target: label.clone(),
+                    signal: signal.as_str(),
+                };
+                self.detector_score.get_or_create(&l).set(*score);
+                self.detector_threshold.get_or_create(&l).set(*threshold);
+            }
+        }
+        for (signal, n) in Signal::ALL.iter().zip(self.incidents.open_counts()) {
+            self.incidents_open
+                .get_or_create(&SignalLabel {
+                    signal: signal.as_str(),
+                })
+                .set(n);
+        }
         let mut out = String::with_capacity(16 * 1024);
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();

@@ -189,3 +189,78 @@ async fn no_prompt_or_answer_text_reaches_the_metrics() {
     let (_, m) = r.get_text("/metrics").await;
     assert!(!m.contains(marker), "{m}");
 }
+
+/// A target whose answers turn into errors opens an incident with its evidence, visible in
+/// `/admin/incidents` and `/metrics`; when it recovers, the incident resolves itself.
+#[tokio::test(start_paused = true)]
+async fn a_failing_target_opens_an_incident_that_resolves_on_recovery() {
+    // Breakers out of the way (a huge threshold), so every request reaches the primary.
+    let r = rig(
+        "[policy]\nretries = 0\n[policy.breaker]\nconsecutive_failures = 100000\nfailure_ratio = 1.0",
+    );
+    r.upstream
+        .set("backup.test", Reply::Json(chat_answer("ok")));
+    r.upstream
+        .set("primary.test", Reply::Json(chat_answer("ok")));
+    for _ in 0..200 {
+        r.call("/v1/chat/completions", &chat("chat", "x", false))
+            .await;
+    }
+    let v = r.admin("/admin/incidents").await;
+    assert_eq!(v["incidents"].as_array().unwrap().len(), 0, "{v}");
+    // One request in five fails.
+    r.upstream.script("primary.test", |_, n| {
+        if n % 5 == 0 {
+            Reply::status(500)
+        } else {
+            Reply::Json(chat_answer("ok"))
+        }
+    });
+    let mut opened_after = None;
+    for i in 1..=300 {
+        r.call("/v1/chat/completions", &chat("chat", "x", false))
+            .await;
+        let (_, m) = r.get_text("/metrics").await;
+        if value(&m, "ballast_incidents_open", &["signal=\"availability\""]) == Some(1.0) {
+            opened_after = Some(i);
+            break;
+        }
+    }
+    let n = opened_after.expect("no availability incident after 300 requests at 20% errors");
+    assert!(n <= 150, "took {n} requests");
+    let v = r.admin("/admin/incidents").await;
+    let i = &v["incidents"][0];
+    assert_eq!(i["target"], "primary/gpt-4.1");
+    assert_eq!(i["signal"], "availability");
+    assert_eq!(i["state"], "open");
+    assert!(
+        i["evidence_at_open"]["score"].as_f64().unwrap() >= 18.0,
+        "{i}"
+    );
+    assert!(
+        i["evidence_at_open"]["baseline"].as_f64().unwrap() < 0.02,
+        "{i}"
+    );
+    // Recovery: the incident resolves itself once the evidence is back to normal.
+    r.upstream
+        .set("primary.test", Reply::Json(chat_answer("ok")));
+    for _ in 0..400 {
+        r.call("/v1/chat/completions", &chat("chat", "x", false))
+            .await;
+    }
+    let v = r.admin("/admin/incidents").await;
+    assert_eq!(v["incidents"][0]["state"], "resolved", "{v}");
+    let (_, m) = r.get_text("/metrics").await;
+    assert_eq!(
+        value(&m, "ballast_incidents_open", &["signal=\"availability\""]),
+        Some(0.0)
+    );
+    assert!(
+        value(
+            &m,
+            "ballast_detector_threshold",
+            &["target=\"primary/gpt-4.1\"", "signal=\"availability\""]
+        )
+        .is_some()
+    );
+}

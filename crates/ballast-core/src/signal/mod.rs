@@ -1,0 +1,71 @@
+//! Detectors on live traffic, as pure state machines: each is fed one observation at a time (with
+//! the time passed in, never read) and says when its evidence crosses its threshold. They keep
+//! counts and running statistics only — never request or answer text.
+//!
+//! - [`Availability`]: a Bernoulli CUSUM on per-attempt failure flags against the target's own
+//!   learned failure rate, so a rise from 0.5% to 16% is seen in seconds while scattered failures
+//!   are not an alarm.
+//! - [`HardFailure`]: consecutive failures, at once.
+//! - [`Latency`]: a CUSUM on standardised log-latency (time to first token) against the target's
+//!   learned baseline.
+//!
+//! Thresholds are set for at most one false alarm per 30 days per detector on clean traffic; the
+//! rate is measured by replaying simulated clean traffic through them (`tests` below, and the
+//! longer run in `benches`-style test `false_alarms_in_thirty_days`).
+
+mod availability;
+mod latency;
+
+pub use availability::{Availability, AvailabilityConfig, HardFailure};
+pub use latency::{Latency, LatencyConfig};
+
+/// Which signal a detector watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Signal {
+    Availability,
+    HardFailure,
+    Latency,
+}
+
+impl Signal {
+    pub const ALL: [Signal; 3] = [Signal::Availability, Signal::HardFailure, Signal::Latency];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Signal::Availability => "availability",
+            Signal::HardFailure => "hard_failure",
+            Signal::Latency => "latency",
+        }
+    }
+
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What a detector saw, for an incident and for operators: never a verdict without its numbers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Evidence {
+    pub signal: Signal,
+    /// The recent value (failure ratio, latency in seconds, consecutive failures).
+    pub observed: f64,
+    /// The learned normal value it is compared with.
+    pub baseline: f64,
+    /// Observations behind the baseline.
+    pub samples: u64,
+    /// The test statistic, and the value at which it fires.
+    pub score: f64,
+    pub threshold: f64,
+}
+
+/// A detector's state change after an observation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The score crossed the threshold: trouble.
+    Fired,
+    /// Back to normal after firing (the score fell back to zero).
+    Cleared,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,252 @@
+//! Incidents: a detector that fires on a target opens one (target, signal, severity, evidence,
+//! timeline); it is updated while it lasts and resolves itself when the detector's evidence is back
+//! to normal. Kept in memory, newest last, bounded; a persistent store comes next.
+//!
+//! Each target's detectors live behind their own short-held mutex and are fed by the attempt
+//! records, so watching costs a lock and a few floating-point operations per attempt.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde_json::{Value, json};
+
+use ballast_core::record::AttemptRecord;
+use ballast_core::signal::{
+    Availability, AvailabilityConfig, Change, Evidence, HardFailure, Latency, LatencyConfig, Signal,
+};
+
+use crate::runtime::{lock, rfc3339};
+
+/// Consecutive failures that open a hard-failure incident.
+const HARD_FAILURES: u32 = 5;
+/// Incidents kept (open and resolved), oldest dropped first.
+const KEEP: usize = 1000;
+
+/// The detectors of one target.
+struct Detectors {
+    availability: Availability,
+    hard: HardFailure,
+    latency: Latency,
+}
+
+impl Detectors {
+    fn new() -> Self {
+        Self {
+            availability: Availability::new(AvailabilityConfig::default()),
+            hard: HardFailure::new(HARD_FAILURES),
+            latency: Latency::new(LatencyConfig::default()),
+        }
+    }
+
+    fn evidence(&self, signal: Signal) -> Evidence {
+        match signal {
+            Signal::Availability => self.availability.evidence(),
+            Signal::HardFailure => self.hard.evidence(),
+            Signal::Latency => self.latency.evidence(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Incident {
+    pub id: u64,
+    pub target: usize,
+    pub signal: Signal,
+    pub opened_at: SystemTime,
+    pub opened_with: Evidence,
+    pub latest: Evidence,
+    pub resolved_at: Option<SystemTime>,
+}
+
+impl Incident {
+    fn severity(&self) -> &'static str {
+        match self.signal {
+            Signal::Availability | Signal::HardFailure => "critical",
+            Signal::Latency => "warning",
+        }
+    }
+}
+
+fn evidence_json(e: &Evidence) -> Value {
+    json!({
+        "observed": e.observed,
+        "baseline": e.baseline,
+        "samples": e.samples,
+        "score": e.score,
+        "threshold": e.threshold,
+    })
+}
+
+pub struct Incidents {
+    detectors: Vec<Mutex<Detectors>>,
+    log: Mutex<IncidentLog>,
+}
+
+#[derive(Default)]
+struct IncidentLog {
+    next_id: u64,
+    incidents: VecDeque<Incident>,
+}
+
+impl Incidents {
+    pub fn new(targets: usize) -> Self {
+        Self {
+            detectors: (0..targets).map(|_| Mutex::new(Detectors::new())).collect(),
+            log: Mutex::new(IncidentLog {
+                next_id: 1,
+                incidents: VecDeque::new(),
+            }),
+        }
+    }
+
+    /// Feeds one attempt to its target's detectors; opens or resolves incidents on a change.
+    pub fn observe(&self, r: &AttemptRecord, label: &str) {
+        let Some(det) = self.detectors.get(r.target) else {
+            return;
+        };
+        let mut changes: [(Signal, Option<Change>); 3] = [
+            (Signal::Availability, None),
+            (Signal::HardFailure, None),
+            (Signal::Latency, None),
+        ];
+        let evidence = {
+            let mut d = lock(det);
+            if let Some(failed) = r.result.health() {
+                changes[0].1 = d.availability.observe(failed);
+                changes[1].1 = d.hard.observe(failed);
+                if !failed && r.stream {
+                    changes[2].1 = d.latency.observe(r.duration);
+                }
+            }
+            if changes.iter().all(|(_, c)| c.is_none()) {
+                return;
+            }
+            Signal::ALL.map(|s| d.evidence(s))
+        };
+        for (signal, change) in changes {
+            let Some(change) = change else { continue };
+            let e = evidence[signal.index()];
+            match change {
+                Change::Fired => self.open(r.target, label, signal, e),
+                Change::Cleared => self.resolve(r.target, label, signal, e),
+            }
+        }
+    }
+
+    fn open(&self, target: usize, label: &str, signal: Signal, e: Evidence) {
+        let mut log = lock(&self.log);
+        let id = log.next_id;
+        log.next_id = log.next_id.saturating_add(1);
+        if log.incidents.len() >= KEEP {
+            log.incidents.pop_front();
+        }
+        let incident = Incident {
+            id,
+            target,
+            signal,
+            opened_at: SystemTime::now(),
+            opened_with: e,
+            latest: e,
+            resolved_at: None,
+        };
+        tracing::warn!(
+            incident = id,
+            target = label,
+            signal = signal.as_str(),
+            severity = incident.severity(),
+            observed = e.observed,
+            baseline = e.baseline,
+            samples = e.samples,
+            score = e.score,
+            threshold = e.threshold,
+            "incident opened"
+        );
+        log.incidents.push_back(incident);
+    }
+
+    fn resolve(&self, target: usize, label: &str, signal: Signal, e: Evidence) {
+        let mut log = lock(&self.log);
+        if let Some(i) = log
+            .incidents
+            .iter_mut()
+            .rev()
+            .find(|i| i.target == target && i.signal == signal && i.resolved_at.is_none())
+        {
+            i.resolved_at = Some(SystemTime::now());
+            i.latest = e;
+            tracing::info!(
+                incident = i.id,
+                target = label,
+                signal = signal.as_str(),
+                "incident resolved: the evidence is back to normal"
+            );
+        }
+    }
+
+    /// Per target and signal: the detector's score and threshold, for metrics.
+    pub fn scores(&self) -> Vec<[(f64, f64); 3]> {
+        self.detectors
+            .iter()
+            .map(|d| {
+                let d = lock(d);
+                Signal::ALL.map(|s| {
+                    let e = d.evidence(s);
+                    (e.score, e.threshold)
+                })
+            })
+            .collect()
+    }
+
+    /// Open incidents per signal.
+    pub fn open_counts(&self) -> [i64; 3] {
+        let log = lock(&self.log);
+        let mut n = [0i64; 3];
+        for i in log.incidents.iter().filter(|i| i.resolved_at.is_none()) {
+            if let Some(c) = n.get_mut(i.signal.index()) {
+                *c = c.saturating_add(1);
+            }
+        }
+        n
+    }
+
+    /// Every kept incident, newest first, with the latest evidence of open ones.
+    pub fn snapshot(&self, label: impl Fn(usize) -> String) -> Value {
+        let mut latest: Vec<(usize, Signal, Evidence)> = Vec::new();
+        {
+            let log = lock(&self.log);
+            for i in log.incidents.iter().filter(|i| i.resolved_at.is_none()) {
+                latest.push((i.target, i.signal, i.latest));
+            }
+        }
+        for (target, signal, e) in &mut latest {
+            if let Some(d) = self.detectors.get(*target) {
+                *e = lock(d).evidence(*signal);
+            }
+        }
+        let log = lock(&self.log);
+        let list: Vec<Value> = log
+            .incidents
+            .iter()
+            .rev()
+            .map(|i| {
+                let now = latest
+                    .iter()
+                    .find(|(t, s, _)| *t == i.target && *s == i.signal && i.resolved_at.is_none())
+                    .map_or(i.latest, |(_, _, e)| *e);
+                json!({
+                    "id": i.id,
+                    "target": label(i.target),
+                    "signal": i.signal.as_str(),
+                    "severity": i.severity(),
+                    "state": if i.resolved_at.is_some() { "resolved" } else { "open" },
+                    "opened_at": rfc3339(i.opened_at),
+                    "resolved_at": i.resolved_at.map(rfc3339),
+                    "evidence_at_open": evidence_json(&i.opened_with),
+                    "evidence_now": evidence_json(&now),
+                })
+            })
+            .collect();
+        json!({ "incidents": list })
+    }
+}
