@@ -7,7 +7,10 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use serde_json::{Value, json};
 
@@ -22,6 +25,8 @@ use crate::runtime::{lock, rfc3339};
 const HARD_FAILURES: u32 = 5;
 /// Incidents kept (open and resolved), oldest dropped first.
 const KEEP: usize = 1000;
+/// An ejected target still gets one request this often, so the evidence that it recovered can come.
+const TRIAL_EVERY: Duration = Duration::from_millis(100);
 
 /// The detectors of one target.
 struct Detectors {
@@ -81,6 +86,11 @@ fn evidence_json(e: &Evidence) -> Value {
 pub struct Incidents {
     detectors: Vec<Mutex<Detectors>>,
     log: Mutex<IncidentLog>,
+    /// Per target: an availability or hard-failure incident is open, so routes go around it.
+    ejected: Vec<AtomicBool>,
+    /// Per target: when its last trial request went out (ms since `epoch`).
+    last_trial: Vec<AtomicU64>,
+    epoch: Instant,
 }
 
 #[derive(Default)]
@@ -97,6 +107,52 @@ impl Incidents {
                 next_id: 1,
                 incidents: VecDeque::new(),
             }),
+            ejected: (0..targets).map(|_| AtomicBool::new(false)).collect(),
+            last_trial: (0..targets).map(|_| AtomicU64::new(0)).collect(),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Whether routes should go around `target` now. An ejected target is still let through for
+    /// one trial request every [`TRIAL_EVERY`] (that request is its evidence of recovery), and the
+    /// caller tries it anyway when no other target is left.
+    pub fn avoid(&self, target: usize, now: Instant) -> bool {
+        let Some(flag) = self.ejected.get(target) else {
+            return false;
+        };
+        if !flag.load(Ordering::Relaxed) {
+            return false;
+        }
+        let Some(last) = self.last_trial.get(target) else {
+            return true;
+        };
+        let now_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
+            .unwrap_or(u64::MAX);
+        let prev = last.load(Ordering::Relaxed);
+        let every = u64::try_from(TRIAL_EVERY.as_millis()).unwrap_or(u64::MAX);
+        if now_ms.saturating_sub(prev) >= every
+            && last
+                .compare_exchange(prev, now_ms, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            return false;
+        }
+        true
+    }
+
+    /// Whether `target` is ejected (an availability or hard-failure incident is open).
+    pub fn ejected(&self, target: usize) -> bool {
+        self.ejected
+            .get(target)
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
+    fn set_ejected(&self, target: usize, detectors: &Detectors) {
+        if let Some(flag) = self.ejected.get(target) {
+            flag.store(
+                detectors.availability.firing() || detectors.hard.firing(),
+                Ordering::Relaxed,
+            );
         }
     }
 
@@ -122,6 +178,7 @@ impl Incidents {
             if changes.iter().all(|(_, c)| c.is_none()) {
                 return;
             }
+            self.set_ejected(r.target, &d);
             Signal::ALL.map(|s| d.evidence(s))
         };
         for (signal, change) in changes {

@@ -382,6 +382,7 @@ fn pick(ctx: &Ctx<'_>, targets: &[PreparedTarget], tier: &Tier, tried: &[bool]) 
         !tried[i]
             && !ts.disabled.load(Ordering::Relaxed)
             && !rt.provider_disabled[targets[i].provider].load(Ordering::Relaxed)
+            && !ctx.st.telemetry.incidents.ejected(targets[i].state)
             && {
                 // An open breaker whose cool-down is over is due a trial: that counts as healthy.
                 let b = lock(&ts.breaker).snapshot(now);
@@ -440,6 +441,20 @@ async fn attempt_targets(
                 continue;
             }
             let now = Instant::now();
+            // An open availability incident routes around the target while another one can serve
+            // (it still gets a trial request now and then, so its recovery can be seen).
+            if st.telemetry.incidents.avoid(target.state, now)
+                && healthy_target_ahead(&ctx, targets, &tried)
+            {
+                failures.push((
+                    target,
+                    skipped(
+                        "ejected: an availability incident is open",
+                        Some(Duration::from_secs(1)),
+                    ),
+                ));
+                continue;
+            }
             if ctx.deadline.saturating_duration_since(now) < MIN_ATTEMPT_TIME {
                 failures.push((target, Failure::OutOfTime));
                 break 'tiers;
@@ -743,6 +758,20 @@ fn prepare(ctx: &mut Ctx<'_>, targets: &[PreparedTarget], ti: usize) -> Result<P
         warnings,
         translated: true,
         include_usage: req.include_usage,
+    })
+}
+
+/// Whether an untried target of the route is neither disabled, nor open-circuited, nor ejected.
+fn healthy_target_ahead(ctx: &Ctx<'_>, targets: &[PreparedTarget], tried: &[bool]) -> bool {
+    let rt = &ctx.st.runtime;
+    let now = Instant::now();
+    targets.iter().zip(tried).any(|(t, &done)| {
+        let ts = &rt.targets[t.state];
+        !done
+            && !ts.disabled.load(Ordering::Relaxed)
+            && !rt.provider_disabled[t.provider].load(Ordering::Relaxed)
+            && !ctx.st.telemetry.incidents.ejected(t.state)
+            && lock(&ts.breaker).snapshot(now).state != ballast_core::policy::State::Open
     })
 }
 

@@ -241,12 +241,14 @@ async fn a_failing_target_opens_an_incident_that_resolves_on_recovery() {
         i["evidence_at_open"]["baseline"].as_f64().unwrap() < 0.02,
         "{i}"
     );
-    // Recovery: the incident resolves itself once the evidence is back to normal.
+    // Recovery: the incident resolves itself once the evidence is back to normal (while it is
+    // open the target is ejected and gets trial requests only, one per 100 ms).
     r.upstream
         .set("primary.test", Reply::Json(chat_answer("ok")));
     for _ in 0..400 {
         r.call("/v1/chat/completions", &chat("chat", "x", false))
             .await;
+        tokio::time::advance(std::time::Duration::from_millis(100)).await;
     }
     let v = r.admin("/admin/incidents").await;
     assert_eq!(v["incidents"][0]["state"], "resolved", "{v}");
@@ -262,5 +264,80 @@ async fn a_failing_target_opens_an_incident_that_resolves_on_recovery() {
             &["target=\"primary/gpt-4.1\"", "signal=\"availability\""]
         )
         .is_some()
+    );
+}
+
+/// Detection acts: while an availability incident is open, the route goes around the target (one
+/// trial request every 100 ms still reaches it), and once trials show it healthy the incident
+/// resolves and traffic returns.
+#[tokio::test(start_paused = true)]
+async fn an_availability_incident_routes_traffic_around_the_target_until_it_recovers() {
+    let r = rig(
+        "[policy]\nretries = 0\n[policy.breaker]\nconsecutive_failures = 100000\nfailure_ratio = 1.0",
+    );
+    r.upstream
+        .set("backup.test", Reply::Json(chat_answer("ok")));
+    r.upstream.script("primary.test", |_, n| {
+        if n > 200 && n % 3 == 0 {
+            Reply::status(500)
+        } else {
+            Reply::Json(chat_answer("ok"))
+        }
+    });
+    let mut failed_to_client = 0;
+    let mut opened = false;
+    for _ in 0..400 {
+        let got = r
+            .call("/v1/chat/completions", &chat("chat", "x", false))
+            .await;
+        assert_eq!(got.status, 200, "the backup always answers");
+        if got.header("x-ballast-fallback") == "true" {
+            failed_to_client += 1;
+        }
+        let v = r.admin("/admin/incidents").await;
+        if v["incidents"][0]["state"] == "open" {
+            opened = true;
+            break;
+        }
+    }
+    assert!(opened, "no incident");
+    // Ejected: 200 requests 10 ms apart (2 s) reach the primary only as trials (one per 100 ms).
+    let before = r.upstream.calls("primary.test");
+    for _ in 0..200 {
+        let got = r
+            .call("/v1/chat/completions", &chat("chat", "x", false))
+            .await;
+        assert_eq!(got.status, 200);
+        tokio::time::advance(std::time::Duration::from_millis(10)).await;
+    }
+    let trials = r.upstream.calls("primary.test") - before;
+    assert!(
+        (15..=25).contains(&trials),
+        "{trials} requests reached the ejected primary"
+    );
+    // It recovers: the trials are its evidence; the incident resolves and traffic comes back.
+    r.upstream
+        .set("primary.test", Reply::Json(chat_answer("ok")));
+    let mut resolved_after = None;
+    for i in 0..5_000 {
+        r.call("/v1/chat/completions", &chat("chat", "x", false))
+            .await;
+        tokio::time::advance(std::time::Duration::from_millis(10)).await;
+        if i % 50 == 0 {
+            let v = r.admin("/admin/incidents").await;
+            if v["incidents"][0]["state"] == "resolved" {
+                resolved_after = Some(i);
+                break;
+            }
+        }
+    }
+    assert!(resolved_after.is_some(), "never resolved");
+    let got = r
+        .call("/v1/chat/completions", &chat("chat", "x", false))
+        .await;
+    assert_eq!(got.header("x-ballast-target"), "primary/gpt-4.1");
+    eprintln!(
+        "{failed_to_client} fallbacks before the incident; resolved after {:?} requests",
+        resolved_after
     );
 }
