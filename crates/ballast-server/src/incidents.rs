@@ -19,6 +19,7 @@ use ballast_core::signal::{
     Availability, AvailabilityConfig, Change, Evidence, HardFailure, Latency, LatencyConfig, Signal,
 };
 
+use crate::alerts::{AlertEvent, AlertKind, Alerts};
 use crate::runtime::{lock, rfc3339};
 
 /// Consecutive failures that open a hard-failure incident.
@@ -91,6 +92,8 @@ pub struct Incidents {
     /// Per target: when its last trial request went out (ms since `epoch`).
     last_trial: Vec<AtomicU64>,
     epoch: Instant,
+    /// Where opened and resolved incidents are announced.
+    pub alerts: Alerts,
 }
 
 #[derive(Default)]
@@ -100,7 +103,7 @@ struct IncidentLog {
 }
 
 impl Incidents {
-    pub fn new(targets: usize) -> Self {
+    pub fn new(targets: usize, alerts: Alerts) -> Self {
         Self {
             detectors: (0..targets).map(|_| Mutex::new(Detectors::new())).collect(),
             log: Mutex::new(IncidentLog {
@@ -110,6 +113,7 @@ impl Incidents {
             ejected: (0..targets).map(|_| AtomicBool::new(false)).collect(),
             last_trial: (0..targets).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
+            alerts,
         }
     }
 
@@ -219,6 +223,16 @@ impl Incidents {
             threshold = e.threshold,
             "incident opened"
         );
+        self.alerts.send(AlertEvent {
+            kind: AlertKind::Opened,
+            incident: id,
+            target: label.to_owned(),
+            signal,
+            severity: incident.severity(),
+            opened_at: incident.opened_at,
+            resolved_at: None,
+            evidence: e,
+        });
         log.incidents.push_back(incident);
     }
 
@@ -238,6 +252,16 @@ impl Incidents {
                 signal = signal.as_str(),
                 "incident resolved: the evidence is back to normal"
             );
+            self.alerts.send(AlertEvent {
+                kind: AlertKind::Resolved,
+                incident: i.id,
+                target: label.to_owned(),
+                signal,
+                severity: i.severity(),
+                opened_at: i.opened_at,
+                resolved_at: i.resolved_at,
+                evidence: e,
+            });
         }
     }
 

@@ -3,6 +3,7 @@
 //! from an [`AppState`] so tests drive it without a socket; [`serve`] runs it on a listener.
 
 mod admin;
+mod alerts;
 mod auth;
 mod cache;
 mod count_tokens;
@@ -87,6 +88,7 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let background = Background::start(&state);
     let app = app(state);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -134,5 +136,37 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+    background.shutdown().await;
     Ok(())
+}
+
+/// The gateway's background work (alert delivery), supervised: started with the server, stopped
+/// and drained when it shuts down. Tests that drive [`app`] without [`serve`] start it themselves.
+pub struct Background {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    pub fn start(state: &Arc<AppState>) -> Self {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = state
+            .telemetry
+            .incidents
+            .alerts
+            .worker(state.transport.clone(), stopped)
+            .map(tokio::spawn);
+        Self { stop, task }
+    }
+
+    /// Stops the background work after delivering what is queued (bounded by the drain time).
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let limit = alerts::DRAIN.saturating_add(Duration::from_secs(1));
+            if tokio::time::timeout(limit, task).await.is_err() {
+                tracing::warn!("background work did not finish in time");
+            }
+        }
+    }
 }

@@ -378,7 +378,10 @@ impl Telemetry {
             "Open incidents by signal",
             incidents_open.clone(),
         );
-        let incidents = Incidents::new(targets.len());
+        let incidents = Incidents::new(
+            targets.len(),
+            crate::alerts::Alerts::new(config.alerts.clone()),
+        );
         let slots = routes
             .len()
             .saturating_mul(targets.len().saturating_add(1))

@@ -341,3 +341,127 @@ async fn an_availability_incident_routes_traffic_around_the_target_until_it_reco
         resolved_after
     );
 }
+
+/// Each sink gets one message when an incident opens and one when it resolves, in its own shape; a
+/// sink that fails is retried with backoff and never slows a request.
+#[tokio::test(start_paused = true)]
+async fn incidents_are_announced_to_every_sink_once_per_open_and_resolve() {
+    let r = rig(concat!(
+        "[policy]\nretries = 0\n[policy.breaker]\nconsecutive_failures = 100000\nfailure_ratio = 1.0\n",
+        "[[alerts.sinks]]\nkind = \"webhook\"\nurl = \"http://hooks.test/ballast\"\n",
+        "[[alerts.sinks]]\nkind = \"slack\"\nurl = \"http://slack.test/services/x\"\n",
+        "[[alerts.sinks]]\nkind = \"pagerduty\"\nurl = \"http://pd.test/v2/enqueue\"\nrouting_key = \"pd-routing-key\"\n",
+        "[[alerts.sinks]]\nkind = \"webhook\"\nurl = \"http://broken.test/hook\"\n",
+    ));
+    let background = ballast_server::Background::start(&r.state);
+    for host in ["hooks.test", "slack.test", "pd.test"] {
+        r.upstream.set(host, Reply::Json("{}".to_owned()));
+    }
+    r.upstream.set("broken.test", Reply::status(500));
+    r.upstream
+        .set("backup.test", Reply::Json(chat_answer("ok")));
+    // Dead from the start: a hard-failure incident (and an availability one) open at once.
+    r.upstream.set("primary.test", Reply::status(503));
+    for _ in 0..20 {
+        let t0 = tokio::time::Instant::now();
+        let got = r
+            .call(
+                "/v1/chat/completions",
+                &chat("chat", "prompt zq-alert-marker", false),
+            )
+            .await;
+        assert_eq!(got.status, 200);
+        assert_eq!(
+            t0.elapsed(),
+            std::time::Duration::ZERO,
+            "a request waited on a sink"
+        );
+    }
+    settle().await;
+    let hook = r.upstream.requests("hooks.test");
+    let opened: Vec<serde_json::Value> = hook
+        .iter()
+        .map(|q| serde_json::from_slice(&q.body).unwrap())
+        .collect();
+    assert!(!opened.is_empty(), "no webhook call");
+    let hard = opened
+        .iter()
+        .find(|v| v["incident"]["signal"] == "hard_failure")
+        .unwrap();
+    assert_eq!(hard["source"], "ballast");
+    assert_eq!(hard["event"], "incident.opened");
+    assert_eq!(hard["incident"]["target"], "primary/gpt-4.1");
+    assert_eq!(hard["incident"]["severity"], "critical");
+    assert!(hard["incident"]["evidence"]["threshold"].as_f64().is_some());
+    let slack: serde_json::Value =
+        serde_json::from_slice(&r.upstream.requests("slack.test")[0].body).unwrap();
+    let text = slack["text"].as_str().unwrap();
+    assert!(
+        text.contains("primary/gpt-4.1") && text.contains("opened"),
+        "{text}"
+    );
+    let pd: Vec<serde_json::Value> = r
+        .upstream
+        .requests("pd.test")
+        .iter()
+        .map(|q| serde_json::from_slice(&q.body).unwrap())
+        .collect();
+    assert_eq!(pd[0]["routing_key"], "pd-routing-key");
+    assert_eq!(pd[0]["event_action"], "trigger");
+    assert_eq!(pd[0]["payload"]["source"], "ballast");
+    assert!(
+        pd[0]["dedup_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("ballast-incident-")
+    );
+    // The broken sink was tried 4 times per event (first try, then 3 retries with backoff).
+    assert_eq!(
+        r.upstream.calls("broken.test"),
+        4 * r.upstream.calls("hooks.test")
+    );
+    // No prompt text in any alert.
+    for host in ["hooks.test", "slack.test", "pd.test"] {
+        for q in r.upstream.requests(host) {
+            assert!(!String::from_utf8_lossy(&q.body).contains("zq-alert-marker"));
+        }
+    }
+    // Recovery: one resolve per incident, and PagerDuty resolves the same dedup key.
+    r.upstream
+        .set("primary.test", Reply::Json(chat_answer("ok")));
+    for _ in 0..600 {
+        r.call("/v1/chat/completions", &chat("chat", "x", false))
+            .await;
+        tokio::time::advance(std::time::Duration::from_millis(100)).await;
+    }
+    settle().await;
+    let pd: Vec<serde_json::Value> = r
+        .upstream
+        .requests("pd.test")
+        .iter()
+        .map(|q| serde_json::from_slice(&q.body).unwrap())
+        .collect();
+    let triggers: Vec<_> = pd
+        .iter()
+        .filter(|v| v["event_action"] == "trigger")
+        .collect();
+    let resolves: Vec<_> = pd
+        .iter()
+        .filter(|v| v["event_action"] == "resolve")
+        .collect();
+    assert_eq!(triggers.len(), resolves.len(), "{pd:?}");
+    for t in &triggers {
+        assert!(resolves.iter().any(|r| r["dedup_key"] == t["dedup_key"]));
+    }
+    background.shutdown().await;
+}
+
+/// Lets the background delivery run through its retries: 20 s of paused time, a step at a time.
+async fn settle() {
+    for _ in 0..200 {
+        tokio::time::advance(std::time::Duration::from_millis(100)).await;
+        for _ in 0..5 {
+            tokio::task::yield_now().await;
+        }
+    }
+}

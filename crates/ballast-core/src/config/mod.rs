@@ -43,6 +43,8 @@ pub struct Config {
     pub admin: AdminSettings,
     pub cache: CacheSettings,
     pub limits: Limits,
+    /// Where incidents are announced.
+    pub alerts: Vec<AlertSink>,
     /// Gateway-wide policy defaults (each route's `policy` is already resolved over these).
     pub policy: Policy,
     pub providers: Vec<Provider>,
@@ -67,6 +69,20 @@ pub struct AdminSettings {
     /// The key admin endpoints require; without one they are disabled.
     pub key: Option<Secret>,
 }
+
+/// Where an incident is announced: one message when it opens, one when it resolves.
+#[derive(Clone, Debug)]
+pub enum AlertSink {
+    /// A generic webhook: the incident as JSON.
+    Webhook { url: String },
+    /// A Slack incoming webhook: a one-line message.
+    Slack { url: String },
+    /// PagerDuty Events API v2: trigger and resolve, deduplicated per incident.
+    PagerDuty { url: String, routing_key: Secret },
+}
+
+/// PagerDuty's Events API v2 endpoint.
+pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 
 /// `[limits]`: byte caps on everything the gateway buffers from a provider. Exceeding one fails the
 /// attempt (before the answer is committed, the route falls over) or ends the stream with an error
@@ -340,6 +356,72 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
+    fn alerts(&mut self, raw: &raw::RawAlerts) -> Vec<AlertSink> {
+        let mut sinks = Vec::new();
+        for (i, s) in raw.sinks.iter().enumerate() {
+            let path = format!("alerts.sinks[{i}]");
+            let url = match &s.url {
+                Some(u) => self.interpolate(&format!("{path}.url"), u),
+                None => None,
+            };
+            let url_ok = |v: &mut Self, url: &str| {
+                let ok = url.starts_with("http://") || url.starts_with("https://");
+                if !ok {
+                    v.err(
+                        format!("{path}.url"),
+                        format!("invalid URL {url:?}: expected http:// or https://"),
+                    );
+                }
+                ok
+            };
+            match s.kind.as_str() {
+                "webhook" | "slack" => {
+                    let Some(url) = url else {
+                        if s.url.is_none() {
+                            self.err(format!("{path}.url"), "is required for this kind");
+                        }
+                        continue;
+                    };
+                    if !url_ok(self, &url) {
+                        continue;
+                    }
+                    sinks.push(if s.kind == "slack" {
+                        AlertSink::Slack { url }
+                    } else {
+                        AlertSink::Webhook { url }
+                    });
+                }
+                "pagerduty" => {
+                    let url = url.unwrap_or_else(|| PAGERDUTY_EVENTS_URL.to_owned());
+                    if !url_ok(self, &url) {
+                        continue;
+                    }
+                    let key = match &s.routing_key {
+                        Some(k) => self.interpolate(&format!("{path}.routing_key"), k),
+                        None => {
+                            self.err(
+                                format!("{path}.routing_key"),
+                                "is required for pagerduty (the integration key)",
+                            );
+                            None
+                        }
+                    };
+                    if let Some(k) = key {
+                        sinks.push(AlertSink::PagerDuty {
+                            url,
+                            routing_key: Secret(k),
+                        });
+                    }
+                }
+                other => self.err(
+                    format!("{path}.kind"),
+                    format!("unknown sink kind {other:?}: use webhook, slack or pagerduty"),
+                ),
+            }
+        }
+        sinks
+    }
+
     fn limits(&mut self, r: &raw::RawLimits) -> Limits {
         let d = Limits::default();
         let mut one = |key: &str, value: Option<raw::ByteSize>, default: usize| -> usize {
@@ -433,6 +515,7 @@ fn validate(raw: RawConfig, env: &dyn env::Env) -> Result<Config, ConfigErrors> 
         .unwrap_or(usize::MAX),
     };
     let limits = v.limits(&raw.limits);
+    let alerts = v.alerts(&raw.alerts);
 
     let mut gateway_keys = Vec::new();
     for (i, k) in raw.auth.gateway_keys.iter().enumerate() {
@@ -709,6 +792,7 @@ fn validate(raw: RawConfig, env: &dyn env::Env) -> Result<Config, ConfigErrors> 
         admin: AdminSettings { key: admin_key },
         cache,
         limits,
+        alerts,
         policy: default_policy,
         providers,
         routes,
@@ -955,5 +1039,44 @@ mod tests {
         assert_eq!(p("1000"), Ok(1000));
         assert!(p("MiB").is_err());
         assert!(p("99999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn alert_sinks_are_validated_with_their_key_paths() {
+        let base = "[providers.a]\nkind = \"openai-compatible\"\nbase_url = \"http://127.0.0.1:1/v1\"\n[routes.r]\ntargets = [\"a/x\"]\n";
+        let e = errors(&format!(
+            "{base}[[alerts.sinks]]\nkind = \"teams\"\nurl = \"http://h\"\n[[alerts.sinks]]\nkind = \"slack\"\n[[alerts.sinks]]\nkind = \"pagerduty\"\n[[alerts.sinks]]\nkind = \"webhook\"\nurl = \"ftp://h\"\n"
+        ));
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("alerts.sinks[0].kind: unknown sink kind \"teams\"")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("alerts.sinks[1].url: is required")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("alerts.sinks[2].routing_key: is required")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("alerts.sinks[3].url: invalid URL")),
+            "{e:?}"
+        );
+        let ok = load(&format!(
+            "{base}[[alerts.sinks]]\nkind = \"pagerduty\"\nrouting_key = \"${{ANTHROPIC_KEY}}\"\n"
+        ))
+        .unwrap();
+        match &ok.alerts[..] {
+            [AlertSink::PagerDuty { url, routing_key }] => {
+                assert_eq!(url, PAGERDUTY_EVENTS_URL);
+                assert_eq!(routing_key.expose(), "sk-ant-1");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

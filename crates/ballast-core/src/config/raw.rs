@@ -22,6 +22,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
+    pub alerts: RawAlerts,
+    #[serde(default)]
     pub policy: RawPolicy,
     #[serde(default)]
     pub providers: BTreeMap<String, RawProvider>,
@@ -52,6 +54,24 @@ pub struct RawAuth {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub key: Option<String>,
+}
+
+/// `[alerts]`: where incidents are announced.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    #[serde(default)]
+    pub sinks: Vec<RawSink>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSink {
+    /// `webhook` (generic JSON), `slack` (incoming webhook) or `pagerduty` (Events API v2).
+    pub kind: String,
+    pub url: Option<String>,
+    /// PagerDuty's integration key.
+    pub routing_key: Option<String>,
 }
 
 /// `[limits]`: byte caps on what the gateway buffers from a provider.
