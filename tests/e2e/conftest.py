@@ -324,6 +324,9 @@ def gateway_config(sim: Sim, sim_b: Sim, dead: tuple[int, int]) -> str:
         "[policy.breaker]",
         "consecutive_failures = 1000000",
         "min_requests = 1000000",
+        # Detection still opens incidents, but traffic is not routed around them here.
+        "[signal]",
+        "eject = false",
         "",
         "[auth]",
         f'gateway_keys = ["{GATEWAY_KEY}"]',

@@ -18,6 +18,7 @@ pub mod observe;
 pub mod policy;
 pub mod provider;
 pub mod record;
+pub mod script;
 #[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub mod signal;
 #[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]

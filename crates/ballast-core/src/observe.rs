@@ -1,11 +1,16 @@
 //! Watching an answer go by without touching it: per-format observers that read usage, stop reason,
 //! the first token and the terminal event from a stream's SSE events (or a whole JSON body), for logs and
-//! the signal work. They read only those fields — never the text — and keep nothing of the content.
+//! the signal work. They keep nothing of the content: when asked ([`StreamObserver::with_scripts`]),
+//! the answer's text is read in passing to count the characters in a script the prompt does not use,
+//! and only the counts are kept.
+
+use std::borrow::Cow;
 
 use serde::Deserialize;
 
 use crate::api::ApiFormat;
 use crate::model::Usage;
+use crate::script::{ScriptCount, ScriptSet};
 use crate::sse::{SseEvent, SseParser};
 
 /// What was seen of one answer.
@@ -26,6 +31,19 @@ pub struct Observation {
     /// The last `sequence_number` seen (OpenAI Responses streams): an error event the gateway adds
     /// to a passed-through stream must continue after it.
     pub last_sequence_number: Option<u64>,
+    /// Characters of the answer's text, and those in a script the prompt does not use (counted only
+    /// when the prompt's scripts were given).
+    pub text: ScriptCount,
+    /// The prompt's scripts; empty: text is not read at all.
+    pub allowed: ScriptSet,
+}
+
+impl Observation {
+    fn count_text(&mut self, text: &str) {
+        if !self.allowed.is_empty() {
+            self.text.count(text, self.allowed);
+        }
+    }
 }
 
 /// Feeds stream chunks through an SSE parser and the format's event reader.
@@ -49,6 +67,12 @@ impl StreamObserver {
     /// `StreamLimits::max_event_bytes`.
     pub fn with_max_event_bytes(mut self, max_event_bytes: usize) -> Self {
         self.parser = SseParser::with_limit(max_event_bytes);
+        self
+    }
+
+    /// Counts the answer's characters in scripts outside `allowed` (the prompt's scripts).
+    pub fn with_scripts(mut self, allowed: ScriptSet) -> Self {
+        self.obs.allowed = allowed;
         self
     }
 
@@ -115,11 +139,12 @@ struct ErrorBody {
 
 fn anthropic_event(ev: &SseEvent, obs: &mut Observation) -> bool {
     #[derive(Deserialize)]
-    struct Event {
+    struct Event<'a> {
         #[serde(rename = "type")]
         kind: String,
         message: Option<Message>,
-        delta: Option<Delta>,
+        #[serde(borrow)]
+        delta: Option<Delta<'a>>,
         usage: Option<AnthropicUsage>,
         error: Option<ErrorBody>,
     }
@@ -128,8 +153,10 @@ fn anthropic_event(ev: &SseEvent, obs: &mut Observation) -> bool {
         usage: Option<AnthropicUsage>,
     }
     #[derive(Deserialize)]
-    struct Delta {
+    struct Delta<'a> {
         stop_reason: Option<String>,
+        #[serde(borrow)]
+        text: Option<Cow<'a, str>>,
     }
     let Ok(e) = serde_json::from_str::<Event>(&ev.data) else {
         return false;
@@ -140,7 +167,13 @@ fn anthropic_event(ev: &SseEvent, obs: &mut Observation) -> bool {
                 merge_anthropic_usage(u, obs);
             }
         }
-        "content_block_start" | "content_block_delta" => obs.first_token_seen = true,
+        "content_block_start" => obs.first_token_seen = true,
+        "content_block_delta" => {
+            obs.first_token_seen = true;
+            if let Some(t) = e.delta.as_ref().and_then(|d| d.text.as_deref()) {
+                obs.count_text(t);
+            }
+        }
         "message_delta" => {
             if let Some(r) = e.delta.and_then(|d| d.stop_reason) {
                 obs.stop_reason = Some(r);
@@ -197,17 +230,96 @@ fn merge_openai_usage(u: &OpenAiUsage, obs: &mut Observation) {
 }
 
 #[derive(Deserialize)]
-struct OpenAiChoice {
-    delta: Option<OpenAiContent>,
-    message: Option<OpenAiContent>,
+struct OpenAiChoice<'a> {
+    #[serde(borrow)]
+    delta: Option<OpenAiContent<'a>>,
+    #[serde(borrow)]
+    message: Option<OpenAiContent<'a>>,
     finish_reason: Option<String>,
 }
 
 #[derive(Deserialize)]
-struct OpenAiContent {
-    content: Option<Present>,
+struct OpenAiContent<'a> {
+    #[serde(borrow)]
+    content: Option<TextOr<'a>>,
     refusal: Option<Present>,
     tool_calls: Option<Present>,
+}
+
+/// A content field: its text when it is a string (borrowed unless it has escapes), else whether it
+/// carries anything.
+enum TextOr<'a> {
+    Text(Cow<'a, str>),
+    Other(bool),
+}
+
+impl TextOr<'_> {
+    fn present(&self) -> bool {
+        match self {
+            TextOr::Text(t) => !t.is_empty(),
+            TextOr::Other(p) => *p,
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for TextOr<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TextOr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                s: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(TextOr::Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(TextOr::Text(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Self::Value, E> {
+                Ok(TextOr::Text(Cow::Owned(s)))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                Ok(TextOr::Other(false))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(TextOr::Other(true))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(TextOr::Other(true))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(TextOr::Other(true))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(TextOr::Other(true))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut any = false;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    any = true;
+                }
+                Ok(TextOr::Other(any))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(TextOr::Other(true))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Whether a field carries something: a non-empty string or array, any object or number. The
@@ -268,9 +380,9 @@ impl<'de> Deserialize<'de> for Present {
 
 fn openai_event(ev: &SseEvent, obs: &mut Observation) -> bool {
     #[derive(Deserialize)]
-    struct Chunk {
-        #[serde(default)]
-        choices: Vec<OpenAiChoice>,
+    struct Chunk<'a> {
+        #[serde(default, borrow)]
+        choices: Vec<OpenAiChoice<'a>>,
         usage: Option<OpenAiUsage>,
         error: Option<ErrorBody>,
     }
@@ -295,13 +407,17 @@ fn openai_event(ev: &SseEvent, obs: &mut Observation) -> bool {
     true
 }
 
-fn openai_choices(choices: &[OpenAiChoice], obs: &mut Observation) {
+fn openai_choices(choices: &[OpenAiChoice<'_>], obs: &mut Observation) {
     for ch in choices {
         let present = |p: &Option<Present>| p.as_ref().is_some_and(|p| p.0);
-        if let Some(d) = ch.delta.as_ref().or(ch.message.as_ref())
-            && (present(&d.content) || present(&d.refusal) || present(&d.tool_calls))
-        {
-            obs.first_token_seen = true;
+        let content = |d: &OpenAiContent<'_>| d.content.as_ref().is_some_and(TextOr::present);
+        if let Some(d) = ch.delta.as_ref().or(ch.message.as_ref()) {
+            if content(d) || present(&d.refusal) || present(&d.tool_calls) {
+                obs.first_token_seen = true;
+            }
+            if let Some(TextOr::Text(t)) = &d.content {
+                obs.count_text(t);
+            }
         }
         if let Some(r) = &ch.finish_reason {
             obs.stop_reason = Some(r.clone());
@@ -312,22 +428,30 @@ fn openai_choices(choices: &[OpenAiChoice], obs: &mut Observation) {
 fn gemini_chunk(data: &[u8], obs: &mut Observation) -> bool {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
-    struct Chunk {
-        #[serde(default)]
-        candidates: Vec<Candidate>,
+    struct Chunk<'a> {
+        #[serde(default, borrow)]
+        candidates: Vec<Candidate<'a>>,
         usage_metadata: Option<Meta>,
         error: Option<ErrorBody>,
     }
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
-    struct Candidate {
-        content: Option<Content>,
+    struct Candidate<'a> {
+        #[serde(borrow)]
+        content: Option<Content<'a>>,
         finish_reason: Option<String>,
     }
     #[derive(Deserialize)]
-    struct Content {
+    struct Content<'a> {
+        #[serde(default, borrow)]
+        parts: Vec<GeminiPart<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct GeminiPart<'a> {
+        #[serde(borrow)]
+        text: Option<Cow<'a, str>>,
         #[serde(default)]
-        parts: Vec<serde::de::IgnoredAny>,
+        thought: bool,
     }
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
@@ -341,8 +465,15 @@ fn gemini_chunk(data: &[u8], obs: &mut Observation) -> bool {
         return false;
     };
     for cand in &c.candidates {
-        if cand.content.as_ref().is_some_and(|c| !c.parts.is_empty()) {
-            obs.first_token_seen = true;
+        if let Some(content) = &cand.content {
+            if !content.parts.is_empty() {
+                obs.first_token_seen = true;
+            }
+            for part in content.parts.iter().filter(|p| !p.thought) {
+                if let Some(t) = &part.text {
+                    obs.count_text(t);
+                }
+            }
         }
         if let Some(r) = &cand.finish_reason {
             obs.stop_reason = Some(r.clone());
@@ -418,7 +549,7 @@ fn merge_responses_object(r: &ResponsesObject, obs: &mut Observation) {
 
 fn responses_event(ev: &SseEvent, obs: &mut Observation) -> bool {
     #[derive(Deserialize)]
-    struct Event {
+    struct Event<'a> {
         #[serde(rename = "type")]
         kind: String,
         sequence_number: Option<u64>,
@@ -426,6 +557,8 @@ fn responses_event(ev: &SseEvent, obs: &mut Observation) -> bool {
         message: Option<String>,
         code: Option<String>,
         error: Option<ErrorBody>,
+        #[serde(borrow)]
+        delta: Option<TextOr<'a>>,
     }
     let Ok(e) = serde_json::from_str::<Event>(&ev.data) else {
         return false;
@@ -434,8 +567,13 @@ fn responses_event(ev: &SseEvent, obs: &mut Observation) -> bool {
         obs.last_sequence_number = Some(obs.last_sequence_number.map_or(n, |m| m.max(n)));
     }
     match e.kind.as_str() {
+        "response.output_text.delta" => {
+            obs.first_token_seen = true;
+            if let Some(TextOr::Text(t)) = &e.delta {
+                obs.count_text(t);
+            }
+        }
         "response.output_item.added"
-        | "response.output_text.delta"
         | "response.refusal.delta"
         | "response.function_call_arguments.delta" => obs.first_token_seen = true,
         "response.completed" | "response.incomplete" => {
@@ -471,19 +609,35 @@ fn responses_event(ev: &SseEvent, obs: &mut Observation) -> bool {
 
 /// Observes a complete (non-streaming) JSON answer.
 pub fn observe_body(format: ApiFormat, body: &[u8]) -> Observation {
-    let mut obs = Observation::default();
+    observe_body_with(format, body, ScriptSet::EMPTY)
+}
+
+/// Like [`observe_body`], counting the answer's characters in scripts outside `allowed`.
+pub fn observe_body_with(format: ApiFormat, body: &[u8], allowed: ScriptSet) -> Observation {
+    let mut obs = Observation {
+        allowed,
+        ..Observation::default()
+    };
     let ok = match format {
         ApiFormat::AnthropicMessages => {
             #[derive(Deserialize)]
-            struct Msg {
-                #[serde(default)]
-                content: Vec<serde::de::IgnoredAny>,
+            struct Msg<'a> {
+                #[serde(default, borrow)]
+                content: Vec<Block<'a>>,
                 stop_reason: Option<String>,
                 usage: Option<AnthropicUsage>,
+            }
+            #[derive(Deserialize)]
+            struct Block<'a> {
+                #[serde(borrow)]
+                text: Option<Cow<'a, str>>,
             }
             serde_json::from_slice::<Msg>(body)
                 .map(|m| {
                     obs.first_token_seen = !m.content.is_empty();
+                    for t in m.content.iter().filter_map(|b| b.text.as_deref()) {
+                        obs.count_text(t);
+                    }
                     obs.stop_reason = m.stop_reason;
                     if let Some(u) = &m.usage {
                         merge_anthropic_usage(u, &mut obs);
@@ -493,9 +647,9 @@ pub fn observe_body(format: ApiFormat, body: &[u8]) -> Observation {
         }
         ApiFormat::OpenAiChat => {
             #[derive(Deserialize)]
-            struct Completion {
-                #[serde(default)]
-                choices: Vec<OpenAiChoice>,
+            struct Completion<'a> {
+                #[serde(default, borrow)]
+                choices: Vec<OpenAiChoice<'a>>,
                 usage: Option<OpenAiUsage>,
             }
             serde_json::from_slice::<Completion>(body)

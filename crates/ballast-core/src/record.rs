@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::api::ApiFormat;
 use crate::model::Usage;
+use crate::script::ScriptCount;
 
 /// How one upstream attempt ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -173,6 +174,8 @@ pub struct RequestRecord<'a> {
     pub usage: Usage,
     pub stop_reason: Option<&'a str>,
     pub malformed_events: u64,
+    /// The answer's characters, and those in a script the prompt does not use.
+    pub text: ScriptCount,
     /// What went wrong, already free of request and answer text (for the log line).
     pub error: Option<&'a str>,
 }

@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 
 use ballast_core::record::AttemptRecord;
 use ballast_core::signal::{
-    Availability, AvailabilityConfig, Change, Evidence, HardFailure, Latency, LatencyConfig, Signal,
+    Availability, AvailabilityConfig, Change, Evidence, HardFailure, Latency, LatencyConfig,
+    Signal, WrongScript,
 };
 
 use crate::alerts::{AlertEvent, AlertKind, Alerts};
@@ -34,6 +35,7 @@ struct Detectors {
     availability: Availability,
     hard: HardFailure,
     latency: Latency,
+    wrong_script: WrongScript,
 }
 
 impl Detectors {
@@ -42,6 +44,7 @@ impl Detectors {
             availability: Availability::new(AvailabilityConfig::default()),
             hard: HardFailure::new(HARD_FAILURES),
             latency: Latency::new(LatencyConfig::default()),
+            wrong_script: WrongScript::default(),
         }
     }
 
@@ -50,6 +53,7 @@ impl Detectors {
             Signal::Availability => self.availability.evidence(),
             Signal::HardFailure => self.hard.evidence(),
             Signal::Latency => self.latency.evidence(),
+            Signal::WrongScript => self.wrong_script.evidence(),
         }
     }
 }
@@ -68,7 +72,7 @@ pub struct Incident {
 impl Incident {
     fn severity(&self) -> &'static str {
         match self.signal {
-            Signal::Availability | Signal::HardFailure => "critical",
+            Signal::Availability | Signal::HardFailure | Signal::WrongScript => "critical",
             Signal::Latency => "warning",
         }
     }
@@ -154,7 +158,9 @@ impl Incidents {
     fn set_ejected(&self, target: usize, detectors: &Detectors) {
         if let Some(flag) = self.ejected.get(target) {
             flag.store(
-                detectors.availability.firing() || detectors.hard.firing(),
+                detectors.availability.firing()
+                    || detectors.hard.firing()
+                    || detectors.wrong_script.firing(),
                 Ordering::Relaxed,
             );
         }
@@ -170,6 +176,7 @@ impl Incidents {
             (Signal::HardFailure, None),
             (Signal::Latency, None),
         ];
+        // (Wrong-script evidence comes from whole answers: `observe_answer`.)
         let evidence = {
             let mut d = lock(det);
             if let Some(failed) = r.result.health() {
@@ -192,6 +199,27 @@ impl Incidents {
                 Change::Fired => self.open(r.target, label, signal, e),
                 Change::Cleared => self.resolve(r.target, label, signal, e),
             }
+        }
+    }
+
+    /// Feeds one answer (whether it had text in a script the prompt does not use) to its target's
+    /// wrong-script detector.
+    pub fn observe_answer(&self, target: usize, wrong_script: bool, label: &str) {
+        let Some(det) = self.detectors.get(target) else {
+            return;
+        };
+        let (change, e) = {
+            let mut d = lock(det);
+            let change = d.wrong_script.observe(wrong_script);
+            if change.is_some() {
+                self.set_ejected(target, &d);
+            }
+            (change, d.wrong_script.evidence())
+        };
+        match change {
+            Some(Change::Fired) => self.open(target, label, Signal::WrongScript, e),
+            Some(Change::Cleared) => self.resolve(target, label, Signal::WrongScript, e),
+            None => {}
         }
     }
 
@@ -266,7 +294,7 @@ impl Incidents {
     }
 
     /// Per target and signal: the detector's score and threshold, for metrics.
-    pub fn scores(&self) -> Vec<[(f64, f64); 3]> {
+    pub fn scores(&self) -> Vec<[(f64, f64); 4]> {
         self.detectors
             .iter()
             .map(|d| {
@@ -280,9 +308,9 @@ impl Incidents {
     }
 
     /// Open incidents per signal.
-    pub fn open_counts(&self) -> [i64; 3] {
+    pub fn open_counts(&self) -> [i64; 4] {
         let log = lock(&self.log);
-        let mut n = [0i64; 3];
+        let mut n = [0i64; 4];
         for i in log.incidents.iter().filter(|i| i.resolved_at.is_none()) {
             if let Some(c) = n.get_mut(i.signal.index()) {
                 *c = c.saturating_add(1);

@@ -78,6 +78,7 @@ impl Outcome {
             usage: obs.usage,
             stop_reason: obs.stop_reason.as_deref(),
             malformed_events: obs.malformed_events,
+            text: obs.text,
             error,
         });
     }

@@ -20,9 +20,10 @@ use ballast_core::config::{CacheMode, ContentPolicyAction, Policy, Route, Strate
 use ballast_core::envelope::Envelope;
 use ballast_core::model::ChatRequest;
 use ballast_core::model::Usage;
-use ballast_core::observe::{StreamObserver, observe_body};
+use ballast_core::observe::{StreamObserver, observe_body_with};
 use ballast_core::policy::{Admission, P2cCandidate, pick_p2c, pick_weighted, plan_wait};
 use ballast_core::record::{AttemptRecord, AttemptResult, RequestOutcome, RequestRecord};
+use ballast_core::script::{ScriptCount, ScriptSet};
 use ballast_core::translate::{
     self, EncodeOptions, StreamEncoder, StreamLimits, StreamOptions, StreamTranslator,
     TranslateError,
@@ -139,6 +140,7 @@ fn report_error(st: &AppState, e: &mut EdgeError, outcome: RequestOutcome, start
         usage: Usage::default(),
         stop_reason: None,
         malformed_events: 0,
+        text: ScriptCount::default(),
         error: Some(e.log_message()),
     });
     e.recorded = true;
@@ -176,6 +178,7 @@ fn report_cached(
         usage: Usage::default(),
         stop_reason: None,
         malformed_events: 0,
+        text: ScriptCount::default(),
         error: why,
     });
 }
@@ -290,6 +293,7 @@ async fn run(
         env: &env,
         route,
         route_idx,
+        scripts: ScriptSet::of_request(&bytes),
         policy,
         started,
         deadline: started + policy.deadline,
@@ -344,6 +348,8 @@ struct Ctx<'a> {
     route: &'a Route,
     /// The route's index in the configuration.
     route_idx: usize,
+    /// The scripts the prompt uses: an answer's text in others is counted.
+    scripts: ScriptSet,
     policy: &'a Policy,
     started: Instant,
     deadline: Instant,
@@ -377,12 +383,14 @@ fn pick(ctx: &Ctx<'_>, targets: &[PreparedTarget], tier: &Tier, tried: &[bool]) 
         return untried();
     }
     let now = Instant::now();
+    let eject = ctx.st.config.signal.eject;
+    let ejected = |i: usize| eject && ctx.st.telemetry.incidents.ejected(targets[i].state);
     let healthy = |i: usize| {
         let ts = &rt.targets[targets[i].state];
         !tried[i]
             && !ts.disabled.load(Ordering::Relaxed)
             && !rt.provider_disabled[targets[i].provider].load(Ordering::Relaxed)
-            && !ctx.st.telemetry.incidents.ejected(targets[i].state)
+            && !ejected(i)
             && {
                 // An open breaker whose cool-down is over is due a trial: that counts as healthy.
                 let b = lock(&ts.breaker).snapshot(now);
@@ -443,7 +451,8 @@ async fn attempt_targets(
             let now = Instant::now();
             // An open availability incident routes around the target while another one can serve
             // (it still gets a trial request now and then, so its recovery can be seen).
-            if st.telemetry.incidents.avoid(target.state, now)
+            if st.config.signal.eject
+                && st.telemetry.incidents.avoid(target.state, now)
                 && healthy_target_ahead(&ctx, targets, &tried)
             {
                 failures.push((
@@ -879,8 +888,9 @@ async fn attempt(
     let mut r = if stream {
         // Hold the answer back until its first token: a stream that fails before that falls over
         // transparently, since the client has seen nothing yet.
-        let mut observer =
-            StreamObserver::new(provider.format).with_max_event_bytes(limits.max_event_bytes);
+        let mut observer = StreamObserver::new(provider.format)
+            .with_max_event_bytes(limits.max_event_bytes)
+            .with_scripts(ctx.scripts);
         let mut prefix = Vec::new();
         let mut prefix_bytes = 0usize;
         let mut held = st.runtime.buffered.reserve();
@@ -1000,7 +1010,7 @@ async fn attempt(
                 "the answer is not valid UTF-8".to_owned(),
             ));
         }
-        let observed = observe_body(provider.format, &body);
+        let observed = observe_body_with(provider.format, &body, ctx.scripts);
         if observed.error.is_some() {
             // A 2xx that reports a failed answer (Responses `status: "failed"`): not an answer.
             return Err(Failure::BadResponse(

@@ -444,6 +444,15 @@ impl Telemetry {
         if let Some(c) = self.requests.get(i) {
             c.inc();
         }
+        // An answer's text against the prompt's scripts: evidence for the target's wrong-script
+        // detector (answers with no text, tool calls only, say nothing).
+        if r.outcome == RequestOutcome::Answered
+            && r.text.chars > 0
+            && let Some(target) = r.target
+        {
+            self.incidents
+                .observe_answer(target, r.text.wrong_script(), self.target_name(target));
+        }
         let Some(route) = r.route else { return };
         if r.fallback
             && r.outcome.is_success()
@@ -619,10 +628,20 @@ impl Telemetry {
             ),
             (outcome, error) => {
                 let message = error.unwrap_or("failed");
-                let severe = outcome == RequestOutcome::Stale
-                    || outcome == RequestOutcome::StreamFailed
-                    || r.status >= 500;
-                if severe {
+                if r.status >= 500 && outcome != RequestOutcome::Stale {
+                    tracing::error!(
+                        request_id = r.request_id,
+                        route,
+                        target,
+                        api = %r.api,
+                        status = r.status,
+                        outcome = outcome.as_str(),
+                        attempts = r.attempts,
+                        stream = r.stream,
+                        latency_ms = ms(r.duration),
+                        "{message}"
+                    );
+                } else {
                     tracing::warn!(
                         request_id = r.request_id,
                         route,
@@ -635,16 +654,6 @@ impl Telemetry {
                         latency_ms = ms(r.duration),
                         ttft_ms = r.ttft.map(ms),
                         output_tokens = u.output_tokens,
-                        "{message}"
-                    );
-                } else {
-                    tracing::info!(
-                        request_id = r.request_id,
-                        route,
-                        api = %r.api,
-                        status = r.status,
-                        outcome = outcome.as_str(),
-                        latency_ms = ms(r.duration),
                         "{message}"
                     );
                 }

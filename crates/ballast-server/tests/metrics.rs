@@ -465,3 +465,55 @@ async fn settle() {
         }
     }
 }
+
+/// The serving bug of August 2025: Thai characters in answers to English prompts. Answers are read
+/// in passing (only counts are kept); a share of wrong-script answers opens a `wrong_script` incident,
+/// while a Thai prompt answered in Thai is normal.
+#[tokio::test(start_paused = true)]
+async fn answers_in_a_script_the_prompt_does_not_use_open_a_wrong_script_incident() {
+    let r = rig("[signal]\neject = false");
+    r.upstream.script("primary.test", |req, n| {
+        let thai_prompt = String::from_utf8_lossy(&req.body).contains("ภาษาไทย");
+        let text = if thai_prompt || n % 10 == 0 {
+            "คำตอบ ภาษาไทย here"
+        } else {
+            "a plain English answer"
+        };
+        if String::from_utf8_lossy(&req.body).contains("\"stream\":true") {
+            Reply::stream(&[&chat_chunk(text), &chat_end()])
+        } else {
+            Reply::Json(chat_answer(text))
+        }
+    });
+    // Thai prompts answered in Thai: normal, however many.
+    for i in 0..300 {
+        r.call(
+            "/v1/chat/completions",
+            &chat("solo", "ตอบเป็นภาษาไทย", i % 2 == 0),
+        )
+        .await;
+    }
+    let v = r.admin("/admin/incidents").await;
+    assert_eq!(v["incidents"].as_array().unwrap().len(), 0, "{v}");
+    // English prompts, and one answer in ten carries Thai.
+    let mut opened = None;
+    for i in 1..=400 {
+        r.call(
+            "/v1/chat/completions",
+            &chat("solo", "answer in English", i % 2 == 0),
+        )
+        .await;
+        let v = r.admin("/admin/incidents").await;
+        if v["incidents"][0]["signal"] == "wrong_script" {
+            opened = Some(i);
+            break;
+        }
+    }
+    let n = opened.expect("no wrong-script incident");
+    assert!(n <= 200, "took {n} answers");
+    let (_, m) = r.get_text("/metrics").await;
+    assert_eq!(
+        value(&m, "ballast_incidents_open", &["signal=\"wrong_script\""]),
+        Some(1.0)
+    );
+}

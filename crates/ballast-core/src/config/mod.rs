@@ -45,6 +45,7 @@ pub struct Config {
     pub limits: Limits,
     /// Where incidents are announced.
     pub alerts: Vec<AlertSink>,
+    pub signal: SignalSettings,
     /// Gateway-wide policy defaults (each route's `policy` is already resolved over these).
     pub policy: Policy,
     pub providers: Vec<Provider>,
@@ -68,6 +69,13 @@ pub struct ServerSettings {
 pub struct AdminSettings {
     /// The key admin endpoints require; without one they are disabled.
     pub key: Option<Secret>,
+}
+
+/// `[signal]`: what detection does besides opening incidents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignalSettings {
+    /// Route around a target while an availability or hard-failure incident is open on it.
+    pub eject: bool,
 }
 
 /// Where an incident is announced: one message when it opens, one when it resolves.
@@ -793,6 +801,9 @@ fn validate(raw: RawConfig, env: &dyn env::Env) -> Result<Config, ConfigErrors> 
         cache,
         limits,
         alerts,
+        signal: SignalSettings {
+            eject: raw.signal.eject.unwrap_or(true),
+        },
         policy: default_policy,
         providers,
         routes,

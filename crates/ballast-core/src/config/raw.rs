@@ -24,6 +24,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub alerts: RawAlerts,
     #[serde(default)]
+    pub signal: RawSignal,
+    #[serde(default)]
     pub policy: RawPolicy,
     #[serde(default)]
     pub providers: BTreeMap<String, RawProvider>,
@@ -54,6 +56,13 @@ pub struct RawAuth {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub key: Option<String>,
+}
+
+/// `[signal]`: what detection does.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSignal {
+    pub eject: Option<bool>,
 }
 
 /// `[alerts]`: where incidents are announced.

@@ -22,6 +22,79 @@ pub struct AvailabilityConfig {
     pub warmup: u64,
 }
 
+impl AvailabilityConfig {
+    /// Wrong-script answers are normally (almost) none, so a much lower floor. Two tests run side
+    /// by side: one tuned to a few percent of answers (fast), one to under one percent (slow).
+    fn wrong_script(alternative: f64, threshold: f64) -> Self {
+        Self {
+            floor: 0.001,
+            factor: alternative / 0.001,
+            min_rise: 0.0,
+            threshold,
+            learn_rate: 1.0 / 20_000.0,
+            warmup: 20,
+        }
+    }
+}
+
+/// Answers with text in a script their prompt does not use: a fast test for a few percent of
+/// answers and a slow one for under one percent; it fires when either does.
+#[derive(Clone, Debug)]
+pub struct WrongScript {
+    fast: Availability,
+    slow: Availability,
+    firing: bool,
+}
+
+impl Default for WrongScript {
+    fn default() -> Self {
+        Self {
+            fast: Availability::for_signal(
+                Signal::WrongScript,
+                AvailabilityConfig::wrong_script(0.05, 12.0),
+            ),
+            slow: Availability::for_signal(
+                Signal::WrongScript,
+                AvailabilityConfig::wrong_script(0.012, 9.0),
+            ),
+            firing: false,
+        }
+    }
+}
+
+impl WrongScript {
+    pub fn observe(&mut self, wrong: bool) -> Option<Change> {
+        let _ = self.fast.observe(wrong);
+        let _ = self.slow.observe(wrong);
+        let now = self.fast.firing() || self.slow.firing();
+        match (self.firing, now) {
+            (false, true) => {
+                self.firing = true;
+                Some(Change::Fired)
+            }
+            (true, false) => {
+                self.firing = false;
+                Some(Change::Cleared)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn firing(&self) -> bool {
+        self.firing
+    }
+
+    /// The evidence of whichever test is nearer its threshold.
+    pub fn evidence(&self) -> Evidence {
+        let (f, s) = (self.fast.evidence(), self.slow.evidence());
+        if f.score / f.threshold >= s.score / s.threshold {
+            f
+        } else {
+            s
+        }
+    }
+}
+
 impl Default for AvailabilityConfig {
     fn default() -> Self {
         Self {
@@ -38,6 +111,7 @@ impl Default for AvailabilityConfig {
 /// The failure ratio of a target's attempts against its own normal ratio.
 #[derive(Clone, Debug)]
 pub struct Availability {
+    signal: Signal,
     cfg: AvailabilityConfig,
     /// Learned normal failure ratio.
     baseline: f64,
@@ -50,7 +124,12 @@ pub struct Availability {
 
 impl Availability {
     pub fn new(cfg: AvailabilityConfig) -> Self {
+        Self::for_signal(Signal::Availability, cfg)
+    }
+
+    fn for_signal(signal: Signal, cfg: AvailabilityConfig) -> Self {
         Self {
+            signal,
             baseline: cfg.floor / 2.0,
             recent: 0.0,
             score: 0.0,
@@ -99,7 +178,7 @@ impl Availability {
 
     pub fn evidence(&self) -> Evidence {
         Evidence {
-            signal: Signal::Availability,
+            signal: self.signal,
             observed: self.recent,
             baseline: self.baseline,
             samples: self.samples,

@@ -8,6 +8,8 @@
 //! - [`HardFailure`]: consecutive failures, at once.
 //! - [`Latency`]: a CUSUM on standardised log-latency (time to first token) against the target's
 //!   learned baseline.
+//! - [`WrongScript`]: two Bernoulli CUSUMs (tuned to a few percent and to under one percent of
+//!   answers) on per-answer flags "has text in a script the prompt does not use".
 //!
 //! Thresholds are set for at most one false alarm per 30 days per detector on clean traffic; the
 //! rate is measured by replaying simulated clean traffic through them (`tests` below, and the
@@ -16,7 +18,7 @@
 mod availability;
 mod latency;
 
-pub use availability::{Availability, AvailabilityConfig, HardFailure};
+pub use availability::{Availability, AvailabilityConfig, HardFailure, WrongScript};
 pub use latency::{Latency, LatencyConfig};
 
 /// Which signal a detector watches.
@@ -25,16 +27,24 @@ pub enum Signal {
     Availability,
     HardFailure,
     Latency,
+    /// Answers with text in a script the prompt does not use (Thai in an English answer).
+    WrongScript,
 }
 
 impl Signal {
-    pub const ALL: [Signal; 3] = [Signal::Availability, Signal::HardFailure, Signal::Latency];
+    pub const ALL: [Signal; 4] = [
+        Signal::Availability,
+        Signal::HardFailure,
+        Signal::Latency,
+        Signal::WrongScript,
+    ];
 
     pub const fn as_str(self) -> &'static str {
         match self {
             Signal::Availability => "availability",
             Signal::HardFailure => "hard_failure",
             Signal::Latency => "latency",
+            Signal::WrongScript => "wrong_script",
         }
     }
 
