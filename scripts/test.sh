@@ -17,6 +17,22 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
+echo "== Prometheus rules (deploy/prometheus): promtool check and unit tests"
+# Debian's prometheus package brings prometheus and promtool; the e2e suite scrapes Ballast with it.
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  # The package would start a system prometheus; policy-rc.d 101 tells it not to.
+  policy=/usr/sbin/policy-rc.d made_policy=""
+  if [ ! -e "$policy" ] && [ -z "$sudo" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q prometheus >/dev/null ||
+    { $sudo apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q prometheus >/dev/null; }
+  [ -z "$made_policy" ] || rm -f "$policy"
+fi
+(cd deploy/prometheus && promtool check rules alerts.yml && promtool test rules alerts_test.yml)
+
 echo "== end-to-end tests (official SDKs)"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
