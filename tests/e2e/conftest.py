@@ -304,7 +304,7 @@ class Gateway:
         return self.base_url + "/v1"
 
 
-def gateway_config(sim: Sim, sim_b: Sim, dead: tuple[int, int]) -> str:
+def gateway_config(sim: Sim, sim_b: Sim, dead: tuple[int, int], store: Path) -> str:
     def provider(name: str, kind: str, root: str, key: str) -> str:
         base = root + "/v1" if kind == "openai" else root
         return f'[providers.{name}]\nkind = "{kind}"\nbase_url = "{base}"\napi_key = "{key}"\n'
@@ -327,6 +327,8 @@ def gateway_config(sim: Sim, sim_b: Sim, dead: tuple[int, int]) -> str:
         # Detection still opens incidents, but traffic is not routed around them here.
         "[signal]",
         "eject = false",
+        "[incidents]",
+        f'store = "{store}"',
         "",
         "[auth]",
         f'gateway_keys = ["{GATEWAY_KEY}"]',
@@ -349,7 +351,7 @@ def gateway_config(sim: Sim, sim_b: Sim, dead: tuple[int, int]) -> str:
 def gateway(ballast_bin: str, log_dir: Path, sim: Sim, sim_b: Sim):
     dead = (free_port(), free_port())
     config = log_dir / "ballast.toml"
-    config.write_text(gateway_config(sim, sim_b, dead))
+    config.write_text(gateway_config(sim, sim_b, dead, log_dir / "incidents.sqlite"))
     proc = Proc(
         "gateway",
         [ballast_bin, "serve", "--config", str(config), "--listen", "127.0.0.1:0"],

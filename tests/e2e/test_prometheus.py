@@ -50,6 +50,8 @@ def watched(ballast_bin: str, log_dir: Path):
                 f'api_key = "{OPENAI_KEY}"',
                 "[routes.watched]",
                 'targets = ["oai/gpt-4.1"]',
+                "[incidents]",
+                f'store = "{log_dir / "incidents-prom.sqlite"}"',
             ]
         )
     )

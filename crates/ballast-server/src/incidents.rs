@@ -6,8 +6,8 @@
 //! records, so watching costs a lock and a few floating-point operations per attempt.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
@@ -22,6 +22,7 @@ use ballast_core::signal::{
 
 use crate::alerts::{AlertEvent, AlertKind, Alerts};
 use crate::runtime::{lock, rfc3339};
+use crate::store::{Row, StoreHandle};
 
 /// Consecutive failures that open a hard-failure incident.
 const HARD_FAILURES: u32 = 5;
@@ -98,6 +99,10 @@ pub struct Incidents {
     epoch: Instant,
     /// Where opened and resolved incidents are announced.
     pub alerts: Alerts,
+    /// Where incidents are kept across restarts, once `Background` opened it.
+    store: OnceLock<StoreHandle>,
+    /// Incidents of earlier runs, read back from the store (oldest first).
+    history: Mutex<Vec<Row>>,
 }
 
 #[derive(Default)]
@@ -118,6 +123,42 @@ impl Incidents {
             last_trial: (0..targets).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
             alerts,
+            store: OnceLock::new(),
+            history: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Keeps incidents in `store` from now on; `rows` are the earlier runs' incidents. Ids go on
+    /// from the highest stored one, so alert dedup keys stay unique across restarts.
+    pub fn attach_store(&self, store: StoreHandle, rows: Vec<Row>) {
+        if let Some(max) = rows.iter().map(|r| r.id).max() {
+            let mut log = lock(&self.log);
+            log.next_id = log.next_id.max(max.saturating_add(1));
+        }
+        *lock(&self.history) = rows;
+        let _ = self.store.set(store);
+    }
+
+    /// Stops the store's writer after what is queued.
+    pub fn stop_store(&self) {
+        if let Some(s) = self.store.get() {
+            s.stop();
+        }
+    }
+
+    fn persist(&self, i: &Incident, label: &str, resolution: Option<&str>) {
+        if let Some(s) = self.store.get() {
+            s.save(Row {
+                id: i.id,
+                target: label.to_owned(),
+                signal: i.signal.as_str().to_owned(),
+                severity: i.severity().to_owned(),
+                opened_at: i.opened_at,
+                resolved_at: i.resolved_at,
+                resolution: resolution.map(str::to_owned),
+                evidence_at_open: evidence_json(&i.opened_with).to_string(),
+                evidence_latest: evidence_json(&i.latest).to_string(),
+            });
         }
     }
 
@@ -261,6 +302,7 @@ impl Incidents {
             resolved_at: None,
             evidence: e,
         });
+        self.persist(&incident, label, None);
         log.incidents.push_back(incident);
     }
 
@@ -290,6 +332,9 @@ impl Incidents {
                 resolved_at: i.resolved_at,
                 evidence: e,
             });
+            let done = i.clone();
+            drop(log);
+            self.persist(&done, label, Some("evidence back to normal"));
         }
     }
 
@@ -356,6 +401,25 @@ impl Incidents {
                 })
             })
             .collect();
-        json!({ "incidents": list })
+        drop(log);
+        // Then the earlier runs' incidents from the store, newest first.
+        let history = lock(&self.history);
+        let earlier = history.iter().rev().map(|r| {
+            let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::Null);
+            json!({
+                "id": r.id,
+                "target": r.target,
+                "signal": r.signal,
+                "severity": r.severity,
+                "state": if r.resolved_at.is_some() { "resolved" } else { "open" },
+                "opened_at": rfc3339(r.opened_at),
+                "resolved_at": r.resolved_at.map(rfc3339),
+                "resolution": r.resolution,
+                "evidence_at_open": parse(&r.evidence_at_open),
+                "evidence_now": parse(&r.evidence_latest),
+            })
+        });
+        let all: Vec<Value> = list.into_iter().chain(earlier).collect();
+        json!({ "incidents": all })
     }
 }

@@ -16,6 +16,8 @@ mod request_id;
 mod runtime;
 mod state;
 #[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+mod store;
+#[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod stream;
 mod telemetry;
 #[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
@@ -35,6 +37,7 @@ use hyper_util::service::TowerToHyperService;
 use tower::ServiceExt as _;
 
 pub use state::{AppState, StateError};
+pub use store::{Row as IncidentRow, StoreError, history as incident_history};
 pub use upstream::{
     BodyStream, Failure, SendFuture, Transport, UpstreamRequest, UpstreamResponse, Url,
 };
@@ -143,29 +146,62 @@ pub async fn serve(
 /// The gateway's background work (alert delivery), supervised: started with the server, stopped
 /// and drained when it shuts down. Tests that drive [`app`] without [`serve`] start it themselves.
 pub struct Background {
+    state: Arc<AppState>,
     stop: tokio::sync::watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
+    store: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Background {
+    /// Starts alert delivery and, when `[incidents] store` names a file, the incident store (its
+    /// earlier incidents are read back first). A store that cannot be opened is reported with its
+    /// path and what to do; incidents are then kept in memory only.
     pub fn start(state: &Arc<AppState>) -> Self {
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let task = state
-            .telemetry
-            .incidents
+        let incidents = &state.telemetry.incidents;
+        let task = incidents
             .alerts
             .worker(state.transport.clone(), stopped)
             .map(tokio::spawn);
-        Self { stop, task }
+        let store =
+            state
+                .config
+                .incidents
+                .store
+                .as_ref()
+                .and_then(|path| match store::open(path) {
+                    Ok((conn, rows)) => {
+                        let (handle, thread) = store::start(conn, path.clone());
+                        incidents.attach_store(handle, rows);
+                        Some(thread)
+                    }
+                    Err(e) => {
+                        tracing::error!("{e} Incidents are kept in memory only.");
+                        None
+                    }
+                });
+        Self {
+            state: state.clone(),
+            stop,
+            task,
+            store,
+        }
     }
 
-    /// Stops the background work after delivering what is queued (bounded by the drain time).
+    /// Stops the background work after delivering and writing what is queued (bounded).
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            let limit = alerts::DRAIN.saturating_add(Duration::from_secs(1));
-            if tokio::time::timeout(limit, task).await.is_err() {
-                tracing::warn!("background work did not finish in time");
+        self.state.telemetry.incidents.stop_store();
+        let limit = alerts::DRAIN.saturating_add(Duration::from_secs(1));
+        if let Some(task) = self.task.take()
+            && tokio::time::timeout(limit, task).await.is_err()
+        {
+            tracing::warn!("alert delivery did not finish in time");
+        }
+        if let Some(thread) = self.store.take() {
+            let join = tokio::task::spawn_blocking(move || thread.join());
+            if tokio::time::timeout(limit, join).await.is_err() {
+                tracing::warn!("the incident store did not finish writing in time");
             }
         }
     }

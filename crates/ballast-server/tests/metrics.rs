@@ -517,3 +517,106 @@ async fn answers_in_a_script_the_prompt_does_not_use_open_a_wrong_script_inciden
         Some(1.0)
     );
 }
+
+fn temp_store(name: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    std::env::temp_dir().join(format!(
+        "ballast-{name}-{}-{nanos}.sqlite",
+        std::process::id()
+    ))
+}
+
+/// Incidents survive a restart in the SQLite store: the next run lists them (one left open is closed
+/// as "gateway restarted", its detectors starting afresh) and numbers new ones after them.
+#[tokio::test(start_paused = true)]
+async fn incidents_are_kept_across_restarts_in_the_store() {
+    let path = temp_store("restart");
+    let extra = format!(
+        "[policy]\nretries = 0\n[policy.breaker]\nconsecutive_failures = 100000\nfailure_ratio = 1.0\n[incidents]\nstore = \"{}\"\n",
+        path.display()
+    );
+    {
+        let r = rig(&extra);
+        let background = ballast_server::Background::start(&r.state);
+        r.upstream
+            .set("backup.test", Reply::Json(chat_answer("ok")));
+        r.upstream.set("primary.test", Reply::status(503));
+        for _ in 0..10 {
+            r.call(
+                "/v1/chat/completions",
+                &chat("chat", "prompt zq-store-marker", false),
+            )
+            .await;
+        }
+        let v = r.admin("/admin/incidents").await;
+        assert!(!v["incidents"].as_array().unwrap().is_empty(), "{v}");
+        background.shutdown().await;
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(
+        !bytes.windows(15).any(|w| w == b"zq-store-marker"),
+        "prompt text in the store"
+    );
+    let r = rig(&extra);
+    let background = ballast_server::Background::start(&r.state);
+    let v = r.admin("/admin/incidents").await;
+    let list = v["incidents"].as_array().unwrap();
+    assert!(!list.is_empty(), "{v}");
+    assert!(list.iter().all(|i| i["state"] == "resolved"), "{v}");
+    assert!(
+        list.iter()
+            .any(|i| i["resolution"].as_str().unwrap_or("").contains("restarted")),
+        "{v}"
+    );
+    let max_before = list
+        .iter()
+        .map(|i| i["id"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    // A new incident in this run is numbered after the stored ones.
+    r.upstream
+        .set("backup.test", Reply::Json(chat_answer("ok")));
+    r.upstream.set("primary.test", Reply::status(503));
+    for _ in 0..10 {
+        r.call("/v1/chat/completions", &chat("chat", "x", false))
+            .await;
+    }
+    let v = r.admin("/admin/incidents").await;
+    assert!(
+        v["incidents"][0]["id"].as_u64().unwrap() > max_before,
+        "{v}"
+    );
+    assert_eq!(v["incidents"][0]["state"], "open");
+    background.shutdown().await;
+    let rows = ballast_server::incident_history(&path, 100).unwrap();
+    assert!(rows.iter().any(|r| r.id > max_before));
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A corrupt store is reported with its path and what to do; the gateway serves on, keeping
+/// incidents in memory.
+#[tokio::test(start_paused = true)]
+async fn a_corrupt_store_is_reported_and_the_gateway_serves_on() {
+    let path = temp_store("corrupt");
+    std::fs::write(&path, b"this is not an sqlite database, not at all, no").unwrap();
+    let r = rig(&format!("[incidents]\nstore = \"{}\"\n", path.display()));
+    let err = ballast_server::incident_history(&path, 10)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&path.display().to_string()) && err.contains("Move it aside"),
+        "{err}"
+    );
+    let background = ballast_server::Background::start(&r.state);
+    r.upstream
+        .set("primary.test", Reply::Json(chat_answer("ok")));
+    let got = r
+        .call("/v1/chat/completions", &chat("solo", "x", false))
+        .await;
+    assert_eq!(got.status, 200);
+    background.shutdown().await;
+    let _ = std::fs::remove_file(&path);
+}

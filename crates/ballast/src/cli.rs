@@ -39,6 +39,25 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run the provider simulator (Anthropic, OpenAI and Gemini APIs with fault injection).
     Sim(SimArgs),
+    /// List the incidents kept in an incident store (newest first).
+    Incidents(IncidentsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct IncidentsArgs {
+    /// The incident store (an SQLite file). Default: the configuration's `[incidents] store`, else
+    /// ./ballast-incidents.sqlite.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Configuration file naming the store.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// How many incidents to list.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

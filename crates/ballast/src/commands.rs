@@ -11,7 +11,7 @@ use ballast_core::config::{Config, ConfigErrors};
 use ballast_server::AppState;
 use tokio::net::TcpListener;
 
-use crate::cli::{CheckArgs, Command, DemoArgs, ServeArgs, SimArgs};
+use crate::cli::{CheckArgs, Command, DemoArgs, IncidentsArgs, ServeArgs, SimArgs};
 
 pub async fn run(command: Command) -> Result<(), String> {
     match command {
@@ -19,7 +19,83 @@ pub async fn run(command: Command) -> Result<(), String> {
         Command::Check(a) => check(&a),
         Command::Demo(a) => demo(a).await,
         Command::Sim(a) => sim(a).await,
+        Command::Incidents(a) => incidents(&a),
     }
+}
+
+fn incidents(args: &IncidentsArgs) -> Result<(), String> {
+    let path = match (&args.store, &args.config) {
+        (Some(p), _) => p.clone(),
+        (None, Some(c)) => {
+            let config = Config::load(c).map_err(|e| config_errors(c, &e))?;
+            config.incidents.store.ok_or_else(|| {
+                format!(
+                    "{} keeps incidents in memory only ([incidents] store = \"\")",
+                    c.display()
+                )
+            })?
+        }
+        (None, None) => PathBuf::from(ballast_core::config::DEFAULT_INCIDENT_STORE),
+    };
+    if !path.exists() {
+        return Err(format!(
+            "no incident store at {}: a gateway writes one when it opens its first incident (set --store or --config)",
+            path.display()
+        ));
+    }
+    let mut rows =
+        ballast_server::incident_history(&path, args.limit).map_err(|e| e.to_string())?;
+    rows.reverse();
+    if args.json {
+        let list: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id,
+                    "target": r.target,
+                    "signal": r.signal,
+                    "severity": r.severity,
+                    "opened_at": humantime::format_rfc3339_seconds(r.opened_at).to_string(),
+                    "resolved_at": r.resolved_at.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+                    "resolution": r.resolution,
+                    "evidence_at_open": serde_json::from_str::<serde_json::Value>(&r.evidence_at_open).ok(),
+                    "evidence_latest": serde_json::from_str::<serde_json::Value>(&r.evidence_latest).ok(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no incidents in {}", path.display());
+        return Ok(());
+    }
+    println!(
+        "{:>5}  {:<8}  {:<20}  {:<20}  {:<32}  {:<12}  {:<8}",
+        "ID", "STATE", "OPENED", "RESOLVED", "TARGET", "SIGNAL", "SEVERITY"
+    );
+    for r in &rows {
+        let state = if r.resolved_at.is_some() {
+            "resolved"
+        } else {
+            "open"
+        };
+        let resolved = r.resolved_at.map_or_else(
+            || "-".to_owned(),
+            |t| humantime::format_rfc3339_seconds(t).to_string(),
+        );
+        println!(
+            "{:>5}  {:<8}  {:<20}  {:<20}  {:<32}  {:<12}  {:<8}",
+            r.id,
+            state,
+            humantime::format_rfc3339_seconds(r.opened_at).to_string(),
+            resolved,
+            r.target,
+            r.signal,
+            r.severity
+        );
+    }
+    Ok(())
 }
 
 fn config_errors(path: &Path, e: &ConfigErrors) -> String {
@@ -117,7 +193,11 @@ async fn run_gateway(config: Config, listener: TcpListener) -> Result<(), String
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
-    let config = load_for_serve(args.config)?;
+    let mut config = load_for_serve(args.config)?;
+    if !config.incidents.store_set {
+        // Incidents survive restarts unless the configuration says otherwise.
+        config.incidents.store = Some(PathBuf::from(ballast_core::config::DEFAULT_INCIDENT_STORE));
+    }
     print_routes(&config);
     let listen = args.listen.unwrap_or(config.server.listen);
     check_exposure(&config, listen, args.allow_unauthenticated)?;

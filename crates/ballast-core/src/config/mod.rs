@@ -46,6 +46,7 @@ pub struct Config {
     /// Where incidents are announced.
     pub alerts: Vec<AlertSink>,
     pub signal: SignalSettings,
+    pub incidents: IncidentSettings,
     /// Gateway-wide policy defaults (each route's `policy` is already resolved over these).
     pub policy: Policy,
     pub providers: Vec<Provider>,
@@ -70,6 +71,20 @@ pub struct AdminSettings {
     /// The key admin endpoints require; without one they are disabled.
     pub key: Option<Secret>,
 }
+
+/// `[incidents]`: where incidents are kept across restarts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IncidentSettings {
+    /// The SQLite file; `None`: in memory only. `ballast serve` uses [`DEFAULT_INCIDENT_STORE`]
+    /// when the configuration does not say (`store = ""` keeps them in memory).
+    pub store: Option<std::path::PathBuf>,
+    /// Whether the configuration named the store (or turned it off) rather than leaving the default.
+    pub store_set: bool,
+}
+
+/// The incident store `ballast serve` uses when the configuration names none, under the working
+/// directory.
+pub const DEFAULT_INCIDENT_STORE: &str = "ballast-incidents.sqlite";
 
 /// `[signal]`: what detection does besides opening incidents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -803,6 +818,15 @@ fn validate(raw: RawConfig, env: &dyn env::Env) -> Result<Config, ConfigErrors> 
         alerts,
         signal: SignalSettings {
             eject: raw.signal.eject.unwrap_or(true),
+        },
+        incidents: IncidentSettings {
+            store: raw
+                .incidents
+                .store
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .map(std::path::PathBuf::from),
+            store_set: raw.incidents.store.is_some(),
         },
         policy: default_policy,
         providers,

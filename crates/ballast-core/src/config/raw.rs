@@ -26,6 +26,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub signal: RawSignal,
     #[serde(default)]
+    pub incidents: RawIncidents,
+    #[serde(default)]
     pub policy: RawPolicy,
     #[serde(default)]
     pub providers: BTreeMap<String, RawProvider>,
@@ -56,6 +58,13 @@ pub struct RawAuth {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub key: Option<String>,
+}
+
+/// `[incidents]`: where incidents are kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIncidents {
+    pub store: Option<String>,
 }
 
 /// `[signal]`: what detection does.
