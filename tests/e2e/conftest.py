@@ -327,6 +327,9 @@ def gateway_config(sim: Sim, sim_b: Sim, dead: tuple[int, int], store: Path) -> 
         # Detection still opens incidents, but traffic is not routed around them here.
         "[signal]",
         "eject = false",
+        # Nor do probes add requests the tests would count.
+        "[probes]",
+        'interval = "0s"',
         "[incidents]",
         f'store = "{store}"',
         "",

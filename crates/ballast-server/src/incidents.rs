@@ -96,6 +96,8 @@ pub struct Incidents {
     ejected: Vec<AtomicBool>,
     /// Per target: when its last trial request went out (ms since `epoch`).
     last_trial: Vec<AtomicU64>,
+    /// Per target: when its last client attempt was observed (ms since `epoch`, 0: never).
+    last_evidence: Vec<AtomicU64>,
     epoch: Instant,
     /// Where opened and resolved incidents are announced.
     pub alerts: Alerts,
@@ -121,6 +123,7 @@ impl Incidents {
             }),
             ejected: (0..targets).map(|_| AtomicBool::new(false)).collect(),
             last_trial: (0..targets).map(|_| AtomicU64::new(0)).collect(),
+            last_evidence: (0..targets).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
             alerts,
             store: OnceLock::new(),
@@ -189,6 +192,12 @@ impl Incidents {
         true
     }
 
+    /// When the last client attempt at `target` was observed.
+    pub fn last_evidence(&self, target: usize) -> Option<Instant> {
+        let ms = self.last_evidence.get(target)?.load(Ordering::Relaxed);
+        (ms > 0).then(|| self.epoch + Duration::from_millis(ms))
+    }
+
     /// Whether `target` is ejected (an availability or hard-failure incident is open).
     pub fn ejected(&self, target: usize) -> bool {
         self.ejected
@@ -208,10 +217,15 @@ impl Incidents {
     }
 
     /// Feeds one attempt to its target's detectors; opens or resolves incidents on a change.
-    pub fn observe(&self, r: &AttemptRecord, label: &str) {
+    /// `client`: client traffic (which makes a probe unnecessary) rather than a probe.
+    pub fn observe(&self, r: &AttemptRecord, label: &str, client: bool) {
         let Some(det) = self.detectors.get(r.target) else {
             return;
         };
+        if client && let Some(at) = self.last_evidence.get(r.target) {
+            let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+            at.store(ms.max(1), Ordering::Relaxed);
+        }
         let mut changes: [(Signal, Option<Change>); 3] = [
             (Signal::Availability, None),
             (Signal::HardFailure, None),

@@ -11,6 +11,7 @@ mod error;
 mod inbound;
 mod incidents;
 mod outcome;
+mod probes;
 mod proxy;
 mod request_id;
 mod runtime;
@@ -143,12 +144,13 @@ pub async fn serve(
     Ok(())
 }
 
-/// The gateway's background work (alert delivery), supervised: started with the server, stopped
+/// The gateway's background work (probes, alert delivery, the incident store), supervised: started with the server, stopped
 /// and drained when it shuts down. Tests that drive [`app`] without [`serve`] start it themselves.
 pub struct Background {
     state: Arc<AppState>,
     stop: tokio::sync::watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
+    probes: Option<tokio::task::JoinHandle<()>>,
     store: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -161,8 +163,9 @@ impl Background {
         let incidents = &state.telemetry.incidents;
         let task = incidents
             .alerts
-            .worker(state.transport.clone(), stopped)
+            .worker(state.transport.clone(), stopped.clone())
             .map(tokio::spawn);
+        let probes = tokio::spawn(probes::run(state.clone(), stopped));
         let store =
             state
                 .config
@@ -184,6 +187,7 @@ impl Background {
             state: state.clone(),
             stop,
             task,
+            probes: Some(probes),
             store,
         }
     }
@@ -197,6 +201,9 @@ impl Background {
             && tokio::time::timeout(limit, task).await.is_err()
         {
             tracing::warn!("alert delivery did not finish in time");
+        }
+        if let Some(probes) = self.probes.take() {
+            let _ = tokio::time::timeout(limit, probes).await;
         }
         if let Some(thread) = self.store.take() {
             let join = tokio::task::spawn_blocking(move || thread.join());

@@ -216,6 +216,9 @@ pub struct Telemetry {
     detector_score: Family<DetectorLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     detector_threshold: Family<DetectorLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     incidents_open: Family<SignalLabel, Gauge>,
+    /// `[target][result]`: probes sent, apart from client traffic.
+    probes: Vec<Counter>,
+    probe_latency: Vec<Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// The detectors of every target, and the incidents they opened.
     pub incidents: Incidents,
 }
@@ -378,6 +381,43 @@ impl Telemetry {
             "Open incidents by signal",
             incidents_open.clone(),
         );
+        let probes_family = Family::<AttemptLabels, Counter>::default();
+        registry.register(
+            "ballast_probes",
+            "Probe requests by target and result (not client traffic)",
+            probes_family.clone(),
+        );
+        let mut probes = Vec::new();
+        for (label, _, _) in &targets {
+            for result in AttemptResult::ALL {
+                probes.push(
+                    probes_family
+                        .get_or_create(&AttemptLabels {
+                            target: label.clone(),
+                            result: result.as_str(),
+                        })
+                        .clone(),
+                );
+            }
+        }
+        let probe_latency_family =
+            Family::<TargetLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register_with_unit(
+            "ballast_probe_latency",
+            "The last probe's latency per target",
+            Unit::Seconds,
+            probe_latency_family.clone(),
+        );
+        let probe_latency = targets
+            .iter()
+            .map(|(label, _, _)| {
+                probe_latency_family
+                    .get_or_create(&TargetLabel {
+                        target: label.clone(),
+                    })
+                    .clone()
+            })
+            .collect();
         let incidents = Incidents::new(
             targets.len(),
             crate::alerts::Alerts::new(config.alerts.clone()),
@@ -408,8 +448,25 @@ impl Telemetry {
             detector_score,
             detector_threshold,
             incidents_open,
+            probes,
+            probe_latency,
             incidents,
         }
+    }
+
+    /// One probe ended: counted apart from client traffic, and evidence for the target's detectors.
+    pub fn probe(&self, r: &AttemptRecord) {
+        let i = r
+            .target
+            .saturating_mul(AttemptResult::ALL.len())
+            .saturating_add(r.result.index());
+        if let Some(c) = self.probes.get(i) {
+            c.inc();
+        }
+        if let Some(g) = self.probe_latency.get(r.target) {
+            g.set(r.duration.as_secs_f64());
+        }
+        self.incidents.observe(r, self.target_name(r.target), false);
     }
 
     pub fn route_name(&self, route: usize) -> &str {
@@ -429,7 +486,7 @@ impl Telemetry {
         if let Some(c) = self.attempts.get(i) {
             c.inc();
         }
-        self.incidents.observe(r, self.target_name(r.target));
+        self.incidents.observe(r, self.target_name(r.target), true);
     }
 
     /// One request ended: its log line, and its metrics.

@@ -347,7 +347,7 @@ async fn an_availability_incident_routes_traffic_around_the_target_until_it_reco
 #[tokio::test(start_paused = true)]
 async fn incidents_are_announced_to_every_sink_once_per_open_and_resolve() {
     let r = rig(concat!(
-        "[policy]\nretries = 0\n[policy.breaker]\nconsecutive_failures = 100000\nfailure_ratio = 1.0\n",
+        "[policy]\nretries = 0\n[policy.breaker]\nconsecutive_failures = 100000\nfailure_ratio = 1.0\n[probes]\ninterval = \"0s\"\n",
         "[[alerts.sinks]]\nkind = \"webhook\"\nurl = \"http://hooks.test/ballast\"\n",
         "[[alerts.sinks]]\nkind = \"slack\"\nurl = \"http://slack.test/services/x\"\n",
         "[[alerts.sinks]]\nkind = \"pagerduty\"\nurl = \"http://pd.test/v2/enqueue\"\nrouting_key = \"pd-routing-key\"\n",
@@ -535,7 +535,7 @@ fn temp_store(name: &str) -> std::path::PathBuf {
 async fn incidents_are_kept_across_restarts_in_the_store() {
     let path = temp_store("restart");
     let extra = format!(
-        "[policy]\nretries = 0\n[policy.breaker]\nconsecutive_failures = 100000\nfailure_ratio = 1.0\n[incidents]\nstore = \"{}\"\n",
+        "[policy]\nretries = 0\n[policy.breaker]\nconsecutive_failures = 100000\nfailure_ratio = 1.0\n[probes]\ninterval = \"0s\"\n[incidents]\nstore = \"{}\"\n",
         path.display()
     );
     {
@@ -619,4 +619,93 @@ async fn a_corrupt_store_is_reported_and_the_gateway_serves_on() {
     assert_eq!(got.status, 200);
     background.shutdown().await;
     let _ = std::fs::remove_file(&path);
+}
+
+/// A target with no traffic is still watched: probes (in its own API) find it down within about
+/// one probe interval, and once it is back they resolve the incident.
+#[tokio::test(start_paused = true)]
+async fn probes_see_an_idle_target_go_down_within_one_interval() {
+    let r = rig("[probes]\ninterval = \"10s\"");
+    for host in ["primary.test", "backup.test"] {
+        r.upstream.set(host, Reply::Json(chat_answer("pong")));
+    }
+    r.upstream.set(
+        "claude.test",
+        Reply::Json(
+            json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+                "content": [{"type": "text", "text": "pong"}], "stop_reason": "end_turn",
+                "usage": {"input_tokens": 5, "output_tokens": 1}})
+            .to_string(),
+        ),
+    );
+    let background = ballast_server::Background::start(&r.state);
+    advance(std::time::Duration::from_secs(60)).await;
+    let probes_of = |m: &str, target: &str, result: &str| {
+        value(
+            m,
+            "ballast_probes_total",
+            &[
+                &format!("target=\"{target}\""),
+                &format!("result=\"{result}\""),
+            ],
+        )
+        .unwrap_or(0.0)
+    };
+    let (_, m) = r.get_text("/metrics").await;
+    let healthy = probes_of(&m, "claude/claude-sonnet-4-5", "answered");
+    assert!(
+        (4.0..=8.0).contains(&healthy),
+        "{healthy} probes in 60 s at 10 s ± 20%"
+    );
+    // The probe is a real request in the target's own API, a few tokens long.
+    let sent = r.upstream.requests("claude.test");
+    let body: serde_json::Value = serde_json::from_slice(&sent[0].body).unwrap();
+    assert_eq!(sent[0].url.path(), "/v1/messages");
+    assert_eq!(body["max_tokens"], 5);
+    assert!(body["messages"][0]["content"].to_string().contains("pong"));
+    // No client traffic, and the target goes down.
+    r.upstream.set("claude.test", Reply::Refused);
+    let mut seen_after = None;
+    for s in 1..=30 {
+        advance(std::time::Duration::from_secs(1)).await;
+        let v = r.admin("/admin/incidents").await;
+        if v["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["target"] == "claude/claude-sonnet-4-5" && i["state"] == "open")
+        {
+            seen_after = Some(s);
+            break;
+        }
+    }
+    let s = seen_after.expect("no incident from probes");
+    assert!(
+        s <= 12 + 5,
+        "seen after {s} s (interval 10 s ± 20%, then 5 quick confirmations)"
+    );
+    // Back up: the next probe succeeds and the hard-failure incident resolves.
+    r.upstream.set("claude.test", Reply::Json(json!({"id": "msg_2", "type": "message", "role": "assistant", "model": "m", "content": [{"type": "text", "text": "pong"}], "stop_reason": "end_turn", "usage": {"input_tokens": 5, "output_tokens": 1}}).to_string()));
+    advance(std::time::Duration::from_secs(15)).await;
+    let v = r.admin("/admin/incidents").await;
+    assert!(
+        v["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["signal"] == "hard_failure" && i["state"] == "resolved"),
+        "{v}"
+    );
+    background.shutdown().await;
+}
+
+/// Paused time, a second at a time, letting background tasks run.
+async fn advance(d: std::time::Duration) {
+    let steps = d.as_millis() / 100;
+    for _ in 0..steps {
+        tokio::time::advance(std::time::Duration::from_millis(100)).await;
+        for _ in 0..5 {
+            tokio::task::yield_now().await;
+        }
+    }
 }

@@ -47,6 +47,7 @@ pub struct Config {
     pub alerts: Vec<AlertSink>,
     pub signal: SignalSettings,
     pub incidents: IncidentSettings,
+    pub probes: ProbeSettings,
     /// Gateway-wide policy defaults (each route's `policy` is already resolved over these).
     pub policy: Policy,
     pub providers: Vec<Provider>,
@@ -71,6 +72,18 @@ pub struct AdminSettings {
     /// The key admin endpoints require; without one they are disabled.
     pub key: Option<Secret>,
 }
+
+/// `[probes]`: a tiny request to each target that live traffic has not vouched for in `interval`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeSettings {
+    /// Zero: no probes.
+    pub interval: Duration,
+    /// Probes per target per day, at most (their cost is capped).
+    pub max_per_day: u32,
+}
+
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_PROBES_PER_DAY: u32 = 4000;
 
 /// `[incidents]`: where incidents are kept across restarts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -818,6 +831,10 @@ fn validate(raw: RawConfig, env: &dyn env::Env) -> Result<Config, ConfigErrors> 
         alerts,
         signal: SignalSettings {
             eject: raw.signal.eject.unwrap_or(true),
+        },
+        probes: ProbeSettings {
+            interval: raw.probes.interval.unwrap_or(DEFAULT_PROBE_INTERVAL),
+            max_per_day: raw.probes.max_per_day.unwrap_or(DEFAULT_PROBES_PER_DAY),
         },
         incidents: IncidentSettings {
             store: raw

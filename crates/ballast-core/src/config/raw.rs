@@ -28,6 +28,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub incidents: RawIncidents,
     #[serde(default)]
+    pub probes: RawProbes,
+    #[serde(default)]
     pub policy: RawPolicy,
     #[serde(default)]
     pub providers: BTreeMap<String, RawProvider>,
@@ -58,6 +60,15 @@ pub struct RawAuth {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub key: Option<String>,
+}
+
+/// `[probes]`: synthetic requests to targets without traffic.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbes {
+    #[serde(default, with = "humantime_serde::option")]
+    pub interval: Option<Duration>,
+    pub max_per_day: Option<u32>,
 }
 
 /// `[incidents]`: where incidents are kept.
