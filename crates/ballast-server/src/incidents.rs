@@ -366,6 +366,19 @@ impl Incidents {
             .collect()
     }
 
+    /// `target`'s detectors: each signal's evidence now.
+    pub fn detectors_json(&self, target: usize) -> Value {
+        let Some(d) = self.detectors.get(target) else {
+            return Value::Null;
+        };
+        let d = lock(d);
+        let mut out = serde_json::Map::new();
+        for s in Signal::ALL {
+            out.insert(s.as_str().to_owned(), evidence_json(&d.evidence(s)));
+        }
+        Value::Object(out)
+    }
+
     /// Open incidents per signal.
     pub fn open_counts(&self) -> [i64; 4] {
         let log = lock(&self.log);

@@ -39,6 +39,7 @@ use tower::ServiceExt as _;
 
 pub use state::{AppState, StateError};
 pub use store::{Row as IncidentRow, StoreError, history as incident_history};
+pub use upstream::plain_client;
 pub use upstream::{
     BodyStream, Failure, SendFuture, Transport, UpstreamRequest, UpstreamResponse, Url,
 };

@@ -194,7 +194,17 @@ impl Runtime {
     pub fn snapshot(&self, st: &AppState) -> Value {
         let now = Instant::now();
         json!({
-            "targets": self.targets.iter().map(|t| t.snapshot(st, now)).collect::<Vec<_>>(),
+            "targets": self
+                .targets
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let mut v = t.snapshot(st, now);
+                    v["ejected"] = json!(st.telemetry.incidents.ejected(i));
+                    v["detectors"] = st.telemetry.incidents.detectors_json(i);
+                    v
+                })
+                .collect::<Vec<_>>(),
             "in_flight": self.in_flight.load(Ordering::Relaxed),
             "buffered_bytes": self.buffered.used(),
             "retry_budget": {

@@ -95,6 +95,15 @@ impl Transport for HttpTransport {
     }
 }
 
+/// A plain HTTP client (rustls with ring) for the command line's calls to a gateway.
+pub fn plain_client(timeout: Duration) -> Result<reqwest::Client, String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 /// Builds the pooled, keep-alive client every upstream call goes through.
 fn client(settings: &ServerSettings) -> Result<reqwest::Client, String> {
     // reqwest is built without a bundled crypto provider; ring is ours. Err means one is installed.

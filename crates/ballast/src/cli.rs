@@ -41,6 +41,18 @@ pub enum Command {
     Sim(SimArgs),
     /// List the incidents kept in an incident store (newest first).
     Incidents(IncidentsArgs),
+    /// Show a running gateway's targets, breakers, detectors and open incidents.
+    Status(StatusArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The gateway's address.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The gateway's `[admin] key`.
+    #[arg(long, env = "BALLAST_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: String,
 }
 
 #[derive(Args, Debug)]

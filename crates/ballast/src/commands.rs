@@ -11,7 +11,7 @@ use ballast_core::config::{Config, ConfigErrors};
 use ballast_server::AppState;
 use tokio::net::TcpListener;
 
-use crate::cli::{CheckArgs, Command, DemoArgs, IncidentsArgs, ServeArgs, SimArgs};
+use crate::cli::{CheckArgs, Command, DemoArgs, IncidentsArgs, ServeArgs, SimArgs, StatusArgs};
 
 pub async fn run(command: Command) -> Result<(), String> {
     match command {
@@ -20,7 +20,100 @@ pub async fn run(command: Command) -> Result<(), String> {
         Command::Demo(a) => demo(a).await,
         Command::Sim(a) => sim(a).await,
         Command::Incidents(a) => incidents(&a),
+        Command::Status(a) => status(&a).await,
     }
+}
+
+async fn status(args: &StatusArgs) -> Result<(), String> {
+    let http = ballast_server::plain_client(Duration::from_secs(10))?;
+    let base = args.url.trim_end_matches('/');
+    let get = |path: &'static str| {
+        let http = http.clone();
+        let url = format!("{base}{path}");
+        let key = args.admin_key.clone();
+        async move {
+            let resp = http
+                .get(&url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .map_err(|e| format!("cannot reach {url}: {e}"))?;
+            let status = resp.status();
+            let body = resp.text().await.map_err(|e| e.to_string())?;
+            if !status.is_success() {
+                return Err(format!("{url}: HTTP {status}: {body}"));
+            }
+            serde_json::from_str::<serde_json::Value>(&body).map_err(|e| format!("{url}: {e}"))
+        }
+    };
+    let targets = get("/admin/targets").await?;
+    let incidents = get("/admin/incidents").await?;
+    let score = |d: &serde_json::Value, s: &str| {
+        let e = &d[s];
+        match (e["score"].as_f64(), e["threshold"].as_f64()) {
+            (Some(x), Some(t)) if t > 0.0 => format!("{:>3.0}%", 100.0 * x / t),
+            _ => "-".to_owned(),
+        }
+    };
+    println!(
+        "{:<36} {:<9} {:>8} {:>9} {:>7} {:<7}  {:>6} {:>6} {:>6} {:>6}",
+        "TARGET",
+        "BREAKER",
+        "INFLIGHT",
+        "LATENCY",
+        "BUDGET",
+        "EJECTED",
+        "AVAIL",
+        "HARD",
+        "LAT",
+        "SCRIPT"
+    );
+    for t in targets["targets"].as_array().into_iter().flatten() {
+        let d = &t["detectors"];
+        let latency = t["latency_ewma_ms"]
+            .as_f64()
+            .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.0}ms"));
+        println!(
+            "{:<36} {:<9} {:>8} {:>9} {:>7} {:<7}  {:>6} {:>6} {:>6} {:>6}",
+            t["target"].as_str().unwrap_or("?"),
+            t["breaker"]["state"].as_str().unwrap_or("?"),
+            t["in_flight"].to_string(),
+            latency,
+            t["retry_budget"]["available"].to_string(),
+            if t["ejected"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            },
+            score(d, "availability"),
+            score(d, "hard_failure"),
+            score(d, "latency"),
+            score(d, "wrong_script"),
+        );
+    }
+    println!("(detector columns: score as a share of the threshold; 100% fires)");
+    let open: Vec<&serde_json::Value> = incidents["incidents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["state"] == "open")
+        .collect();
+    if open.is_empty() {
+        println!("\nno open incidents");
+    } else {
+        println!("\nopen incidents:");
+        for i in open {
+            println!(
+                "  #{} {} {} ({}) since {}",
+                i["id"],
+                i["target"].as_str().unwrap_or("?"),
+                i["signal"].as_str().unwrap_or("?"),
+                i["severity"].as_str().unwrap_or("?"),
+                i["opened_at"].as_str().unwrap_or("?"),
+            );
+        }
+    }
+    Ok(())
 }
 
 fn incidents(args: &IncidentsArgs) -> Result<(), String> {
