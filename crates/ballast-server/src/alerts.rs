@@ -192,6 +192,11 @@ fn summary(ev: &AlertEvent) -> String {
             "time to first token {:.2}s against {:.2}s normal",
             e.observed, e.baseline
         ),
+        Signal::EmptyAnswer => format!(
+            "{:.1}% of answers end with no text, against {:.2}% normal",
+            e.observed * 100.0,
+            e.baseline * 100.0
+        ),
         Signal::WrongScript => format!(
             "{:.1}% of answers have text in a script their prompt does not use, against {:.2}% normal",
             e.observed * 100.0,

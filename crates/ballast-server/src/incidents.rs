@@ -37,6 +37,7 @@ struct Detectors {
     hard: HardFailure,
     latency: Latency,
     wrong_script: WrongScript,
+    empty: WrongScript,
 }
 
 impl Detectors {
@@ -46,6 +47,7 @@ impl Detectors {
             hard: HardFailure::new(HARD_FAILURES),
             latency: Latency::new(LatencyConfig::default()),
             wrong_script: WrongScript::default(),
+            empty: WrongScript::empty_answers(),
         }
     }
 
@@ -55,6 +57,7 @@ impl Detectors {
             Signal::HardFailure => self.hard.evidence(),
             Signal::Latency => self.latency.evidence(),
             Signal::WrongScript => self.wrong_script.evidence(),
+            Signal::EmptyAnswer => self.empty.evidence(),
         }
     }
 }
@@ -73,7 +76,10 @@ pub struct Incident {
 impl Incident {
     fn severity(&self) -> &'static str {
         match self.signal {
-            Signal::Availability | Signal::HardFailure | Signal::WrongScript => "critical",
+            Signal::Availability
+            | Signal::HardFailure
+            | Signal::WrongScript
+            | Signal::EmptyAnswer => "critical",
             Signal::Latency => "warning",
         }
     }
@@ -210,7 +216,8 @@ impl Incidents {
             flag.store(
                 detectors.availability.firing()
                     || detectors.hard.firing()
-                    || detectors.wrong_script.firing(),
+                    || detectors.wrong_script.firing()
+                    || detectors.empty.firing(),
                 Ordering::Relaxed,
             );
         }
@@ -257,24 +264,37 @@ impl Incidents {
         }
     }
 
-    /// Feeds one answer (whether it had text in a script the prompt does not use) to its target's
-    /// wrong-script detector.
-    pub fn observe_answer(&self, target: usize, wrong_script: bool, label: &str) {
+    /// Feeds one answer to its target's output-quality detectors: whether it had text in a script
+    /// the prompt does not use, and whether it ended normally with no text at all (`None`: it
+    /// ended for another reason, a tool call say, and says nothing of emptiness).
+    pub fn observe_answer(
+        &self,
+        target: usize,
+        wrong_script: bool,
+        empty: Option<bool>,
+        label: &str,
+    ) {
         let Some(det) = self.detectors.get(target) else {
             return;
         };
-        let (change, e) = {
+        let (changes, evidence) = {
             let mut d = lock(det);
-            let change = d.wrong_script.observe(wrong_script);
-            if change.is_some() {
+            let script = d.wrong_script.observe(wrong_script);
+            let empty = empty.and_then(|e| d.empty.observe(e));
+            if script.is_some() || empty.is_some() {
                 self.set_ejected(target, &d);
             }
-            (change, d.wrong_script.evidence())
+            (
+                [(Signal::WrongScript, script), (Signal::EmptyAnswer, empty)],
+                [d.wrong_script.evidence(), d.empty.evidence()],
+            )
         };
-        match change {
-            Some(Change::Fired) => self.open(target, label, Signal::WrongScript, e),
-            Some(Change::Cleared) => self.resolve(target, label, Signal::WrongScript, e),
-            None => {}
+        for ((signal, change), e) in changes.into_iter().zip(evidence) {
+            match change {
+                Some(Change::Fired) => self.open(target, label, signal, e),
+                Some(Change::Cleared) => self.resolve(target, label, signal, e),
+                None => {}
+            }
         }
     }
 
@@ -353,7 +373,7 @@ impl Incidents {
     }
 
     /// Per target and signal: the detector's score and threshold, for metrics.
-    pub fn scores(&self) -> Vec<[(f64, f64); 4]> {
+    pub fn scores(&self) -> Vec<[(f64, f64); 5]> {
         self.detectors
             .iter()
             .map(|d| {
@@ -380,9 +400,9 @@ impl Incidents {
     }
 
     /// Open incidents per signal.
-    pub fn open_counts(&self) -> [i64; 4] {
+    pub fn open_counts(&self) -> [i64; 5] {
         let log = lock(&self.log);
-        let mut n = [0i64; 4];
+        let mut n = [0i64; 5];
         for i in log.incidents.iter().filter(|i| i.resolved_at.is_none()) {
             if let Some(c) = n.get_mut(i.signal.index()) {
                 *c = c.saturating_add(1);

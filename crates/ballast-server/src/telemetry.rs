@@ -504,11 +504,23 @@ impl Telemetry {
         // An answer's text against the prompt's scripts: evidence for the target's wrong-script
         // detector (answers with no text, tool calls only, say nothing).
         if r.outcome == RequestOutcome::Answered
-            && r.text.chars > 0
             && let Some(target) = r.target
         {
-            self.incidents
-                .observe_answer(target, r.text.wrong_script(), self.target_name(target));
+            // Emptiness only counts for answers that ended as a normal end of text (not a tool
+            // call, a length cut or a refusal).
+            let normal_end = r.stop_reason.is_some_and(|s| {
+                matches!(
+                    s,
+                    "stop" | "end_turn" | "STOP" | "completed" | "stop_sequence"
+                )
+            });
+            let empty = normal_end.then_some(r.text.chars == 0);
+            self.incidents.observe_answer(
+                target,
+                r.text.wrong_script(),
+                empty,
+                self.target_name(target),
+            );
         }
         let Some(route) = r.route else { return };
         if r.fallback

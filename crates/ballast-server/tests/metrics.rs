@@ -709,3 +709,39 @@ async fn advance(d: std::time::Duration) {
         }
     }
 }
+
+/// Answers that end normally with no text (a broken sampler): a share of them opens an
+/// `empty_answer` incident; tool-call answers with no text are not empty.
+#[tokio::test(start_paused = true)]
+async fn answers_with_no_text_open_an_empty_answer_incident() {
+    let r = rig("[signal]\neject = false\n[probes]\ninterval = \"0s\"");
+    let tool_call = json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4.1",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": null,
+            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            "finish_reason": "tool_calls"}]
+    })
+    .to_string();
+    r.upstream.set("primary.test", Reply::Json(tool_call));
+    for _ in 0..300 {
+        r.call("/v1/chat/completions", &chat("solo", "x", false))
+            .await;
+    }
+    let v = r.admin("/admin/incidents").await;
+    assert_eq!(v["incidents"].as_array().unwrap().len(), 0, "{v}");
+    r.upstream.script("primary.test", |_, n| {
+        Reply::Json(chat_answer(if n % 10 == 0 { "" } else { "some text" }))
+    });
+    let mut opened = None;
+    for i in 1..=400 {
+        r.call("/v1/chat/completions", &chat("solo", "x", false))
+            .await;
+        let v = r.admin("/admin/incidents").await;
+        if v["incidents"][0]["signal"] == "empty_answer" {
+            opened = Some(i);
+            break;
+        }
+    }
+    let n = opened.expect("no empty_answer incident");
+    assert!(n <= 200, "took {n} answers");
+}

@@ -37,8 +37,9 @@ impl AvailabilityConfig {
     }
 }
 
-/// Answers with text in a script their prompt does not use: a fast test for a few percent of
-/// answers and a slow one for under one percent; it fires when either does.
+/// A share of answers with a defect that is normally (almost) absent — text in a script the prompt
+/// does not use, or no text at all: a fast test for a few percent of answers and a slow one for
+/// about one percent; it fires when either does.
 #[derive(Clone, Debug)]
 pub struct WrongScript {
     fast: Availability,
@@ -48,21 +49,24 @@ pub struct WrongScript {
 
 impl Default for WrongScript {
     fn default() -> Self {
-        Self {
-            fast: Availability::for_signal(
-                Signal::WrongScript,
-                AvailabilityConfig::wrong_script(0.05, 12.0),
-            ),
-            slow: Availability::for_signal(
-                Signal::WrongScript,
-                AvailabilityConfig::wrong_script(0.012, 9.0),
-            ),
-            firing: false,
-        }
+        Self::for_signal(Signal::WrongScript)
     }
 }
 
 impl WrongScript {
+    /// Answers that end normally with no text at all (a broken sampler, a serving bug).
+    pub fn empty_answers() -> Self {
+        Self::for_signal(Signal::EmptyAnswer)
+    }
+
+    fn for_signal(signal: Signal) -> Self {
+        Self {
+            fast: Availability::for_signal(signal, AvailabilityConfig::wrong_script(0.05, 12.0)),
+            slow: Availability::for_signal(signal, AvailabilityConfig::wrong_script(0.012, 9.0)),
+            firing: false,
+        }
+    }
+
     pub fn observe(&mut self, wrong: bool) -> Option<Change> {
         let _ = self.fast.observe(wrong);
         let _ = self.slow.observe(wrong);

@@ -29,14 +29,17 @@ pub enum Signal {
     Latency,
     /// Answers with text in a script the prompt does not use (Thai in an English answer).
     WrongScript,
+    /// Answers that end normally with no text and no tool call.
+    EmptyAnswer,
 }
 
 impl Signal {
-    pub const ALL: [Signal; 4] = [
+    pub const ALL: [Signal; 5] = [
         Signal::Availability,
         Signal::HardFailure,
         Signal::Latency,
         Signal::WrongScript,
+        Signal::EmptyAnswer,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -45,6 +48,7 @@ impl Signal {
             Signal::HardFailure => "hard_failure",
             Signal::Latency => "latency",
             Signal::WrongScript => "wrong_script",
+            Signal::EmptyAnswer => "empty_answer",
         }
     }
 
