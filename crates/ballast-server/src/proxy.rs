@@ -968,6 +968,9 @@ async fn attempt(
             idle: policy.idle_timeout,
             max_event_bytes: limits.max_event_bytes,
             held,
+            chunk_timer: st
+                .telemetry
+                .chunk_timer(ctx.route_idx, target.state, ctx.format),
             outcome,
         });
         let mut r = Response::new(Body::from_stream(body));

@@ -44,6 +44,8 @@ pub struct StreamStart {
     pub max_event_bytes: usize,
     /// The share of the gateway's buffer budget holding `prefix`; it then follows what is held.
     pub held: Reservation,
+    /// Observes the time between chunks after the first (`time_per_output_chunk`).
+    pub chunk_timer: Option<prometheus_client::metrics::histogram::Histogram>,
     pub outcome: Outcome,
 }
 
@@ -67,6 +69,9 @@ pub struct ObservedStream {
     prefix_bytes: usize,
     /// The upstream broke a limit: the stream ends with an error event at the next poll.
     violation: Option<String>,
+    chunk_timer: Option<prometheus_client::metrics::histogram::Histogram>,
+    /// When the last upstream chunk arrived.
+    last_chunk: Instant,
     /// Malformed events dropped so far (same-format streams).
     malformed_skipped: u64,
     deadline: Pin<Box<Sleep>>,
@@ -106,6 +111,8 @@ impl ObservedStream {
             held: s.held,
             prefix_bytes,
             violation: None,
+            chunk_timer: s.chunk_timer,
+            last_chunk: Instant::now(),
             malformed_skipped: 0,
             deadline: Box::pin(tokio::time::sleep_until(s.deadline)),
             deadline_kind: s.deadline_kind,
@@ -457,6 +464,11 @@ impl Stream for ObservedStream {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(chunk))) => {
                     let idle_after = this.idle_after;
+                    let now = Instant::now();
+                    if let Some(h) = &this.chunk_timer {
+                        h.observe(now.saturating_duration_since(this.last_chunk).as_secs_f64());
+                    }
+                    this.last_chunk = now;
                     this.idle.as_mut().reset(
                         Instant::now()
                             .checked_add(idle_after)
@@ -622,6 +634,7 @@ mod tests {
             idle,
             max_event_bytes,
             held: st.runtime.buffered.reserve(),
+            chunk_timer: None,
             outcome,
         });
         (tx, stream)

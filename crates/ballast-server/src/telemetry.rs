@@ -148,10 +148,20 @@ fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
 
+/// `gen_ai.client.operation.time_per_output_chunk` buckets: chunks come milliseconds apart.
+const TPOC_BUCKETS: [f64; 13] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.5, 1.0,
+];
+
+fn tpoc_histogram() -> Histogram {
+    Histogram::new(TPOC_BUCKETS)
+}
+
 /// The series of one (route, answering target, client API, error type).
 struct GenAiSeries {
     duration: Histogram,
     ttfc: Histogram,
+    tpoc: Histogram,
     tokens: [Counter; 5],
 }
 
@@ -208,6 +218,7 @@ pub struct Telemetry {
     genai: Vec<OnceLock<GenAiSeries>>,
     op_duration: Family<GenAiLabels, Histogram, fn() -> Histogram>,
     ttfc: Family<GenAiLabels, Histogram, fn() -> Histogram>,
+    tpoc: Family<GenAiLabels, Histogram, fn() -> Histogram>,
     tokens: [Family<TokenLabels, Counter>; 5],
     breaker_state: Family<TargetLabel, Gauge>,
     budget_available: Family<TargetLabel, Gauge>,
@@ -275,6 +286,15 @@ impl Telemetry {
             "Time from a streaming request's arrival to its first chunk with content",
             Unit::Seconds,
             ttfc.clone(),
+        );
+        let tpoc = Family::<GenAiLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            tpoc_histogram,
+        );
+        registry.register_with_unit(
+            "gen_ai_client_operation_time_per_output_chunk",
+            "Time between a stream's chunks after the first, each chunk observed",
+            Unit::Seconds,
+            tpoc.clone(),
         );
         let tokens: [Family<TokenLabels, Counter>; 5] = Default::default();
         for ((name, help), family) in TOKEN_COUNTERS.iter().zip(&tokens) {
@@ -440,6 +460,7 @@ impl Telemetry {
             genai: (0..slots).map(|_| OnceLock::new()).collect(),
             op_duration,
             ttfc,
+            tpoc,
             tokens,
             breaker_state,
             budget_available,
@@ -608,6 +629,7 @@ impl Telemetry {
             GenAiSeries {
                 duration: self.op_duration.get_or_create(&labels).clone(),
                 ttfc: self.ttfc.get_or_create(&labels).clone(),
+                tpoc: self.tpoc.get_or_create(&labels).clone(),
                 tokens: std::array::from_fn(|k| {
                     self.tokens
                         .get(k)
@@ -616,6 +638,13 @@ impl Telemetry {
                 }),
             }
         }))
+    }
+
+    /// The `time_per_output_chunk` histogram of a stream answered by `target` on `route` for a client
+    /// of `api`, to observe as its chunks go by.
+    pub fn chunk_timer(&self, route: usize, target: usize, api: ApiFormat) -> Option<Histogram> {
+        self.genai_series(route, Some(target), api, 0)
+            .map(|s| s.tpoc.clone())
     }
 
     /// The exposition, with the gauges read from `live` first.

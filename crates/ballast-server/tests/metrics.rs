@@ -107,6 +107,16 @@ async fn requests_attempts_latency_and_tokens_are_counted_per_route_and_target()
         Some(1.0),
         "only the stream has a first chunk"
     );
+    // The stream's chunks after the first: the closing chunk and [DONE] came in one more chunk.
+    assert!(
+        value(
+            &m,
+            "gen_ai_client_operation_time_per_output_chunk_seconds_count",
+            &answered
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{m}"
+    );
     assert_eq!(
         value(
             &m,
