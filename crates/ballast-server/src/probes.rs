@@ -20,13 +20,11 @@ use crate::state::AppState;
 use crate::upstream::{Failure, UpstreamRequest, Url, read_body};
 
 /// How often due probes are looked for.
-const TICK: Duration = Duration::from_secs(1);
+const TICK: Duration = Duration::from_millis(250);
 /// One probe's time limit.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Output tokens a probe asks for.
 const PROBE_TOKENS: u32 = 5;
-/// After a failed probe, the next one comes this soon (a dead target fails five in a row quickly).
-const CONFIRM_AFTER: Duration = Duration::from_secs(1);
 
 /// What is needed to probe one target (its first appearance in the routes).
 struct ProbeTarget {
@@ -111,16 +109,17 @@ pub async fn run(st: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>
             today.iter_mut().for_each(|n| *n = 0);
         }
         for (i, t) in targets.iter().enumerate() {
-            if t.confirm.swap(false, Ordering::Relaxed)
-                && let Some(d) = due.get_mut(i)
-            {
-                *d = now + CONFIRM_AFTER;
-                continue;
+            // After a failed probe, the next goes out at once (one tick later): a dead target
+            // fails the five in a row that open a hard-failure incident within about a second.
+            let confirming = t.confirm.swap(false, Ordering::Relaxed);
+            if confirming && let Some(d) = due.get_mut(i) {
+                *d = now;
             }
             let heard = st.telemetry.incidents.last_evidence(t.state);
             let next = due.get(i).copied().unwrap_or(now);
             // Live traffic is evidence enough: push the probe back.
-            if let Some(heard) = heard
+            if !confirming
+                && let Some(heard) = heard
                 && heard + settings.interval > next
             {
                 if let Some(d) = due.get_mut(i) {
