@@ -29,7 +29,7 @@ const HARD_FAILURES: u32 = 5;
 /// Incidents kept (open and resolved), oldest dropped first.
 const KEEP: usize = 1000;
 /// An ejected target still gets one request this often, so the evidence that it recovered can come.
-const TRIAL_EVERY: Duration = Duration::from_millis(100);
+const TRIAL_EVERY: Duration = Duration::from_millis(500);
 
 /// The detectors of one target.
 struct Detectors {

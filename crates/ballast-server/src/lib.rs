@@ -74,7 +74,9 @@ pub fn app(state: Arc<AppState>) -> Router {
 }
 
 /// How long a client may take to send a request's head (line and headers); a slower one is cut.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// hyper counts an idle keep-alive connection's wait for its next request in it too, so this is
+/// also how long an idle keep-alive connection is kept (nginx's client_header_timeout default).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most request headers accepted (HTTP/1.1): more gets 431.
 const MAX_HEADERS: usize = 128;
 /// Largest request head buffered (HTTP/1.1), and the HTTP/2 header list limit.

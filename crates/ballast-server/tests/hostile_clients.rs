@@ -99,7 +99,7 @@ async fn a_trickled_request_head_is_cut_at_the_header_timeout() {
     let t0 = Instant::now();
     let head = post_head("", 10);
     let mut closed = false;
-    for b in head.as_bytes().iter().take(60) {
+    for b in head.as_bytes().iter().take(90) {
         if s.write_all(&[*b]).await.is_err() {
             closed = true;
             break;
@@ -113,9 +113,9 @@ async fn a_trickled_request_head_is_cut_at_the_header_timeout() {
             break;
         }
     }
-    assert!(closed, "a head trickled for a minute was still being read");
+    assert!(closed, "a head trickled for 90 s was still being read");
     assert!(
-        t0.elapsed() <= Duration::from_secs(12),
+        t0.elapsed() <= Duration::from_secs(62),
         "{:?}",
         t0.elapsed()
     );

@@ -255,10 +255,10 @@ async fn a_failing_target_opens_an_incident_that_resolves_on_recovery() {
     // open the target is ejected and gets trial requests only, one per 100 ms).
     r.upstream
         .set("primary.test", Reply::Json(chat_answer("ok")));
-    for _ in 0..400 {
+    for _ in 0..600 {
         r.call("/v1/chat/completions", &chat("chat", "x", false))
             .await;
-        tokio::time::advance(std::time::Duration::from_millis(100)).await;
+        tokio::time::advance(std::time::Duration::from_millis(500)).await;
     }
     let v = r.admin("/admin/incidents").await;
     assert_eq!(v["incidents"][0]["state"], "resolved", "{v}");
@@ -278,7 +278,7 @@ async fn a_failing_target_opens_an_incident_that_resolves_on_recovery() {
 }
 
 /// Detection acts: while an availability incident is open, the route goes around the target (one
-/// trial request every 100 ms still reaches it), and once trials show it healthy the incident
+/// trial request every 500 ms still reaches it), and once trials show it healthy the incident
 /// resolves and traffic returns.
 #[tokio::test(start_paused = true)]
 async fn an_availability_incident_routes_traffic_around_the_target_until_it_recovers() {
@@ -311,7 +311,7 @@ async fn an_availability_incident_routes_traffic_around_the_target_until_it_reco
         }
     }
     assert!(opened, "no incident");
-    // Ejected: 200 requests 10 ms apart (2 s) reach the primary only as trials (one per 100 ms).
+    // Ejected: 200 requests 10 ms apart (2 s) reach the primary only as trials (one per 500 ms).
     let before = r.upstream.calls("primary.test");
     for _ in 0..200 {
         let got = r
@@ -322,7 +322,7 @@ async fn an_availability_incident_routes_traffic_around_the_target_until_it_reco
     }
     let trials = r.upstream.calls("primary.test") - before;
     assert!(
-        (15..=25).contains(&trials),
+        (3..=5).contains(&trials),
         "{trials} requests reached the ejected primary"
     );
     // It recovers: the trials are its evidence; the incident resolves and traffic comes back.
@@ -332,7 +332,7 @@ async fn an_availability_incident_routes_traffic_around_the_target_until_it_reco
     for i in 0..5_000 {
         r.call("/v1/chat/completions", &chat("chat", "x", false))
             .await;
-        tokio::time::advance(std::time::Duration::from_millis(10)).await;
+        tokio::time::advance(std::time::Duration::from_millis(50)).await;
         if i % 50 == 0 {
             let v = r.admin("/admin/incidents").await;
             if v["incidents"][0]["state"] == "resolved" {
@@ -439,7 +439,7 @@ async fn incidents_are_announced_to_every_sink_once_per_open_and_resolve() {
     // Recovery: one resolve per incident, and PagerDuty resolves the same dedup key.
     r.upstream
         .set("primary.test", Reply::Json(chat_answer("ok")));
-    for _ in 0..600 {
+    for _ in 0..3000 {
         r.call("/v1/chat/completions", &chat("chat", "x", false))
             .await;
         tokio::time::advance(std::time::Duration::from_millis(100)).await;

@@ -19,6 +19,9 @@ pub struct LatencyConfig {
     pub clamp: f64,
     /// Observations before the detector may fire (the baseline must exist first).
     pub warmup: u64,
+    /// Latencies below this are taken as this: sub-millisecond jitter of an upstream on the same
+    /// host is not a latency shift anyone cares about.
+    pub floor: Duration,
 }
 
 impl Default for LatencyConfig {
@@ -30,6 +33,7 @@ impl Default for LatencyConfig {
             min_sigma: 0.15,
             clamp: 4.0,
             warmup: 100,
+            floor: Duration::from_millis(20),
         }
     }
 }
@@ -60,7 +64,7 @@ impl Latency {
     }
 
     pub fn observe(&mut self, latency: Duration) -> Option<Change> {
-        let x = latency.as_secs_f64().max(1e-4).ln();
+        let x = latency.max(self.cfg.floor).as_secs_f64().ln();
         self.samples = self.samples.saturating_add(1);
         if self.samples == 1 {
             self.mean = x;
