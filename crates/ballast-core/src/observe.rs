@@ -242,12 +242,16 @@ struct OpenAiChoice<'a> {
 struct OpenAiContent<'a> {
     #[serde(borrow)]
     content: Option<TextOr<'a>>,
-    refusal: Option<Present>,
-    tool_calls: Option<Present>,
+    #[serde(borrow)]
+    refusal: Option<TextOr<'a>>,
+    #[serde(borrow)]
+    tool_calls: Option<TextOr<'a>>,
 }
 
 /// A content field: its text when it is a string (borrowed unless it has escapes), else whether it
-/// carries anything.
+/// carries anything (a non-empty array, any object or number). OpenAI's first chunk carries
+/// `"content": ""` with the role: that is not a token, and must not commit a stream before its
+/// first real one.
 enum TextOr<'a> {
     Text(Cow<'a, str>),
     Other(bool),
@@ -322,62 +326,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for TextOr<'a> {
     }
 }
 
-/// Whether a field carries something: a non-empty string or array, any object or number. The
-/// value itself is not kept (observers keep no text). OpenAI's first chunk carries `"content": ""`
-/// with the role: that is not a token, and must not commit a stream before its first real one.
-struct Present(bool);
-
-impl<'de> Deserialize<'de> for Present {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Present;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Present, E> {
-                Ok(Present(!s.is_empty()))
-            }
-            fn visit_unit<E: serde::de::Error>(self) -> Result<Present, E> {
-                Ok(Present(false))
-            }
-            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Present, E> {
-                Ok(Present(true))
-            }
-            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Present, E> {
-                Ok(Present(true))
-            }
-            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Present, E> {
-                Ok(Present(true))
-            }
-            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Present, E> {
-                Ok(Present(true))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Present, A::Error> {
-                let mut any = false;
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
-                    any = true;
-                }
-                Ok(Present(any))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Present, A::Error> {
-                while map
-                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                    .is_some()
-                {}
-                Ok(Present(true))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 fn openai_event(ev: &SseEvent, obs: &mut Observation) -> bool {
     #[derive(Deserialize)]
     struct Chunk<'a> {
@@ -409,10 +357,9 @@ fn openai_event(ev: &SseEvent, obs: &mut Observation) -> bool {
 
 fn openai_choices(choices: &[OpenAiChoice<'_>], obs: &mut Observation) {
     for ch in choices {
-        let present = |p: &Option<Present>| p.as_ref().is_some_and(|p| p.0);
-        let content = |d: &OpenAiContent<'_>| d.content.as_ref().is_some_and(TextOr::present);
+        let present = |p: &Option<TextOr<'_>>| p.as_ref().is_some_and(TextOr::present);
         if let Some(d) = ch.delta.as_ref().or(ch.message.as_ref()) {
-            if content(d) || present(&d.refusal) || present(&d.tool_calls) {
+            if present(&d.content) || present(&d.refusal) || present(&d.tool_calls) {
                 obs.first_token_seen = true;
             }
             if let Some(TextOr::Text(t)) = &d.content {

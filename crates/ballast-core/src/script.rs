@@ -86,7 +86,11 @@ impl ScriptSet {
         if body.is_ascii() && !body.windows(2).any(|w| w == b"\\u") {
             return set;
         }
-        let text = String::from_utf8_lossy(body);
+        // A JSON body is UTF-8 (the envelope checked it): borrowed, not copied.
+        let text = match std::str::from_utf8(body) {
+            Ok(t) => std::borrow::Cow::Borrowed(t),
+            Err(_) => String::from_utf8_lossy(body),
+        };
         let mut chars = text.chars().peekable();
         while let Some(c) = chars.next() {
             if c == '\\' {

@@ -200,6 +200,12 @@ fn operation_name(api: ApiFormat) -> &'static str {
 /// What the gateway knows of its routes and targets, for label values.
 struct Names {
     routes: Vec<String>,
+    /// Per route, the target states of its targets in order; a request's series is indexed by the
+    /// answering target's position here, so the table grows with the routes' sizes, not with
+    /// routes times targets.
+    route_targets: Vec<Vec<usize>>,
+    /// Per route, where its slots start in the series table.
+    route_offset: Vec<usize>,
     /// Per route, the provider kind of its first target (the provider a failed request was for).
     route_provider: Vec<&'static str>,
     /// Per target state: `provider/model`, its model, its provider kind.
@@ -232,6 +238,24 @@ pub struct Telemetry {
     probe_latency: Vec<Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// The detectors of every target, and the incidents they opened.
     pub incidents: Incidents,
+}
+
+/// One counter per (target, attempt result), created up front, in `[target][result]` order.
+fn per_target_result(
+    family: &Family<AttemptLabels, Counter>,
+    targets: &[(String, String, &'static str)],
+) -> Vec<Counter> {
+    let mut out = Vec::with_capacity(targets.len().saturating_mul(AttemptResult::ALL.len()));
+    for (label, _, _) in targets {
+        for result in AttemptResult::ALL {
+            let labels = AttemptLabels {
+                target: label.clone(),
+                result: result.as_str(),
+            };
+            out.push(family.get_or_create(&labels).clone());
+        }
+    }
+    out
 }
 
 /// Gauges read from live state at scrape time.
@@ -329,19 +353,7 @@ impl Telemetry {
             "Upstream attempts by target and result (retries and fallbacks included)",
             attempts_family.clone(),
         );
-        let mut attempts = Vec::new();
-        for (label, _, _) in &targets {
-            for result in AttemptResult::ALL {
-                attempts.push(
-                    attempts_family
-                        .get_or_create(&AttemptLabels {
-                            target: label.clone(),
-                            result: result.as_str(),
-                        })
-                        .clone(),
-                );
-            }
-        }
+        let attempts = per_target_result(&attempts_family, &targets);
         let fallbacks_family = Family::<RouteLabel, Counter>::default();
         registry.register(
             "ballast_fallbacks",
@@ -407,19 +419,7 @@ impl Telemetry {
             "Probe requests by target and result (not client traffic)",
             probes_family.clone(),
         );
-        let mut probes = Vec::new();
-        for (label, _, _) in &targets {
-            for result in AttemptResult::ALL {
-                probes.push(
-                    probes_family
-                        .get_or_create(&AttemptLabels {
-                            target: label.clone(),
-                            result: result.as_str(),
-                        })
-                        .clone(),
-                );
-            }
-        }
+        let probes = per_target_result(&probes_family, &targets);
         let probe_latency_family =
             Family::<TargetLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         registry.register_with_unit(
@@ -442,15 +442,32 @@ impl Telemetry {
             targets.len(),
             crate::alerts::Alerts::new(config.alerts.clone()),
         );
-        let slots = routes
-            .len()
-            .saturating_mul(targets.len().saturating_add(1))
-            .saturating_mul(APIS.len())
-            .saturating_mul(ERROR_TYPES.len());
+        let route_targets: Vec<Vec<usize>> = config
+            .routes
+            .iter()
+            .map(|r| {
+                r.targets
+                    .iter()
+                    .filter_map(|t| {
+                        let label = format!("{}/{}", config.provider(t.provider).name, t.model);
+                        target_labels.iter().position(|l| *l == label)
+                    })
+                    .collect()
+            })
+            .collect();
+        let per_slot = APIS.len().saturating_mul(ERROR_TYPES.len());
+        let mut route_offset = Vec::with_capacity(route_targets.len());
+        let mut slots = 0usize;
+        for ts in &route_targets {
+            route_offset.push(slots);
+            slots = slots.saturating_add(ts.len().saturating_add(1).saturating_mul(per_slot));
+        }
         Self {
             registry,
             names: Names {
                 routes,
+                route_targets,
+                route_offset,
                 route_provider,
                 targets,
             },
@@ -585,18 +602,18 @@ impl Telemetry {
         api: ApiFormat,
         error: usize,
     ) -> Option<&GenAiSeries> {
-        let t_slots = self.names.targets.len().saturating_add(1);
-        let t_slot = target.map_or(0, |t| t.saturating_add(1));
-        if route >= self.names.routes.len() || t_slot >= t_slots {
-            return None;
-        }
-        let i = route
-            .saturating_mul(t_slots)
-            .saturating_add(t_slot)
+        let in_route = self.names.route_targets.get(route)?;
+        // Slot 0: no target answered; slot k: the route's k-th target.
+        let t_slot = match target {
+            None => 0,
+            Some(t) => in_route.iter().position(|&x| x == t)?.saturating_add(1),
+        };
+        let within = t_slot
             .saturating_mul(APIS.len())
             .saturating_add(api_index(api))
             .saturating_mul(ERROR_TYPES.len())
             .saturating_add(error);
+        let i = self.names.route_offset.get(route)?.saturating_add(within);
         let cell = self.genai.get(i)?;
         Some(cell.get_or_init(|| {
             let request_model = self.names.routes.get(route).cloned().unwrap_or_default();
