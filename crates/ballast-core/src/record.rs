@@ -179,3 +179,34 @@ pub struct RequestRecord<'a> {
     /// What went wrong, already free of request and answer text (for the log line).
     pub error: Option<&'a str>,
 }
+
+impl<'a> RequestRecord<'a> {
+    /// A request that ended without an answer from a target (refused, shed, failed, or answered
+    /// from the cache): no target, no usage, no text.
+    pub fn without_answer(
+        request_id: &'a str,
+        api: ApiFormat,
+        outcome: RequestOutcome,
+        status: u16,
+        duration: Duration,
+    ) -> Self {
+        Self {
+            request_id,
+            api,
+            route: None,
+            target: None,
+            outcome,
+            status,
+            stream: false,
+            attempts: 0,
+            fallback: false,
+            duration,
+            ttft: None,
+            usage: Usage::default(),
+            stop_reason: None,
+            malformed_events: 0,
+            text: ScriptCount::default(),
+            error: None,
+        }
+    }
+}

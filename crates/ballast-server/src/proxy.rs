@@ -19,11 +19,10 @@ use ballast_core::client_error::{ClientError, ErrorKind};
 use ballast_core::config::{CacheMode, ContentPolicyAction, Policy, Route, Strategy, Tier};
 use ballast_core::envelope::Envelope;
 use ballast_core::model::ChatRequest;
-use ballast_core::model::Usage;
 use ballast_core::observe::{StreamObserver, observe_body_with};
 use ballast_core::policy::{Admission, P2cCandidate, pick_p2c, pick_weighted, plan_wait};
 use ballast_core::record::{AttemptRecord, AttemptResult, RequestOutcome, RequestRecord};
-use ballast_core::script::{ScriptCount, ScriptSet};
+use ballast_core::script::ScriptSet;
 use ballast_core::translate::{
     self, EncodeOptions, StreamEncoder, StreamLimits, StreamOptions, StreamTranslator,
     TranslateError,
@@ -126,22 +125,16 @@ pub async fn handle(
 /// A request that ends in an error: its record, which logs it (so the error is not logged again).
 fn report_error(st: &AppState, e: &mut EdgeError, outcome: RequestOutcome, started: Instant) {
     st.telemetry.request(&RequestRecord {
-        request_id: &e.request_id,
-        api: e.format,
         route: e.route,
-        target: None,
-        outcome,
-        status: e.error.status,
-        stream: false,
         attempts: e.attempts,
-        fallback: false,
-        duration: started.elapsed(),
-        ttft: None,
-        usage: Usage::default(),
-        stop_reason: None,
-        malformed_events: 0,
-        text: ScriptCount::default(),
         error: Some(e.log_message()),
+        ..RequestRecord::without_answer(
+            &e.request_id,
+            e.format,
+            outcome,
+            e.error.status,
+            started.elapsed(),
+        )
     });
     e.recorded = true;
 }
@@ -164,22 +157,10 @@ fn report_cached(
     why: Option<&str>,
 ) {
     st.telemetry.request(&RequestRecord {
-        request_id: a.rid.as_str(),
-        api: a.format,
         route: Some(route),
-        target: None,
-        outcome,
-        status: 200,
         stream,
-        attempts: 0,
-        fallback: false,
-        duration: a.started.elapsed(),
-        ttft: None,
-        usage: Usage::default(),
-        stop_reason: None,
-        malformed_events: 0,
-        text: ScriptCount::default(),
         error: why,
+        ..RequestRecord::without_answer(a.rid.as_str(), a.format, outcome, 200, a.started.elapsed())
     });
 }
 
