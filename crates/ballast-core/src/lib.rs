@@ -24,4 +24,6 @@ pub mod signal;
 #[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub mod sse;
 #[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+pub mod trace;
+#[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub mod translate;

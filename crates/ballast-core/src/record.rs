@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::api::ApiFormat;
 use crate::model::Usage;
 use crate::script::ScriptCount;
+use crate::trace::TraceContext;
 
 /// How one upstream attempt ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -75,6 +76,8 @@ pub struct AttemptRecord {
     /// Until the answer (whole) or the first token (streams), or the failure.
     pub duration: Duration,
     pub stream: bool,
+    /// The attempt's span, when the request is traced.
+    pub trace: Option<TraceContext>,
 }
 
 impl AttemptResult {
@@ -178,6 +181,10 @@ pub struct RequestRecord<'a> {
     pub text: ScriptCount,
     /// What went wrong, already free of request and answer text (for the log line).
     pub error: Option<&'a str>,
+    /// The request's span, when it is traced (or the client sent a trace).
+    pub trace: Option<TraceContext>,
+    /// The model the client asked for, and the one that answered (names only).
+    pub request_model: Option<&'a str>,
 }
 
 impl<'a> RequestRecord<'a> {
@@ -207,6 +214,8 @@ impl<'a> RequestRecord<'a> {
             malformed_events: 0,
             text: ScriptCount::default(),
             error: None,
+            trace: None,
+            request_model: None,
         }
     }
 }

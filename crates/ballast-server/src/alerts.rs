@@ -202,6 +202,25 @@ fn summary(ev: &AlertEvent) -> String {
             e.observed * 100.0,
             e.baseline * 100.0
         ),
+        Signal::AnswerLength => format!(
+            "typical answer length {:.0} characters against {:.0} normal",
+            e.observed, e.baseline
+        ),
+        Signal::StopReason => format!(
+            "{:.1}% of answers stop for another reason than a natural end (token limit, filter), against {:.2}% normal",
+            e.observed * 100.0,
+            e.baseline * 100.0
+        ),
+        Signal::Repetition => format!(
+            "{:.1}% of answers repeat themselves, against {:.2}% normal",
+            e.observed * 100.0,
+            e.baseline * 100.0
+        ),
+        Signal::InvalidJson => format!(
+            "{:.1}% of answers asked to be JSON are not valid JSON, against {:.2}% normal",
+            e.observed * 100.0,
+            e.baseline * 100.0
+        ),
     };
     let what = match ev.kind {
         AlertKind::Opened => "opened",

@@ -58,6 +58,18 @@ impl Detectors {
             Signal::Latency => self.latency.evidence(),
             Signal::WrongScript => self.wrong_script.evidence(),
             Signal::EmptyAnswer => self.empty.evidence(),
+            // Wired with their detectors next.
+            Signal::AnswerLength
+            | Signal::StopReason
+            | Signal::Repetition
+            | Signal::InvalidJson => Evidence {
+                signal,
+                observed: 0.0,
+                baseline: 0.0,
+                samples: 0,
+                score: 0.0,
+                threshold: 1.0,
+            },
         }
     }
 }
@@ -79,8 +91,10 @@ impl Incident {
             Signal::Availability
             | Signal::HardFailure
             | Signal::WrongScript
-            | Signal::EmptyAnswer => "critical",
-            Signal::Latency => "warning",
+            | Signal::EmptyAnswer
+            | Signal::Repetition
+            | Signal::InvalidJson => "critical",
+            Signal::Latency | Signal::AnswerLength | Signal::StopReason => "warning",
         }
     }
 }
@@ -373,7 +387,7 @@ impl Incidents {
     }
 
     /// Per target and signal: the detector's score and threshold, for metrics.
-    pub fn scores(&self) -> Vec<[(f64, f64); 5]> {
+    pub fn scores(&self) -> Vec<[(f64, f64); Signal::COUNT]> {
         self.detectors
             .iter()
             .map(|d| {
@@ -400,9 +414,9 @@ impl Incidents {
     }
 
     /// Open incidents per signal.
-    pub fn open_counts(&self) -> [i64; 5] {
+    pub fn open_counts(&self) -> [i64; Signal::COUNT] {
         let log = lock(&self.log);
-        let mut n = [0i64; 5];
+        let mut n = [0i64; Signal::COUNT];
         for i in log.incidents.iter().filter(|i| i.resolved_at.is_none()) {
             if let Some(c) = n.get_mut(i.signal.index()) {
                 *c = c.saturating_add(1);

@@ -10,6 +10,7 @@ mod count_tokens;
 mod error;
 mod inbound;
 mod incidents;
+mod otel;
 mod outcome;
 mod probes;
 mod proxy;
@@ -154,6 +155,7 @@ pub struct Background {
     stop: tokio::sync::watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
     probes: Option<tokio::task::JoinHandle<()>>,
+    spans: Option<tokio::task::JoinHandle<()>>,
     store: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -168,6 +170,17 @@ impl Background {
             .alerts
             .worker(state.transport.clone(), stopped.clone())
             .map(tokio::spawn);
+        let spans = state.telemetry.spans.as_ref().and_then(|sp| {
+            let client = match upstream::plain_client(state.config.telemetry.otlp_timeout) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!("no client for the OTLP collector, no traces exported: {e}");
+                    return None;
+                }
+            };
+            sp.worker(state.telemetry.span_names(), client, stopped.clone())
+                .map(tokio::spawn)
+        });
         let probes = tokio::spawn(probes::run(state.clone(), stopped));
         let store =
             state
@@ -191,6 +204,7 @@ impl Background {
             stop,
             task,
             probes: Some(probes),
+            spans,
             store,
         }
     }
@@ -207,6 +221,17 @@ impl Background {
         }
         if let Some(probes) = self.probes.take() {
             let _ = tokio::time::timeout(limit, probes).await;
+        }
+        if let Some(spans) = self.spans.take() {
+            let limit = self
+                .state
+                .config
+                .telemetry
+                .otlp_timeout
+                .saturating_add(Duration::from_secs(2));
+            if tokio::time::timeout(limit, spans).await.is_err() {
+                tracing::warn!("the last spans were not exported in time");
+            }
         }
         if let Some(thread) = self.store.take() {
             let join = tokio::task::spawn_blocking(move || thread.join());

@@ -12,6 +12,7 @@ use crate::state::AppState;
 use ballast_core::api::ApiFormat;
 use ballast_core::observe::Observation;
 use ballast_core::record::{RequestOutcome, RequestRecord};
+use ballast_core::trace::TraceContext;
 
 pub struct Outcome {
     pub st: Arc<AppState>,
@@ -33,6 +34,9 @@ pub struct Outcome {
     pub ticket: Option<Admitted>,
     /// The request's and the target's in-flight slots, released when the answer ends.
     pub guards: Vec<InFlight>,
+    /// The request's trace, and the model it asked for (kept only when its span is exported).
+    pub trace: Option<TraceContext>,
+    pub request_model: Option<Box<str>>,
 }
 
 impl Outcome {
@@ -80,6 +84,8 @@ impl Outcome {
             malformed_events: obs.malformed_events,
             text: obs.text,
             error,
+            trace: self.trace,
+            request_model: self.request_model.as_deref(),
         });
     }
 

@@ -201,5 +201,6 @@ async fn probe(st: &AppState, t: &ProbeTarget) {
         result,
         duration: started.elapsed(),
         stream: false,
+        trace: None,
     });
 }

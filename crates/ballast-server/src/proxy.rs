@@ -23,6 +23,7 @@ use ballast_core::observe::{StreamObserver, observe_body_with};
 use ballast_core::policy::{Admission, P2cCandidate, pick_p2c, pick_weighted, plan_wait};
 use ballast_core::record::{AttemptRecord, AttemptResult, RequestOutcome, RequestRecord};
 use ballast_core::script::ScriptSet;
+use ballast_core::trace::TraceContext;
 use ballast_core::translate::{
     self, EncodeOptions, StreamEncoder, StreamLimits, StreamOptions, StreamTranslator,
     TranslateError,
@@ -63,6 +64,8 @@ static X_BALLAST_ATTEMPTS: HeaderName = HeaderName::from_static("x-ballast-attem
 static X_BALLAST_WARNING: HeaderName = HeaderName::from_static("x-ballast-warning");
 static X_BALLAST_FALLBACK: HeaderName = HeaderName::from_static("x-ballast-fallback");
 pub static X_BALLAST_CACHE: HeaderName = HeaderName::from_static("x-ballast-cache");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// Client headers forwarded on the same-format path: the ones that change what the upstream does.
 fn forwarded_headers(format: ApiFormat) -> &'static [&'static str] {
@@ -90,6 +93,7 @@ pub async fn handle(
     call: UrlCall,
 ) -> Response {
     let started = Instant::now();
+    let trace = st.telemetry.start_trace(&headers);
     let Some(guard) = InFlight::enter(&st) else {
         // Saturated: answer at once rather than queue without bound.
         let mut e = EdgeError::new(
@@ -105,29 +109,37 @@ pub async fn handle(
         );
         e.retry_after = Some(HeaderValue::from_static("1"));
         e.close = true;
-        report_error(&st, &mut e, RequestOutcome::Shed, started);
+        report_error(&st, &mut e, RequestOutcome::Shed, started, trace);
         return e.into_response();
     };
     let arrival = Arrival {
         rid: &rid,
         format,
         started,
+        trace,
     };
     match run(&st, arrival, &headers, body, guard, call).await {
         Ok(r) => r,
         Err(mut e) => {
-            report_error(&st, &mut e, RequestOutcome::Failed, started);
+            report_error(&st, &mut e, RequestOutcome::Failed, started, trace);
             e.into_response()
         }
     }
 }
 
 /// A request that ends in an error: its record, which logs it (so the error is not logged again).
-fn report_error(st: &AppState, e: &mut EdgeError, outcome: RequestOutcome, started: Instant) {
+fn report_error(
+    st: &AppState,
+    e: &mut EdgeError,
+    outcome: RequestOutcome,
+    started: Instant,
+    trace: Option<TraceContext>,
+) {
     st.telemetry.request(&RequestRecord {
         route: e.route,
         attempts: e.attempts,
         error: Some(e.log_message()),
+        trace,
         ..RequestRecord::without_answer(
             &e.request_id,
             e.format,
@@ -145,6 +157,8 @@ struct Arrival<'a> {
     rid: &'a RequestId,
     format: ApiFormat,
     started: Instant,
+    /// The request's trace, when it has one.
+    trace: Option<TraceContext>,
 }
 
 /// A request answered from the cache (fresh, or stale when every target failed).
@@ -160,6 +174,7 @@ fn report_cached(
         route: Some(route),
         stream,
         error: why,
+        trace: a.trace,
         ..RequestRecord::without_answer(a.rid.as_str(), a.format, outcome, 200, a.started.elapsed())
     });
 }
@@ -176,6 +191,7 @@ async fn run(
         rid,
         format,
         started,
+        trace,
     } = arrival;
     let edge = |e: ClientError| EdgeError::new(format, rid.as_str(), e);
     if !auth::authorized(&st.config.auth.gateway_keys, headers) {
@@ -282,6 +298,9 @@ async fn run(
         canonical: None,
         cache_key,
         guard: Some(guard),
+        trace,
+        attempt_span: None,
+        model,
     };
     match attempt_targets(ctx, &st.targets[route_idx]).await {
         Ok(r) => Ok(r),
@@ -341,6 +360,11 @@ struct Ctx<'a> {
     cache_key: Option<u128>,
     /// The request's gateway in-flight slot, handed to the answer when one is committed.
     guard: Option<InFlight>,
+    /// The request's trace, and the span of the attempt under way.
+    trace: Option<TraceContext>,
+    attempt_span: Option<TraceContext>,
+    /// The model the client asked for.
+    model: &'a str,
 }
 
 /// An upstream request body ready to send (and resend on retry).
@@ -519,6 +543,7 @@ async fn attempt_targets(
             let mut previous_backoff = None;
             loop {
                 attempts += 1;
+                ctx.attempt_span = ctx.trace.map(|t| st.telemetry.attempt_span(t));
                 let attempt_started = Instant::now();
                 let result = attempt(
                     &mut ctx,
@@ -537,6 +562,7 @@ async fn attempt_targets(
                             result: AttemptResult::Answered,
                             duration: attempt_started.elapsed(),
                             stream: ctx.stream,
+                            trace: ctx.attempt_span,
                         });
                         return Ok(r);
                     }
@@ -549,6 +575,7 @@ async fn attempt_targets(
                         result,
                         duration: now.duration_since(attempt_started),
                         stream: ctx.stream,
+                        trace: ctx.attempt_span,
                     });
                 }
                 failed_target = Some(target.state);
@@ -811,6 +838,15 @@ async fn attempt(
             }
         }
     }
+    // The provider sees the attempt as the parent of its own work (W3C Trace Context).
+    if let Some(span) = ctx.attempt_span
+        && let Ok(v) = HeaderValue::from_str(&span.traceparent())
+    {
+        upstream_headers.insert(TRACEPARENT.clone(), v);
+        if let Some(state) = ctx.headers.get(&TRACESTATE) {
+            upstream_headers.insert(TRACESTATE.clone(), state.clone());
+        }
+    }
     let attempt_started = Instant::now();
     // The attempt ends at its own limit or the request's deadline, whichever comes first.
     let (end, end_kind, end_after) = {
@@ -865,6 +901,11 @@ async fn attempt(
         ttft: None,
         ticket: None,
         guards: Vec::new(),
+        trace: ctx.trace,
+        request_model: ctx
+            .trace
+            .filter(|t| t.sampled && st.telemetry.spans.is_some())
+            .map(|_| ctx.model.into()),
     };
     let mut r = if stream {
         // Hold the answer back until its first token: a stream that fails before that falls over

@@ -609,6 +609,8 @@ mod tests {
             ttft: None,
             ticket: None,
             guards: Vec::new(),
+            trace: None,
+            request_model: None,
         };
         let from = ApiFormat::OpenAiChat;
         let translator = (to != from).then(|| {

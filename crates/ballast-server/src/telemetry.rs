@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -23,8 +23,10 @@ use ballast_core::config::Config;
 use ballast_core::provider::ProviderKind;
 use ballast_core::record::{AttemptRecord, AttemptResult, RequestOutcome, RequestRecord};
 use ballast_core::signal::Signal;
+use ballast_core::trace::{TraceContext, parse_traceparent};
 
 use crate::incidents::Incidents;
+use crate::otel::{AttemptSpan, RequestSpan, SpanMsg, SpanNames, Spans};
 
 /// `gen_ai.client.operation.duration` buckets (seconds), as the conventions advise.
 const DURATION_BUCKETS: [f64; 14] = [
@@ -238,6 +240,15 @@ pub struct Telemetry {
     probe_latency: Vec<Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// The detectors of every target, and the incidents they opened.
     pub incidents: Incidents,
+    /// `[signal] detectors`: feed them at all.
+    detectors: bool,
+    /// Spans for the OTLP exporter, when a collector is configured.
+    pub(crate) spans: Option<Spans>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SpanResultLabel {
+    result: &'static str,
 }
 
 /// One counter per (target, attempt result), created up front, in `[target][result]` order.
@@ -462,6 +473,17 @@ impl Telemetry {
             route_offset.push(slots);
             slots = slots.saturating_add(ts.len().saturating_add(1).saturating_mul(per_slot));
         }
+        let spans = config.telemetry.otlp_endpoint.is_some().then(|| {
+            let family = Family::<SpanResultLabel, Counter>::default();
+            registry.register(
+                "ballast_trace_spans",
+                "Spans for the OTLP collector: exported, dropped at a full queue, or lost to a failed export",
+                family.clone(),
+            );
+            let series = |result| family.get_or_create(&SpanResultLabel { result }).clone();
+            (series("exported"), series("dropped"), series("failed"))
+        });
+        let spans = spans.and_then(|counters| Spans::new(&config.telemetry, counters));
         Self {
             registry,
             names: Names {
@@ -489,6 +511,53 @@ impl Telemetry {
             probes,
             probe_latency,
             incidents,
+            detectors: config.signal.detectors,
+            spans,
+        }
+    }
+
+    /// The names spans carry.
+    pub(crate) fn span_names(&self) -> SpanNames {
+        SpanNames {
+            routes: self.names.routes.clone(),
+            route_provider: self.names.route_provider.clone(),
+            targets: self.names.targets.clone(),
+        }
+    }
+
+    /// The trace of a request arriving with `headers`: the client's (`traceparent`) continued, or
+    /// a new one when spans are exported. `None`: no trace at all (nothing exported, nothing
+    /// propagated).
+    pub fn start_trace(&self, headers: &http::HeaderMap) -> Option<TraceContext> {
+        let parent = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_traceparent);
+        match &self.spans {
+            Some(spans) => Some(TraceContext::for_request(
+                parent,
+                fastrand::u128(1..),
+                fastrand::u64(1..),
+                parent.is_none() && spans.sample(),
+            )),
+            // No collector: the client's own trace goes upstream unchanged.
+            None => parent.map(|p| TraceContext {
+                trace_id: p.trace_id,
+                span_id: p.span_id,
+                parent_span_id: 0,
+                parent_remote: true,
+                sampled: p.sampled,
+            }),
+        }
+    }
+
+    /// The span of one upstream attempt of a request traced as `t` (with no collector, the
+    /// client's span is passed on as it is).
+    pub fn attempt_span(&self, t: TraceContext) -> TraceContext {
+        if self.spans.is_some() {
+            t.child(fastrand::u64(1..))
+        } else {
+            t
         }
     }
 
@@ -524,7 +593,21 @@ impl Telemetry {
         if let Some(c) = self.attempts.get(i) {
             c.inc();
         }
-        self.incidents.observe(r, self.target_name(r.target), true);
+        if self.detectors {
+            self.incidents.observe(r, self.target_name(r.target), true);
+        }
+        if let (Some(spans), Some(trace)) = (&self.spans, r.trace)
+            && trace.sampled
+        {
+            spans.send(SpanMsg::Attempt(AttemptSpan {
+                trace,
+                end: SystemTime::now(),
+                duration: r.duration,
+                target: r.target,
+                result: r.result,
+                stream: r.stream,
+            }));
+        }
     }
 
     /// One request ended: its log line, and its metrics.
@@ -541,7 +624,30 @@ impl Telemetry {
         }
         // An answer's text against the prompt's scripts: evidence for the target's wrong-script
         // detector (answers with no text, tool calls only, say nothing).
-        if r.outcome == RequestOutcome::Answered
+        if let (Some(spans), Some(trace)) = (&self.spans, r.trace)
+            && trace.sampled
+        {
+            spans.send(SpanMsg::Request(RequestSpan {
+                trace,
+                end: SystemTime::now(),
+                duration: r.duration,
+                request_id: r.request_id.into(),
+                api: r.api,
+                request_model: r.request_model.map(Into::into),
+                route: r.route,
+                target: r.target,
+                outcome: r.outcome,
+                status: r.status,
+                stream: r.stream,
+                attempts: r.attempts,
+                fallback: r.fallback,
+                ttft: r.ttft,
+                usage: r.usage,
+                stop_reason: r.stop_reason.map(Into::into),
+            }));
+        }
+        if self.detectors
+            && r.outcome == RequestOutcome::Answered
             && let Some(target) = r.target
         {
             // Emptiness only counts for answers that ended as a normal end of text (not a tool
@@ -709,12 +815,16 @@ impl Telemetry {
     /// content.
     fn log(&self, r: &RequestRecord<'_>) {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let trace_id = r
+            .trace
+            .map(|t| tracing::field::display(TraceId(t.trace_id)));
         let route = r.route.map_or("", |i| self.route_name(i));
         let target = r.target.map_or("", |i| self.target_name(i));
         let u = &r.usage;
         match (r.outcome, r.error) {
             (RequestOutcome::Answered | RequestOutcome::CacheHit, _) => tracing::info!(
                 request_id = r.request_id,
+                trace_id = trace_id,
                 route,
                 target,
                 api = %r.api,
@@ -732,6 +842,7 @@ impl Telemetry {
             ),
             (RequestOutcome::ClientGone, _) => tracing::info!(
                 request_id = r.request_id,
+                trace_id = trace_id,
                 route,
                 target,
                 api = %r.api,
@@ -745,34 +856,45 @@ impl Telemetry {
                 let message = error.unwrap_or("failed");
                 if r.status >= 500 && outcome != RequestOutcome::Stale {
                     tracing::error!(
-                        request_id = r.request_id,
-                        route,
-                        target,
-                        api = %r.api,
-                        status = r.status,
-                        outcome = outcome.as_str(),
-                        attempts = r.attempts,
-                        stream = r.stream,
-                        latency_ms = ms(r.duration),
-                        "{message}"
-                    );
+                            request_id = r.request_id,
+                    trace_id = trace_id,
+                            route,
+                            target,
+                            api = %r.api,
+                            status = r.status,
+                            outcome = outcome.as_str(),
+                            attempts = r.attempts,
+                            stream = r.stream,
+                            latency_ms = ms(r.duration),
+                            "{message}"
+                        );
                 } else {
                     tracing::warn!(
-                        request_id = r.request_id,
-                        route,
-                        target,
-                        api = %r.api,
-                        status = r.status,
-                        outcome = outcome.as_str(),
-                        attempts = r.attempts,
-                        stream = r.stream,
-                        latency_ms = ms(r.duration),
-                        ttft_ms = r.ttft.map(ms),
-                        output_tokens = u.output_tokens,
-                        "{message}"
-                    );
+                            request_id = r.request_id,
+                    trace_id = trace_id,
+                            route,
+                            target,
+                            api = %r.api,
+                            status = r.status,
+                            outcome = outcome.as_str(),
+                            attempts = r.attempts,
+                            stream = r.stream,
+                            latency_ms = ms(r.duration),
+                            ttft_ms = r.ttft.map(ms),
+                            output_tokens = u.output_tokens,
+                            "{message}"
+                        );
                 }
             }
         }
+    }
+}
+
+/// A trace id as the log line shows it: 32 lower-case hex digits, written without allocating.
+struct TraceId(u128);
+
+impl std::fmt::Display for TraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
     }
 }

@@ -48,6 +48,7 @@ pub struct Config {
     pub signal: SignalSettings,
     pub incidents: IncidentSettings,
     pub probes: ProbeSettings,
+    pub telemetry: TelemetrySettings,
     /// Gateway-wide policy defaults (each route's `policy` is already resolved over these).
     pub policy: Policy,
     pub providers: Vec<Provider>,
@@ -102,8 +103,39 @@ pub const DEFAULT_INCIDENT_STORE: &str = "ballast-incidents.sqlite";
 /// `[signal]`: what detection does besides opening incidents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SignalSettings {
-    /// Route around a target while an availability or hard-failure incident is open on it.
+    /// Route around a target while an availability or quality incident is open on it.
     pub eject: bool,
+    /// Feed the detectors at all (off: no incidents from live traffic; for measuring their cost).
+    pub detectors: bool,
+}
+
+/// `[telemetry]`: OpenTelemetry traces over OTLP/HTTP (protobuf).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TelemetrySettings {
+    /// The collector's traces URL; a bare `http://host:4318` gets `/v1/traces` appended. `None`:
+    /// no spans are built or exported.
+    pub otlp_endpoint: Option<String>,
+    /// Extra headers on every export (a vendor's API key, say); values may use `${ENV}`.
+    pub otlp_headers: Vec<(String, Secret)>,
+    /// Longest one export may take.
+    pub otlp_timeout: Duration,
+    /// `service.name` of the exported resource.
+    pub service_name: String,
+    /// Share of requests traced when the client sent no sampling decision (a client's
+    /// `traceparent` decides for its own requests).
+    pub trace_sample_ratio: f64,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            otlp_headers: Vec::new(),
+            otlp_timeout: Duration::from_secs(10),
+            service_name: "ballast".to_owned(),
+            trace_sample_ratio: 1.0,
+        }
+    }
 }
 
 /// Where an incident is announced: one message when it opens, one when it resolves.
@@ -458,6 +490,78 @@ impl Validator<'_> {
         sinks
     }
 
+    fn telemetry(&mut self, r: &raw::RawTelemetry) -> TelemetrySettings {
+        let d = TelemetrySettings::default();
+        let otlp_endpoint = r.otlp_endpoint.as_deref().and_then(|u| {
+            let u = self.interpolate("telemetry.otlp_endpoint", u)?;
+            if u.is_empty() {
+                return None;
+            }
+            let Some(rest) = u
+                .strip_prefix("http://")
+                .or_else(|| u.strip_prefix("https://"))
+            else {
+                self.err(
+                    "telemetry.otlp_endpoint",
+                    format!("invalid URL {u:?}: expected http:// or https:// (OTLP over HTTP)"),
+                );
+                return None;
+            };
+            // A bare collector address gets the traces path, as OTEL_EXPORTER_OTLP_ENDPOINT does.
+            Some(match rest.find('/') {
+                None => format!("{u}/v1/traces"),
+                Some(i) if rest.len() == i + 1 => format!("{u}v1/traces"),
+                Some(_) => u,
+            })
+        });
+        let mut otlp_headers = Vec::new();
+        for (name, value) in &r.otlp_headers {
+            let path = format!("telemetry.otlp_headers.{name}");
+            let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            if name.is_empty() || !name.bytes().all(tchar) {
+                self.err(&path, "is not a valid header name");
+                continue;
+            }
+            if let Some(v) = self.interpolate(&path, value) {
+                otlp_headers.push((name.to_ascii_lowercase(), Secret(v)));
+            }
+        }
+        let otlp_timeout = match r.otlp_timeout {
+            Some(t) if t.is_zero() => {
+                self.err("telemetry.otlp_timeout", "must be more than zero");
+                d.otlp_timeout
+            }
+            Some(t) => t,
+            None => d.otlp_timeout,
+        };
+        let trace_sample_ratio = match r.trace_sample_ratio {
+            Some(x) if !(0.0..=1.0).contains(&x) => {
+                self.err(
+                    "telemetry.trace_sample_ratio",
+                    format!("must be between 0 and 1, not {x}"),
+                );
+                d.trace_sample_ratio
+            }
+            Some(x) => x,
+            None => d.trace_sample_ratio,
+        };
+        let service_name = match r.service_name.as_deref() {
+            Some("") => {
+                self.err("telemetry.service_name", "must not be empty");
+                d.service_name
+            }
+            Some(s) => s.to_owned(),
+            None => d.service_name,
+        };
+        TelemetrySettings {
+            otlp_endpoint,
+            otlp_headers,
+            otlp_timeout,
+            service_name,
+            trace_sample_ratio,
+        }
+    }
+
     fn limits(&mut self, r: &raw::RawLimits) -> Limits {
         let d = Limits::default();
         let mut one = |key: &str, value: Option<raw::ByteSize>, default: usize| -> usize {
@@ -552,6 +656,7 @@ fn validate(raw: RawConfig, env: &dyn env::Env) -> Result<Config, ConfigErrors> 
     };
     let limits = v.limits(&raw.limits);
     let alerts = v.alerts(&raw.alerts);
+    let telemetry = v.telemetry(&raw.telemetry);
 
     let mut gateway_keys = Vec::new();
     for (i, k) in raw.auth.gateway_keys.iter().enumerate() {
@@ -831,7 +936,9 @@ fn validate(raw: RawConfig, env: &dyn env::Env) -> Result<Config, ConfigErrors> 
         alerts,
         signal: SignalSettings {
             eject: raw.signal.eject.unwrap_or(true),
+            detectors: raw.signal.detectors.unwrap_or(true),
         },
+        telemetry,
         probes: ProbeSettings {
             interval: raw.probes.interval.unwrap_or(DEFAULT_PROBE_INTERVAL),
             max_per_day: raw.probes.max_per_day.unwrap_or(DEFAULT_PROBES_PER_DAY),

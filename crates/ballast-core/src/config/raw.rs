@@ -30,6 +30,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub probes: RawProbes,
     #[serde(default)]
+    pub telemetry: RawTelemetry,
+    #[serde(default)]
     pub policy: RawPolicy,
     #[serde(default)]
     pub providers: BTreeMap<String, RawProvider>,
@@ -83,6 +85,20 @@ pub struct RawIncidents {
 #[serde(deny_unknown_fields)]
 pub struct RawSignal {
     pub eject: Option<bool>,
+    pub detectors: Option<bool>,
+}
+
+/// `[telemetry]`: where traces go.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    pub otlp_endpoint: Option<String>,
+    #[serde(default)]
+    pub otlp_headers: BTreeMap<String, String>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub otlp_timeout: Option<Duration>,
+    pub service_name: Option<String>,
+    pub trace_sample_ratio: Option<f64>,
 }
 
 /// `[alerts]`: where incidents are announced.

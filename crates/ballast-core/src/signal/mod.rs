@@ -31,15 +31,30 @@ pub enum Signal {
     WrongScript,
     /// Answers that end normally with no text and no tool call.
     EmptyAnswer,
+    /// Answer length (characters of text) shifted, up or down, from the target's normal.
+    AnswerLength,
+    /// More answers than normal stop for another reason than a natural end (the token limit, a
+    /// content filter, an error).
+    StopReason,
+    /// Answers that repeat themselves (the same word sequences over and over).
+    Repetition,
+    /// Answers that are not valid JSON when the request asked for JSON.
+    InvalidJson,
 }
 
 impl Signal {
-    pub const ALL: [Signal; 5] = [
+    pub const COUNT: usize = 9;
+
+    pub const ALL: [Signal; Signal::COUNT] = [
         Signal::Availability,
         Signal::HardFailure,
         Signal::Latency,
         Signal::WrongScript,
         Signal::EmptyAnswer,
+        Signal::AnswerLength,
+        Signal::StopReason,
+        Signal::Repetition,
+        Signal::InvalidJson,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -49,6 +64,10 @@ impl Signal {
             Signal::Latency => "latency",
             Signal::WrongScript => "wrong_script",
             Signal::EmptyAnswer => "empty_answer",
+            Signal::AnswerLength => "answer_length",
+            Signal::StopReason => "stop_reason",
+            Signal::Repetition => "repetition",
+            Signal::InvalidJson => "invalid_json",
         }
     }
 
