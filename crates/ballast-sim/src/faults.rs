@@ -35,6 +35,10 @@ pub struct Faults {
     /// The answer's text comes back partly in the wrong script.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corrupt: Option<CorruptFault>,
+    /// The answer is a successful one of poor quality: empty, looping, cut short at a token limit,
+    /// or broken JSON when JSON was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degrade: Option<DegradeFault>,
     /// The answer is malicious or broken bytes (huge numbers, endless events or headers, invalid
     /// UTF-8, deep nesting, a trickle …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -154,6 +158,96 @@ pub struct CorruptFault {
     /// Only requests to this API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<Api>,
+}
+
+/// `degrade`: a well-formed, successful answer of poor quality, in the format's own terms (stop
+/// reasons, usage, statuses), to exercise output-quality detectors. Text answers only: tool calls are
+/// left alone.
+///
+/// JSON: `{"degrade": {"mode": "repeat", "rate": 0.2, "api": "openai"}}` (`mode` required). Flag:
+/// `degrade:MODE[@RATE][/API]`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DegradeFault {
+    /// How the answer is degraded.
+    pub mode: DegradeMode,
+    /// Probability per request.
+    #[serde(default = "one")]
+    pub rate: f64,
+    /// Only requests to this API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<Api>,
+}
+
+impl DegradeFault {
+    /// A fault in `mode`, rate 1, every API.
+    pub fn new(mode: DegradeMode) -> DegradeFault {
+        DegradeFault {
+            mode,
+            rate: 1.0,
+            api: None,
+        }
+    }
+}
+
+/// How a `degrade` fault spoils a text answer.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum DegradeMode {
+    /// No text at all (no text deltas; an empty text part, or none on Anthropic), the natural stop
+    /// reason (`stop`, `end_turn`, `STOP`, `completed`) and 1–3 output tokens.
+    Empty,
+    /// A short phrase looping for as many words as the normal answer has (a broken sampler); the
+    /// natural stop reason.
+    Repeat,
+    /// A few tokens (2–4) of the normal answer, then the format's token-limit stop: `length`,
+    /// `max_tokens`, `MAX_TOKENS`, or a Responses `incomplete` answer with
+    /// `incomplete_details.reason: "max_output_tokens"`.
+    Short,
+    /// When the request asks for a JSON answer, broken JSON (cut mid-object, an unquoted key or a
+    /// trailing comma) with the natural stop reason; otherwise the normal answer.
+    InvalidJson,
+}
+
+impl DegradeMode {
+    /// Every mode, in documentation order.
+    pub const ALL: [DegradeMode; 4] = [
+        DegradeMode::Empty,
+        DegradeMode::Repeat,
+        DegradeMode::Short,
+        DegradeMode::InvalidJson,
+    ];
+
+    /// The snake_case name used in JSON and flags.
+    pub fn name(self) -> &'static str {
+        match self {
+            DegradeMode::Empty => "empty",
+            DegradeMode::Repeat => "repeat",
+            DegradeMode::Short => "short",
+            DegradeMode::InvalidJson => "invalid_json",
+        }
+    }
+}
+
+impl fmt::Display for DegradeMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for DegradeMode {
+    type Err = FaultFlagError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase().replace('-', "_");
+        DegradeMode::ALL
+            .into_iter()
+            .find(|m| m.name() == wanted)
+            .ok_or_else(|| FaultFlagError::BadParam {
+                fault: "degrade",
+                param: s.to_owned(),
+                expected: "a mode: empty, repeat, short or invalid_json",
+            })
+    }
 }
 
 /// `hostile`: answer with malicious or broken bytes, to prove a client survives them. One mode per
@@ -574,6 +668,7 @@ impl Faults {
             FaultFlag::Truncate(f) => self.truncate = Some(f),
             FaultFlag::Corrupt(f) => self.corrupt = Some(f),
             FaultFlag::Hostile(f) => self.hostile = Some(f),
+            FaultFlag::Degrade(f) => self.degrade = Some(f),
         }
     }
 
@@ -593,6 +688,7 @@ impl Faults {
             ("truncate", self.truncate.as_ref().map(|f| f.rate)),
             ("corrupt", self.corrupt.as_ref().map(|f| f.rate)),
             ("hostile", self.hostile.as_ref().map(|f| f.rate)),
+            ("degrade", self.degrade.as_ref().map(|f| f.rate)),
         ];
         for (fault, rate) in rates {
             if let Some(rate) = rate
@@ -655,7 +751,8 @@ impl FromIterator<FaultFlag> for Faults {
 /// `down`, `down@0.5`, `down:30` (down for 30 s), `hang@0.2`, `error:503@0.16`, `rate_limit:1`
 /// (retry-after seconds), `slow:10` (factor), `truncate@0.3`, `truncate:reset`, `corrupt:thai@0.1`,
 /// `error:529/anthropic` (only Anthropic requests), `hostile:huge_index`,
-/// `hostile:trickle,interval_ms=50@0.5/openai` (mode, then `KEY=VALUE` parameters).
+/// `hostile:trickle,interval_ms=50@0.5/openai` (mode, then `KEY=VALUE` parameters), `degrade:empty`,
+/// `degrade:repeat@0.2/gemini`, `degrade:short`, `degrade:invalid_json`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FaultFlag {
     /// `down[:SECS][@RATE]`
@@ -674,6 +771,8 @@ pub enum FaultFlag {
     Corrupt(CorruptFault),
     /// `hostile:MODE[,KEY=VALUE…][@RATE][/API]`
     Hostile(HostileFault),
+    /// `degrade:empty|repeat|short|invalid_json[@RATE][/API]`
+    Degrade(DegradeFault),
 }
 
 /// Why a `--fault` flag did not parse.
@@ -681,8 +780,8 @@ pub enum FaultFlag {
 pub enum FaultFlagError {
     /// Not one of the known fault names.
     #[error(
-        "unknown fault `{0}`: expected down, hang, error, rate_limit, slow, truncate, corrupt or hostile \
-         (syntax NAME[:PARAM][@RATE][/API], e.g. error:503@0.16)"
+        "unknown fault `{0}`: expected down, hang, error, rate_limit, slow, truncate, corrupt, hostile or \
+         degrade (syntax NAME[:PARAM][@RATE][/API], e.g. error:503@0.16)"
     )]
     UnknownFault(String),
     /// A parameter that does not fit the fault.
@@ -865,6 +964,14 @@ impl FromStr for FaultFlag {
                 fault.check().map_err(FaultFlagError::BadHostile)?;
                 Ok(FaultFlag::Hostile(fault))
             }
+            "degrade" => {
+                let p = param.ok_or(FaultFlagError::MissingParam {
+                    fault: "degrade",
+                    example: "degrade:empty",
+                })?;
+                let mode = DegradeMode::from_str(p)?;
+                Ok(FaultFlag::Degrade(DegradeFault { mode, rate, api }))
+            }
             _ => Err(FaultFlagError::UnknownFault(s.to_owned())),
         }
     }
@@ -907,6 +1014,7 @@ impl fmt::Display for FaultFlag {
                 }
                 ("hostile", Some(param), h.rate, h.api)
             }
+            FaultFlag::Degrade(d) => ("degrade", Some(d.mode.name().to_owned()), d.rate, d.api),
         };
         f.write_str(name)?;
         if let Some(p) = param {
@@ -973,6 +1081,8 @@ pub(crate) struct Decision {
     pub corrupt: Option<Script>,
     /// Answer with malicious or broken bytes.
     pub hostile: Option<Hostile>,
+    /// Degrade the answer's text this way.
+    pub degrade: Option<DegradeMode>,
 }
 
 /// Draws the faults for one request to `api`. Every configured fault that applies to `api` takes one
@@ -1012,6 +1122,12 @@ pub(crate) fn decide(faults: &Faults, api: Api, rng: &mut fastrand::Rng) -> Deci
         .as_ref()
         .filter(|f| hit(f.rate, f.api))
         .map(HostileFault::resolve);
+    // After `hostile`, for the same reason.
+    let degrade = faults
+        .degrade
+        .as_ref()
+        .filter(|f| hit(f.rate, f.api))
+        .map(|f| f.mode);
     Decision {
         hang,
         error,
@@ -1020,6 +1136,7 @@ pub(crate) fn decide(faults: &Faults, api: Api, rng: &mut fastrand::Rng) -> Deci
         truncate,
         corrupt,
         hostile,
+        degrade,
     }
 }
 
@@ -1186,6 +1303,24 @@ mod tests {
                 FaultFlag::Hostile(HostileFault::new(mode)),
             );
         }
+        check(
+            "degrade:repeat@0.2/gemini",
+            FaultFlag::Degrade(DegradeFault {
+                mode: DegradeMode::Repeat,
+                rate: 0.2,
+                api: Some(Api::Gemini),
+            }),
+        );
+        check(
+            "degrade:invalid-json",
+            FaultFlag::Degrade(DegradeFault::new(DegradeMode::InvalidJson)),
+        );
+        for mode in DegradeMode::ALL {
+            check(
+                &format!("degrade:{mode}"),
+                FaultFlag::Degrade(DegradeFault::new(mode)),
+            );
+        }
     }
 
     #[test]
@@ -1212,6 +1347,9 @@ mod tests {
             ("hostile:huge_headers,count=40000", "between 0 and 30000"),
             ("hostile:trickle,speed=1", "unknown key"),
             ("hostile:trickle,5", "KEY=VALUE"),
+            ("degrade", "needs a parameter"),
+            ("degrade:garbled", "empty, repeat, short or invalid_json"),
+            ("degrade:short@2", "bad rate"),
         ];
         for (flag, needle) in cases {
             let err = flag.parse::<FaultFlag>().unwrap_err().to_string();
@@ -1330,6 +1468,32 @@ mod tests {
         }
         .resolve();
         assert_eq!(clamped.count, 30_000);
+    }
+
+    #[test]
+    fn degrade_json_shape() {
+        let faults: Faults = serde_json::from_str(
+            r#"{"degrade": {"mode": "invalid_json", "rate": 0.5, "api": "anthropic"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            faults.degrade,
+            Some(DegradeFault {
+                mode: DegradeMode::InvalidJson,
+                rate: 0.5,
+                api: Some(Api::Anthropic)
+            })
+        );
+        assert!(faults.validate().is_ok());
+        assert_eq!(
+            serde_json::to_value(Faults::from_flags(["degrade:empty".parse().unwrap()])).unwrap(),
+            serde_json::json!({"degrade": {"mode": "empty", "rate": 1.0}})
+        );
+        assert!(serde_json::from_str::<Faults>(r#"{"degrade": {}}"#).is_err());
+        assert!(serde_json::from_str::<Faults>(r#"{"degrade": {"mode": "loud"}}"#).is_err());
+        let bad: Faults =
+            serde_json::from_str(r#"{"degrade": {"mode": "short", "rate": -1}}"#).unwrap();
+        assert!(bad.validate().is_err());
     }
 
     #[test]

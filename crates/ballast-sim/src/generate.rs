@@ -2,11 +2,14 @@
 //!
 //! Every API module turns its request into a [`Prompt`] and renders the [`Answer`] in its own wire
 //! format, so the conventions (echo, tool calls, the `[[ballast-sim:call NAME {ARGS}]]` directive, tool
-//! results, stop sequences, `max_tokens`) behave the same on every API.
+//! results, stop sequences, `max_tokens`) behave the same on every API. The faults that change an
+//! answer's text (`corrupt`, `degrade`) are applied here too, so they look alike on every API.
+
+use std::ops::RangeInclusive;
 
 use serde_json::{Map, Value, json};
 
-use crate::faults::Script;
+use crate::faults::{DegradeMode, Script};
 use crate::words::{ENGLISH, script_words};
 
 /// Generated answers have between these many tokens (before `max_tokens` and stop sequences).
@@ -16,6 +19,14 @@ const MAX_TOKENS: usize = 60;
 const TOOL_RESULT_QUOTE_CHARS: usize = 100;
 /// Recursion limit when building tool arguments from a schema.
 const SCHEMA_DEPTH: usize = 8;
+/// `degrade:empty`: output tokens reported for an answer with no text (the real APIs count a few).
+const EMPTY_OUTPUT_TOKENS: RangeInclusive<u64> = 1..=3;
+/// `degrade:short`: tokens said before the token-limit stop.
+const SHORT_TOKENS: RangeInclusive<usize> = 2..=4;
+/// `degrade:repeat`: words in the looping phrase.
+const REPEAT_PHRASE_WORDS: RangeInclusive<usize> = 2..=4;
+/// `degrade:repeat`: the phrase comes at least this many times, however short the answer.
+const REPEAT_MIN_LOOPS: usize = 3;
 
 /// A tool the request offers.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,7 +74,8 @@ pub(crate) struct Prompt {
     pub json_output: Option<JsonOutput>,
 }
 
-/// A structured-output request (OpenAI Responses `text.format`).
+/// A structured-output request: Chat `response_format`, Responses `text.format`, Anthropic
+/// `output_config.format`, Gemini `generationConfig.responseMimeType: application/json`.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum JsonOutput {
     /// `json_object`: any JSON object; the answer is `{"answer": TEXT}`.
@@ -103,6 +115,8 @@ pub(crate) struct Answer {
     pub output_tokens: u64,
     /// True when the `corrupt` fault changed the text.
     pub corrupted: bool,
+    /// True when the `degrade` fault changed the text.
+    pub degraded: bool,
     /// Text said before a tool call, as streaming pieces (rendered as a text block / content / output
     /// item / part ahead of the call). Empty except in `hostile` answers.
     pub preamble: Vec<String>,
@@ -242,8 +256,14 @@ pub(crate) fn text_chars(value: &Value) -> usize {
     }
 }
 
-/// Answers a prompt. Same seed and prompt, same answer; `corrupt` swaps words into another script.
-pub(crate) fn answer(seed: u64, prompt: &Prompt, corrupt: Option<Script>) -> Answer {
+/// Answers a prompt. Same seed and prompt, same answer; `corrupt` swaps words into another script and
+/// `degrade` spoils a text answer (tool calls are left alone).
+pub(crate) fn answer(
+    seed: u64,
+    prompt: &Prompt,
+    corrupt: Option<Script>,
+    degrade: Option<DegradeMode>,
+) -> Answer {
     let hash = stable_hash(&[&prompt.model, &prompt.conversation]);
     let mut rng = fastrand::Rng::with_seed(seed ^ hash);
     let input_tokens = estimate_tokens(prompt.input_chars);
@@ -262,40 +282,88 @@ pub(crate) fn answer(seed: u64, prompt: &Prompt, corrupt: Option<Script>) -> Ans
         return tool_call(tool, input_tokens);
     } else if let Some(echoed) = echoed {
         // Echoes stay verbatim, even under structured output.
-        return text_answer(echoed.to_owned(), prompt, input_tokens, corrupt, &mut rng);
+        let text = TextAnswer {
+            prose: echoed.to_owned(),
+            json: None,
+            input_tokens,
+        };
+        return text.finish(prompt, corrupt, degrade, &mut rng);
     } else if let Some(tool) = pick_tool(prompt) {
         return tool_call(tool, input_tokens);
     } else {
         generated_text(&mut rng)
     };
-    let text = match &prompt.json_output {
-        Some(format) => json_text(format, text),
-        None => text,
+    let text = TextAnswer {
+        prose: text,
+        json: prompt.json_output.as_ref(),
+        input_tokens,
     };
-    text_answer(text, prompt, input_tokens, corrupt, &mut rng)
+    text.finish(prompt, corrupt, degrade, &mut rng)
 }
 
-/// A text answer: `max_tokens` and stop sequences applied, then the `corrupt` fault.
-fn text_answer(
-    text: String,
-    prompt: &Prompt,
+/// A text answer before its limits and faults: what it says, and the JSON it is wrapped in when the
+/// request asks for structured output.
+struct TextAnswer<'a> {
+    prose: String,
+    json: Option<&'a JsonOutput>,
     input_tokens: u64,
-    corrupt: Option<Script>,
-    rng: &mut fastrand::Rng,
-) -> Answer {
-    let (mut pieces, finish) = limit(&text, prompt.max_tokens, &prompt.stop_sequences);
-    let corrupted = match corrupt {
-        Some(script) => corrupt_pieces(&mut pieces, script, rng),
-        None => false,
-    };
-    let output_tokens = pieces.len() as u64;
-    Answer {
-        content: Content::Text(pieces),
-        finish,
-        input_tokens,
-        output_tokens,
-        corrupted,
-        preamble: Vec::new(),
+}
+
+impl TextAnswer<'_> {
+    /// The answer: `repeat` and `invalid_json` change the text, then `max_tokens` and stop sequences
+    /// apply, then `empty` and `short` cut it, then `corrupt` swaps words.
+    fn finish(
+        self,
+        prompt: &Prompt,
+        corrupt: Option<Script>,
+        degrade: Option<DegradeMode>,
+        rng: &mut fastrand::Rng,
+    ) -> Answer {
+        let repeat = degrade == Some(DegradeMode::Repeat);
+        let prose = if repeat {
+            looped_text(self.prose.split_whitespace().count(), rng)
+        } else {
+            self.prose
+        };
+        let (mut text, said) = match self.json {
+            Some(format) => json_text(format, prose, repeat),
+            None => (prose, true),
+        };
+        // A loop is only there when the answer says its text (a schema may have no string).
+        let mut degraded = repeat && said;
+        if degrade == Some(DegradeMode::InvalidJson) && self.json.is_some() {
+            text = break_json(&text, rng);
+            degraded = true;
+        }
+        let (mut pieces, mut finish) = limit(&text, prompt.max_tokens, &prompt.stop_sequences);
+        let mut output_tokens = None;
+        match degrade {
+            Some(DegradeMode::Empty) => {
+                pieces.clear();
+                finish = Finish::EndTurn;
+                output_tokens = Some(rng.u64(EMPTY_OUTPUT_TOKENS));
+                degraded = true;
+            }
+            Some(DegradeMode::Short) => {
+                pieces.truncate(rng.usize(SHORT_TOKENS));
+                finish = Finish::MaxTokens;
+                degraded = true;
+            }
+            _ => {}
+        }
+        let corrupted = match corrupt {
+            Some(script) => corrupt_pieces(&mut pieces, script, rng),
+            None => false,
+        };
+        Answer {
+            output_tokens: output_tokens.unwrap_or(pieces.len() as u64),
+            content: Content::Text(pieces),
+            finish,
+            input_tokens: self.input_tokens,
+            corrupted,
+            degraded,
+            preamble: Vec::new(),
+        }
     }
 }
 
@@ -323,6 +391,7 @@ fn directed(directive: Directive, input_tokens: u64) -> Answer {
         input_tokens,
         output_tokens,
         corrupted: false,
+        degraded: false,
         preamble: Vec::new(),
     }
 }
@@ -344,6 +413,7 @@ fn tool_call(tool: &Tool, input_tokens: u64) -> Answer {
         input_tokens,
         output_tokens,
         corrupted: false,
+        degraded: false,
         preamble: Vec::new(),
     }
 }
@@ -482,13 +552,98 @@ fn corrupt_pieces(pieces: &mut [String], script: Script, rng: &mut fastrand::Rng
     true
 }
 
-/// A text answer as structured output: indented JSON, so it streams in several pieces.
-fn json_text(format: &JsonOutput, text: String) -> String {
-    let value = match format {
-        JsonOutput::Object => json!({ "answer": text }),
-        JsonOutput::Schema(schema) => example_value(schema, 0),
+/// A text answer as structured output: indented JSON, so it streams in several pieces. `json_object`
+/// answers `{"answer": TEXT}`; `json_schema` answers the schema's example value, whose strings are
+/// `TEXT` when `fill` (a looping answer loops inside the JSON). Also says whether `TEXT` is in it.
+fn json_text(format: &JsonOutput, text: String, fill: bool) -> (String, bool) {
+    let (value, said) = match format {
+        JsonOutput::Object => (json!({ "answer": text }), true),
+        JsonOutput::Schema(schema) => {
+            let mut value = example_value(schema, 0);
+            let said = fill && fill_strings(&mut value, &text);
+            (value, said)
+        }
     };
-    serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string())
+    let text = serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string());
+    (text, said)
+}
+
+/// Replaces every string inside `value` with `text`; true if there was one.
+fn fill_strings(value: &mut Value, text: &str) -> bool {
+    let children: Vec<&mut Value> = match value {
+        Value::String(s) => {
+            text.clone_into(s);
+            return true;
+        }
+        Value::Array(items) => items.iter_mut().collect(),
+        Value::Object(map) => map.values_mut().collect(),
+        _ => return false,
+    };
+    let mut any = false;
+    for child in children {
+        any |= fill_strings(child, text);
+    }
+    any
+}
+
+/// `degrade:repeat`: a phrase of a few words looping for `words` words (at least a few loops), as a
+/// broken sampler says it.
+fn looped_text(words: usize, rng: &mut fastrand::Rng) -> String {
+    let len = rng.usize(REPEAT_PHRASE_WORDS);
+    let phrase: Vec<&str> = (0..len)
+        .map(|_| ENGLISH[rng.usize(..ENGLISH.len())])
+        .collect();
+    let total = words.max(len * REPEAT_MIN_LOOPS);
+    (0..total)
+        .map(|i| phrase[i % len])
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `degrade:invalid_json`: the JSON text made unparseable, one of three ways (seeded): cut mid-way,
+/// the first key unquoted, or a trailing comma before the closing brace. A text that is not a JSON
+/// object (a schema asking for a bare string or number) gets a stray `}` instead.
+fn break_json(text: &str, rng: &mut fastrand::Rng) -> String {
+    let value = serde_json::from_str::<Value>(text).ok();
+    let Some(object) = value.as_ref().and_then(Value::as_object) else {
+        return format!("{text}}}");
+    };
+    let first_key = object
+        .keys()
+        .next()
+        .and_then(|k| serde_json::to_string(k).ok().map(|quoted| (k, quoted)));
+    let ways = if first_key.is_some() { 3 } else { 1 };
+    match rng.usize(..ways) {
+        1 => {
+            // The first key comes first in the text: only `{` and whitespace precede it.
+            if let Some((key, quoted)) = first_key
+                && let Some(at) = text.find(&format!("{quoted}:"))
+            {
+                return format!("{}{key}{}", &text[..at], &text[at + quoted.len()..]);
+            }
+            cut_json(text, rng)
+        }
+        2 => match text.trim_end().strip_suffix('}') {
+            Some(body) => {
+                let inner = body.trim_end();
+                format!("{inner},{}}}", &body[inner.len()..])
+            }
+            None => cut_json(text, rng),
+        },
+        _ => cut_json(text, rng),
+    }
+}
+
+/// A JSON object's text cut after half to all but one of its characters: it never closes.
+fn cut_json(text: &str, rng: &mut fastrand::Rng) -> String {
+    let chars: Vec<char> = text.trim_end().chars().collect();
+    let len = chars.len();
+    let keep = if len < 2 {
+        len.saturating_sub(1)
+    } else {
+        rng.usize(len / 2..len)
+    };
+    chars[..keep].iter().collect()
 }
 
 /// An example value for a JSON schema: required properties only; strings "example", numbers 1,
@@ -580,12 +735,12 @@ mod tests {
 
     #[test]
     fn same_request_same_answer() {
-        let a = answer(7, &prompt("hello there"), None);
-        let b = answer(7, &prompt("hello there"), None);
+        let a = answer(7, &prompt("hello there"), None, None);
+        let b = answer(7, &prompt("hello there"), None, None);
         assert_eq!(a, b);
-        let c = answer(8, &prompt("hello there"), None);
+        let c = answer(8, &prompt("hello there"), None, None);
         assert_ne!(a.text(), c.text());
-        let d = answer(7, &prompt("hello again"), None);
+        let d = answer(7, &prompt("hello again"), None, None);
         assert_ne!(a.text(), d.text());
         assert!(
             (MIN_TOKENS as u64..=MAX_TOKENS as u64).contains(&a.output_tokens),
@@ -598,7 +753,7 @@ mod tests {
 
     #[test]
     fn echo_is_verbatim() {
-        let a = answer(0, &prompt("echo héllo  wörld 你好 🎉"), None);
+        let a = answer(0, &prompt("echo héllo  wörld 你好 🎉"), None, None);
         assert_eq!(a.text(), "héllo  wörld 你好 🎉");
         assert_eq!(a.output_tokens, 4);
     }
@@ -607,7 +762,7 @@ mod tests {
     fn max_tokens_caps_the_answer() {
         let mut p = prompt("tell me a story");
         p.max_tokens = Some(5);
-        let a = answer(0, &p, None);
+        let a = answer(0, &p, None, None);
         assert_eq!(a.output_tokens, 5);
         assert_eq!(a.finish, Finish::MaxTokens);
     }
@@ -616,7 +771,7 @@ mod tests {
     fn stop_sequence_cuts_before_it() {
         let mut p = prompt("echo one two three four");
         p.stop_sequences = vec!["four".into(), "three".into()];
-        let a = answer(0, &p, None);
+        let a = answer(0, &p, None, None);
         assert_eq!(a.text(), "one two ");
         assert_eq!(a.finish, Finish::StopSequence("three".into()));
     }
@@ -633,25 +788,31 @@ mod tests {
         };
         let mut p = prompt("what is the weather?");
         p.tools = vec![weather.clone(), time.clone()];
-        assert!(matches!(answer(0, &p, None).content, Content::Text(_)));
+        assert!(matches!(
+            answer(0, &p, None, None).content,
+            Content::Text(_)
+        ));
         p.last_user_text = Some("please call get_time".into());
         assert!(
-            matches!(answer(0, &p, None).content, Content::ToolCall { ref name, .. } if name == "get_time")
+            matches!(answer(0, &p, None, None).content, Content::ToolCall { ref name, .. } if name == "get_time")
         );
         p.tool_choice = ToolChoice::None;
-        assert!(matches!(answer(0, &p, None).content, Content::Text(_)));
+        assert!(matches!(
+            answer(0, &p, None, None).content,
+            Content::Text(_)
+        ));
         p.tool_choice = ToolChoice::Required;
         p.last_user_text = Some("hi".into());
-        let a = answer(0, &p, None);
+        let a = answer(0, &p, None, None);
         assert!(matches!(a.content, Content::ToolCall { ref name, .. } if name == "get_weather"));
         assert_eq!(a.finish, Finish::ToolUse);
         p.tool_choice = ToolChoice::Named("get_time".into());
         assert!(
-            matches!(answer(0, &p, None).content, Content::ToolCall { ref name, .. } if name == "get_time")
+            matches!(answer(0, &p, None, None).content, Content::ToolCall { ref name, .. } if name == "get_time")
         );
         p.tool_result = Some("22 degrees and sunny".into());
         assert_eq!(
-            answer(0, &p, None).text(),
+            answer(0, &p, None, None).text(),
             "Tool result received: 22 degrees and sunny"
         );
     }
@@ -714,7 +875,7 @@ mod tests {
 Do it: [[ballast-sim:call Bash {"command": "echo hi", "description": "say hi", "extra": [1, 2]}]]"#,
         );
         p.tools = vec![read.clone(), bash.clone()];
-        let a = answer(0, &p, None);
+        let a = answer(0, &p, None, None);
         assert_eq!(
             a.content,
             Content::ToolCall {
@@ -725,28 +886,34 @@ Do it: [[ballast-sim:call Bash {"command": "echo hi", "description": "say hi", "
         assert_eq!(a.finish, Finish::ToolUse);
         // Forced choice of that tool, or any tool: still the directive's arguments.
         p.tool_choice = ToolChoice::Required;
-        assert_eq!(answer(0, &p, None).content, a.content);
+        assert_eq!(answer(0, &p, None, None).content, a.content);
         p.tool_choice = ToolChoice::Named("Bash".into());
-        assert_eq!(answer(0, &p, None).content, a.content);
+        assert_eq!(answer(0, &p, None, None).content, a.content);
         // Forced choice of another tool wins; `none` never calls.
         p.tool_choice = ToolChoice::Named("Read".into());
         assert!(
-            matches!(answer(0, &p, None).content, Content::ToolCall { ref name, .. } if name == "Read")
+            matches!(answer(0, &p, None, None).content, Content::ToolCall { ref name, .. } if name == "Read")
         );
         p.tool_choice = ToolChoice::None;
-        assert!(matches!(answer(0, &p, None).content, Content::Text(_)));
+        assert!(matches!(
+            answer(0, &p, None, None).content,
+            Content::Text(_)
+        ));
         // A tool that is not offered: the usual rules (here: Bash is mentioned by name).
         p.tool_choice = ToolChoice::Auto;
         p.tools = vec![read.clone()];
         assert!(
-            matches!(answer(0, &p, None).content, Content::ToolCall { ref name, ref arguments } if name == "Read" && *arguments == json!({}))
+            matches!(answer(0, &p, None, None).content, Content::ToolCall { ref name, ref arguments } if name == "Read" && *arguments == json!({}))
         );
         p.tools = vec![];
-        assert!(matches!(answer(0, &p, None).content, Content::Text(_)));
+        assert!(matches!(
+            answer(0, &p, None, None).content,
+            Content::Text(_)
+        ));
         // After the tool ran, its result is acknowledged.
         p.tools = vec![bash];
         p.tool_result = Some("hi".into());
-        assert_eq!(answer(0, &p, None).text(), "Tool result received: hi");
+        assert_eq!(answer(0, &p, None, None).text(), "Tool result received: hi");
     }
 
     #[test]
@@ -778,7 +945,7 @@ Do it: [[ballast-sim:call Bash {"command": "echo hi", "description": "say hi", "
             json!({"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]});
         let mut p = prompt("give me json");
         p.json_output = Some(JsonOutput::Schema(schema));
-        let a = answer(0, &p, None);
+        let a = answer(0, &p, None, None);
         assert_eq!(
             serde_json::from_str::<Value>(&a.text()).unwrap(),
             json!({"a": "example"})
@@ -786,15 +953,15 @@ Do it: [[ballast-sim:call Bash {"command": "echo hi", "description": "say hi", "
         assert!(a.output_tokens > 1, "indented JSON streams in pieces");
         p.tool_result = Some("done".into());
         assert_eq!(
-            serde_json::from_str::<Value>(&answer(0, &p, None).text()).unwrap(),
+            serde_json::from_str::<Value>(&answer(0, &p, None, None).text()).unwrap(),
             json!({"a": "example"})
         );
         p.json_output = Some(JsonOutput::Object);
         p.tool_result = None;
-        let text = answer(0, &p, None).text();
+        let text = answer(0, &p, None, None).text();
         assert!(serde_json::from_str::<Value>(&text).unwrap()["answer"].is_string());
         p.last_user_text = Some("echo not json".into());
-        assert_eq!(answer(0, &p, None).text(), "not json");
+        assert_eq!(answer(0, &p, None, None).text(), "not json");
     }
 
     #[test]
@@ -828,7 +995,7 @@ Do it: [[ballast-sim:call Bash {"command": "echo hi", "description": "say hi", "
 
     #[test]
     fn corruption_swaps_in_other_script() {
-        let a = answer(1, &prompt("write something"), Some(Script::Thai));
+        let a = answer(1, &prompt("write something"), Some(Script::Thai), None);
         assert!(a.corrupted);
         assert!(
             a.text()
@@ -837,8 +1004,140 @@ Do it: [[ballast-sim:call Bash {"command": "echo hi", "description": "say hi", "
             "{}",
             a.text()
         );
-        let plain = answer(1, &prompt("write something"), None);
+        let plain = answer(1, &prompt("write something"), None, None);
         assert_eq!(a.output_tokens, plain.output_tokens);
+    }
+
+    /// The shortest period (in words, up to 4) the text's words repeat with, if any.
+    fn loop_period(text: &str) -> Option<usize> {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        (1..=4)
+            .find(|&k| words.len() >= 3 * k && (k..words.len()).all(|i| words[i] == words[i - k]))
+    }
+
+    #[test]
+    fn degrade_empty_says_nothing_and_ends_naturally() {
+        let mut p = prompt("tell me something");
+        p.stop_sequences = vec!["the".into()];
+        for seed in 0..20 {
+            let a = answer(seed, &p, Some(Script::Thai), Some(DegradeMode::Empty));
+            assert_eq!(a.content, Content::Text(Vec::new()));
+            assert_eq!(a.finish, Finish::EndTurn);
+            assert!(EMPTY_OUTPUT_TOKENS.contains(&a.output_tokens));
+            assert!(a.degraded && !a.corrupted);
+        }
+        // Tool calls are left alone.
+        p.tools = vec![Tool {
+            name: "f".into(),
+            schema: json!({"type": "object"}),
+        }];
+        p.tool_choice = ToolChoice::Required;
+        let a = answer(0, &p, None, Some(DegradeMode::Empty));
+        assert!(matches!(a.content, Content::ToolCall { .. }) && !a.degraded);
+    }
+
+    #[test]
+    fn degrade_repeat_loops_a_phrase_for_the_normal_length() {
+        for seed in 0..20 {
+            let p = prompt("tell me something");
+            let normal = answer(seed, &p, None, None);
+            let a = answer(seed, &p, None, Some(DegradeMode::Repeat));
+            assert!(a.degraded);
+            assert_eq!(a.finish, Finish::EndTurn);
+            assert!(loop_period(&a.text()).is_some(), "{}", a.text());
+            assert_eq!(
+                a.text().split_whitespace().count(),
+                normal.text().split_whitespace().count().max(12),
+                "{}",
+                a.text()
+            );
+        }
+        // A short echo still loops a few times.
+        let a = answer(0, &prompt("echo hi"), None, Some(DegradeMode::Repeat));
+        assert!(loop_period(&a.text()).is_some(), "{}", a.text());
+        // Under structured output, the loop is inside valid JSON.
+        let mut p = prompt("tell me something");
+        p.json_output = Some(JsonOutput::Object);
+        let value: Value =
+            serde_json::from_str(&answer(3, &p, None, Some(DegradeMode::Repeat)).text()).unwrap();
+        assert!(loop_period(value["answer"].as_str().unwrap()).is_some());
+        p.json_output = Some(JsonOutput::Schema(
+            json!({"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}),
+        ));
+        let value: Value =
+            serde_json::from_str(&answer(3, &p, None, Some(DegradeMode::Repeat)).text()).unwrap();
+        assert!(loop_period(value["a"].as_str().unwrap()).is_some());
+        // A schema with no string to loop in: the normal answer.
+        p.json_output = Some(JsonOutput::Schema(
+            json!({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}),
+        ));
+        let a = answer(3, &p, None, Some(DegradeMode::Repeat));
+        assert_eq!(
+            (a.text(), a.degraded),
+            ("{\n  \"n\": 1\n}".to_owned(), false)
+        );
+    }
+
+    #[test]
+    fn degrade_short_stops_at_the_token_limit() {
+        for seed in 0..20 {
+            let a = answer(
+                seed,
+                &prompt("tell me something"),
+                None,
+                Some(DegradeMode::Short),
+            );
+            assert_eq!(a.finish, Finish::MaxTokens);
+            assert!(SHORT_TOKENS.contains(&(a.output_tokens as usize)));
+            assert_eq!(a.output_tokens as usize, split_pieces(&a.text()).len());
+            assert!(a.degraded);
+        }
+    }
+
+    #[test]
+    fn degrade_invalid_json_breaks_only_json_answers() {
+        let schemas = [
+            JsonOutput::Object,
+            JsonOutput::Schema(
+                json!({"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}}, "required": ["a", "b"]}),
+            ),
+            JsonOutput::Schema(json!({"type": "object"})),
+            JsonOutput::Schema(json!({"type": "string"})),
+            JsonOutput::Schema(json!({"type": "integer"})),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for format in schemas {
+            let mut p = prompt("give me json");
+            p.json_output = Some(format.clone());
+            for seed in 0..40 {
+                let clean = answer(seed, &p, None, None);
+                assert!(serde_json::from_str::<Value>(&clean.text()).is_ok());
+                let a = answer(seed, &p, None, Some(DegradeMode::InvalidJson));
+                let text = a.text();
+                assert!(
+                    serde_json::from_str::<Value>(&text).is_err(),
+                    "{format:?} {seed}: {text}"
+                );
+                assert_eq!(a.finish, Finish::EndTurn);
+                assert!(a.degraded);
+                if text.trim_end().ends_with(",\n}") {
+                    seen.insert("trailing comma");
+                } else if text.contains("\n  answer:") {
+                    seen.insert("unquoted key");
+                } else if !text.trim_end().ends_with('}') {
+                    seen.insert("cut");
+                }
+            }
+        }
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        // Without structured output (or for an echo), the answer is the normal one.
+        let p = prompt("tell me something");
+        let a = answer(0, &p, None, Some(DegradeMode::InvalidJson));
+        assert_eq!(a, answer(0, &p, None, None));
+        let mut p = prompt("echo plain");
+        p.json_output = Some(JsonOutput::Object);
+        let a = answer(0, &p, None, Some(DegradeMode::InvalidJson));
+        assert_eq!((a.text().as_str(), a.degraded), ("plain", false));
     }
 
     #[test]

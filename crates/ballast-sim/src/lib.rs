@@ -3,8 +3,9 @@
 //! The simulator answers at the real APIs' paths with bodies and event streams shaped like the real
 //! ones, so the official SDKs parse everything it sends. Answers are deterministic: the same request to
 //! a simulator started with the same seed always gets the same answer. Faults (connection refusal,
-//! hangs, error statuses, rate limits, slowness, truncated and corrupted answers, and hostile bytes:
-//! huge numbers, endless events and headers, invalid UTF-8, deep nesting, trickles) are decided per
+//! hangs, error statuses, rate limits, slowness, truncated and corrupted answers, degraded answers —
+//! empty, looping, cut at a token limit, broken JSON — and hostile bytes: huge numbers, endless events
+//! and headers, invalid UTF-8, deep nesting, trickles) are decided per
 //! request with a seeded random generator and can be changed at run time, through [`SimHandle`] or the
 //! HTTP control plane under `/_sim/`.
 //!
@@ -38,8 +39,9 @@ use std::time::Duration;
 
 pub use api::Api;
 pub use faults::{
-    CorruptFault, DownFault, ErrorFault, FaultFlag, FaultFlagError, Faults, FaultsError, HangFault,
-    HostileFault, HostileMode, RateLimitFault, Script, SlowFault, TruncateFault, TruncateMode,
+    CorruptFault, DegradeFault, DegradeMode, DownFault, ErrorFault, FaultFlag, FaultFlagError,
+    Faults, FaultsError, HangFault, HostileFault, HostileMode, RateLimitFault, Script, SlowFault,
+    TruncateFault, TruncateMode,
 };
 pub use server::{SimHandle, start};
 pub use stats::{ApiCounts, OutcomeCounts, RECENT_REQUESTS_CAPACITY, RecordedRequest, Stats};

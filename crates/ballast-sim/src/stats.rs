@@ -52,6 +52,10 @@ pub struct OutcomeCounts {
     /// Answered with malicious or broken bytes (the `hostile` fault).
     #[serde(default)]
     pub hostile: u64,
+    /// Answered with a degraded answer (the `degrade` fault: empty, looping, cut short or broken
+    /// JSON).
+    #[serde(default)]
+    pub degraded: u64,
     /// Connections reset by `down` below rate 1 (refusals at rate 1 never reach the simulator).
     pub refused: u64,
     /// Rejected as the real API would: malformed body, missing field, bad key, unknown path.
@@ -68,6 +72,7 @@ pub(crate) enum Outcome {
     Truncated,
     Corrupted,
     Hostile,
+    Degraded,
     Refused,
     Invalid,
 }
@@ -91,6 +96,7 @@ impl Stats {
             Outcome::Truncated => o.truncated += 1,
             Outcome::Corrupted => o.corrupted += 1,
             Outcome::Hostile => o.hostile += 1,
+            Outcome::Degraded => o.degraded += 1,
             Outcome::Refused => o.refused += 1,
             Outcome::Invalid => o.invalid += 1,
         }

@@ -157,13 +157,26 @@ fn parse(json: &Value, require_max_tokens: bool) -> Result<Prompt, Failure> {
         tool_choice,
         max_tokens,
         stop_sequences: string_list(json.get("stop_sequences")),
-        // Structured outputs: `output_config.format` = {"type": "json_schema", "schema": …}.
-        json_output: json
-            .get("output_config")
-            .and_then(|c| c.get("format"))
-            .filter(|f| f.get("type").and_then(Value::as_str) == Some("json_schema"))
-            .map(|f| JsonOutput::Schema(f.get("schema").cloned().unwrap_or_else(|| json!({})))),
+        json_output: json_output(json),
     })
+}
+
+/// Structured outputs: `output_config.format` = `{"type": "json_schema", "schema": …}`, or the
+/// deprecated beta `output_format` of the same shape.
+fn json_output(json: &Value) -> Option<JsonOutput> {
+    let format = json
+        .get("output_config")
+        .and_then(|c| c.get("format"))
+        .filter(|f| !f.is_null())
+        .or_else(|| json.get("output_format"))?;
+    (format.get("type").and_then(Value::as_str) == Some("json_schema"))
+        .then(|| JsonOutput::Schema(format.get("schema").cloned().unwrap_or_else(|| json!({}))))
+}
+
+/// The answer's text pieces, unless it says nothing: an answer with no text has no text block
+/// (`content: []`, as the API answers when the model says nothing).
+fn said(answer: &Answer) -> Option<&[String]> {
+    answer.text_pieces().filter(|pieces| !pieces.is_empty())
 }
 
 fn stop_reason(finish: &Finish) -> (&'static str, Value) {
@@ -209,6 +222,10 @@ fn message(
         "stop_sequence": sequence,
         "usage": usage(answer, output_tokens),
     })
+}
+
+fn ping() -> Frame {
+    Frame::plain(named_event("ping", &json!({"type": "ping"})))
 }
 
 impl Dialect for Anthropic {
@@ -272,7 +289,7 @@ impl Dialect for Anthropic {
 
     fn body(answer: &Answer, meta: &Meta, _: &()) -> Value {
         let mut content = Vec::new();
-        if let Some(pieces) = answer.text_pieces() {
+        if let Some(pieces) = said(answer) {
             content.push(json!({"type": "text", "text": pieces.concat()}));
         }
         if let Content::ToolCall { name, arguments } = &answer.content {
@@ -296,7 +313,7 @@ impl Dialect for Anthropic {
         ))];
         // One content block per part of the answer: its text, then its tool call.
         let mut blocks: Vec<(Value, Vec<Value>)> = Vec::new();
-        if let Some(pieces) = answer.text_pieces() {
+        if let Some(pieces) = said(answer) {
             blocks.push((
                 json!({"type": "text", "text": ""}),
                 pieces
@@ -320,7 +337,7 @@ impl Dialect for Anthropic {
                 &json!({"type": "content_block_start", "index": index, "content_block": block}),
             )));
             if index == 0 {
-                frames.push(Frame::plain(named_event("ping", &json!({"type": "ping"}))));
+                frames.push(ping());
             }
             for delta in deltas {
                 frames.push(Frame::token(named_event(
@@ -332,6 +349,10 @@ impl Dialect for Anthropic {
                 "content_block_stop",
                 &json!({"type": "content_block_stop", "index": index}),
             )));
+        }
+        if frames.len() == 1 {
+            // No content block: the ping still comes.
+            frames.push(ping());
         }
         let (reason, sequence) = stop_reason(&answer.finish);
         frames.push(Frame::plain(named_event(
@@ -376,6 +397,30 @@ mod tests {
                 other => panic!("{body}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn structured_output_forms() {
+        let base =
+            json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+        let with = |key: &str, value: Value| {
+            let mut body = base.clone();
+            body[key] = value;
+            parse(&body, true).unwrap().json_output
+        };
+        let schema = json!({"type": "object"});
+        let format = json!({"type": "json_schema", "schema": schema});
+        assert_eq!(parse(&base, true).unwrap().json_output, None);
+        assert_eq!(
+            with("output_config", json!({"format": format})),
+            Some(JsonOutput::Schema(schema.clone()))
+        );
+        // The deprecated beta parameter.
+        assert_eq!(
+            with("output_format", format),
+            Some(JsonOutput::Schema(schema))
+        );
+        assert_eq!(with("output_config", json!({"effort": "low"})), None);
     }
 
     #[test]

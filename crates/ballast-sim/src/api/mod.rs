@@ -313,9 +313,11 @@ pub(crate) async fn generate<D: Dialect>(
         Ok(ok) => ok,
         Err(failure) => return fail::<D>(&sim, &failure, &inbound.request_id),
     };
-    // A hostile answer replaces `corrupt` (and `truncate`): it is built from the clean answer.
+    // A hostile answer replaces `corrupt`, `degrade` (and `truncate`): it is built from the clean
+    // answer.
     let corrupt = decision.corrupt.filter(|_| decision.hostile.is_none());
-    let answer = answer(sim.seed, &prompt, corrupt);
+    let degrade = decision.degrade.filter(|_| decision.hostile.is_none());
+    let answer = answer(sim.seed, &prompt, corrupt, degrade);
     let (id_prefix, tool_prefix) = D::id_prefixes();
     let meta = Meta {
         id: sim.new_id(id_prefix, 24),
@@ -328,6 +330,8 @@ pub(crate) async fn generate<D: Dialect>(
         Outcome::Hostile
     } else if decision.truncate.is_some() {
         Outcome::Truncated
+    } else if answer.degraded {
+        Outcome::Degraded
     } else if answer.corrupted {
         Outcome::Corrupted
     } else {

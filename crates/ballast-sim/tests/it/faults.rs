@@ -1,4 +1,5 @@
-//! Each fault over real HTTP: down, hang, error, rate_limit, slow, truncate, corrupt, scoping and seeding.
+//! Each fault over real HTTP: down, hang, error, rate_limit, slow, truncate, corrupt, scoping and seeding
+//! (`degrade` has its own file, as `hostile` does).
 
 use std::time::Duration;
 

@@ -3,6 +3,7 @@
 
 mod anthropic;
 mod control;
+mod degrade;
 mod directive;
 mod faults;
 mod gemini;
