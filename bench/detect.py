@@ -67,6 +67,14 @@ FAULTS = [
      {"ttft_ms": 200}),
     ("idle", f"an idle target gone down (probes {PROBE_INTERVAL:g} s)", {"down": {"rate": 1.0}},
      PROBE_INTERVAL + 3, "hard_failure", {"idle": True, "warmup": IDLE_WARMUP}),
+    ("repeat5", "looping answers in 5% (degrade repeat)", {"degrade": {"mode": "repeat", "rate": 0.05}}, 15,
+     "repetition", {}),
+    ("empty5", "empty answers in 5% (degrade empty)", {"degrade": {"mode": "empty", "rate": 0.05}}, 15,
+     "empty_answer", {}),
+    ("short20", "token-limit stops in 20% (degrade short)", {"degrade": {"mode": "short", "rate": 0.2}}, 15,
+     "stop_reason", {}),
+    ("json20", "invalid JSON in 20% of JSON answers (degrade invalid_json)",
+     {"degrade": {"mode": "invalid_json", "rate": 0.2}}, 30, "invalid_json", {}),
     ("thai5-eject", f"wrong script 5%, eject on, {EJECT_RATE:g} req/s",
      {"corrupt": {"script": "thai", "rate": 0.05}}, 15, "wrong_script",
      {"eject": True, "rate": EJECT_RATE, "runs": EJECT_RUNS}),
@@ -255,9 +263,12 @@ class Traffic:
             except queue.Empty:
                 continue
             stream = i % 2 == 0
-            body = {"model": self.route, "max_tokens": 48,
+            body = {"model": self.route, "max_tokens": 96,
                     "messages": [{"role": "user", "content":
                                   f"Hello, this is request {i} of run {self.tag}. Answer in a few words."}]}
+            # One request in four asks for a JSON answer (the invalid-JSON detector's evidence).
+            if i % 4 == 3:
+                body["response_format"] = {"type": "json_object"}
             if stream:
                 body["stream"] = True
                 body["stream_options"] = {"include_usage": True}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/detect.sh: time to detect. For each fault (connection refused, 5xx, a hang, errors 0.5% -> 16%, wrong
-# script in 5% and 1% of answers, time to first token doubled, an idle target gone down), fresh `ballast serve`
+# script in 5% and 1% of answers, time to first token doubled, an idle target gone down, looping, empty,
+# token-limit-cut and broken-JSON answers), fresh `ballast serve`
 # + `ballast sim` processes, open-loop traffic, a warm-up, the fault injected at run time, and the seconds until
 # GET /admin/incidents lists an incident for the faulted target; plus detection to ejection (eject on) and a
 # clean-traffic check for false alarms. See bench/README.md ("Time to detect"); all the work is in

@@ -17,6 +17,7 @@ pub mod model;
 pub mod observe;
 pub mod policy;
 pub mod provider;
+pub mod quality;
 pub mod record;
 pub mod script;
 #[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]

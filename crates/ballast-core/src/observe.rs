@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::api::ApiFormat;
 use crate::model::Usage;
+use crate::quality::{JsonCheck, Repetition};
 use crate::script::{ScriptCount, ScriptSet};
 use crate::sse::{SseEvent, SseParser};
 
@@ -36,12 +37,40 @@ pub struct Observation {
     pub text: ScriptCount,
     /// The prompt's scripts; empty: text is not read at all.
     pub allowed: ScriptSet,
+    /// Whether the answer loops, and whether it is JSON (when the request asked for JSON).
+    pub quality: Quality,
+    /// The answer calls a tool (it says nothing of emptiness or of its text's shape).
+    pub tool_call: bool,
 }
+
+/// The output-quality scanners of one answer, fed the same text as the script count (read in
+/// passing; only counts and hashes are kept).
+#[derive(Clone, Debug, Default)]
+pub struct Quality {
+    pub repetition: Repetition,
+    /// `Some` when the request asked for a JSON answer.
+    pub json: Option<JsonCheck>,
+}
+
+impl PartialEq for Quality {
+    fn eq(&self, other: &Self) -> bool {
+        self.repetition.ngrams() == other.repetition.ngrams()
+            && self.repetition.repeated() == other.repetition.repeated()
+            && self.json.as_ref().map(JsonCheck::finish)
+                == other.json.as_ref().map(JsonCheck::finish)
+    }
+}
+
+impl Eq for Quality {}
 
 impl Observation {
     fn count_text(&mut self, text: &str) {
         if !self.allowed.is_empty() {
             self.text.count(text, self.allowed);
+            self.quality.repetition.feed(text);
+            if let Some(j) = &mut self.quality.json {
+                j.feed(text);
+            }
         }
     }
 }
@@ -70,9 +99,16 @@ impl StreamObserver {
         self
     }
 
-    /// Counts the answer's characters in scripts outside `allowed` (the prompt's scripts).
+    /// Counts the answer's characters in scripts outside `allowed` (the prompt's scripts), and
+    /// watches it for loops.
     pub fn with_scripts(mut self, allowed: ScriptSet) -> Self {
         self.obs.allowed = allowed;
+        self
+    }
+
+    /// Checks that the answer's text is JSON (the request asked for JSON); needs `with_scripts`.
+    pub fn with_json_check(mut self, on: bool) -> Self {
+        self.obs.quality.json = on.then(JsonCheck::default);
         self
     }
 
@@ -362,6 +398,9 @@ fn openai_choices(choices: &[OpenAiChoice<'_>], obs: &mut Observation) {
             if present(&d.content) || present(&d.refusal) || present(&d.tool_calls) {
                 obs.first_token_seen = true;
             }
+            if present(&d.tool_calls) {
+                obs.tool_call = true;
+            }
             if let Some(TextOr::Text(t)) = &d.content {
                 obs.count_text(t);
             }
@@ -399,6 +438,8 @@ fn gemini_chunk(data: &[u8], obs: &mut Observation) -> bool {
         text: Option<Cow<'a, str>>,
         #[serde(default)]
         thought: bool,
+        #[serde(rename = "functionCall")]
+        function_call: Option<serde::de::IgnoredAny>,
     }
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
@@ -419,6 +460,9 @@ fn gemini_chunk(data: &[u8], obs: &mut Observation) -> bool {
             for part in content.parts.iter().filter(|p| !p.thought) {
                 if let Some(t) = &part.text {
                     obs.count_text(t);
+                }
+                if part.function_call.is_some() {
+                    obs.tool_call = true;
                 }
             }
         }
@@ -456,13 +500,28 @@ struct ResponsesInputDetails {
 
 /// A Responses `response` object, its text and items skipped.
 #[derive(Deserialize)]
-struct ResponsesObject {
+struct ResponsesObject<O = serde::de::IgnoredAny> {
     status: Option<String>,
-    #[serde(default)]
-    output: Vec<serde::de::IgnoredAny>,
+    #[serde(default = "Vec::new")]
+    output: Vec<O>,
     incomplete_details: Option<ResponsesIncomplete>,
     error: Option<ErrorBody>,
     usage: Option<ResponsesUsage>,
+}
+
+/// An output item of a whole Responses answer: a message's text is read, a call noted.
+#[derive(Deserialize)]
+struct ResponsesItem<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    content: Vec<ResponsesPart<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ResponsesPart<'a> {
+    #[serde(borrow)]
+    text: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -471,7 +530,7 @@ struct ResponsesIncomplete {
 }
 
 /// Usage, and the stop reason: `incomplete_details.reason` when there is one, else the status.
-fn merge_responses_object(r: &ResponsesObject, obs: &mut Observation) {
+fn merge_responses_object<O>(r: &ResponsesObject<O>, obs: &mut Observation) {
     if let Some(u) = &r.usage {
         let t = &mut obs.usage;
         t.input_tokens = u.input_tokens.or(t.input_tokens);
@@ -506,6 +565,13 @@ fn responses_event(ev: &SseEvent, obs: &mut Observation) -> bool {
         error: Option<ErrorBody>,
         #[serde(borrow)]
         delta: Option<TextOr<'a>>,
+        #[serde(borrow)]
+        item: Option<ItemHead<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct ItemHead<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Cow<'a, str>,
     }
     let Ok(e) = serde_json::from_str::<Event>(&ev.data) else {
         return false;
@@ -520,9 +586,17 @@ fn responses_event(ev: &SseEvent, obs: &mut Observation) -> bool {
                 obs.count_text(t);
             }
         }
-        "response.output_item.added"
-        | "response.refusal.delta"
-        | "response.function_call_arguments.delta" => obs.first_token_seen = true,
+        "response.output_item.added" => {
+            obs.first_token_seen = true;
+            if e.item.is_some_and(|i| i.kind.ends_with("call")) {
+                obs.tool_call = true;
+            }
+        }
+        "response.refusal.delta" => obs.first_token_seen = true,
+        "response.function_call_arguments.delta" => {
+            obs.first_token_seen = true;
+            obs.tool_call = true;
+        }
         "response.completed" | "response.incomplete" => {
             if let Some(r) = &e.response {
                 merge_responses_object(r, obs);
@@ -561,10 +635,22 @@ pub fn observe_body(format: ApiFormat, body: &[u8]) -> Observation {
 
 /// Like [`observe_body`], counting the answer's characters in scripts outside `allowed`.
 pub fn observe_body_with(format: ApiFormat, body: &[u8], allowed: ScriptSet) -> Observation {
+    observe_body_checked(format, body, allowed, false)
+}
+
+/// Like [`observe_body_with`], also checking that the answer's text is JSON when `json` (the
+/// request asked for JSON).
+pub fn observe_body_checked(
+    format: ApiFormat,
+    body: &[u8],
+    allowed: ScriptSet,
+    json: bool,
+) -> Observation {
     let mut obs = Observation {
         allowed,
         ..Observation::default()
     };
+    obs.quality.json = json.then(JsonCheck::default);
     let ok = match format {
         ApiFormat::AnthropicMessages => {
             #[derive(Deserialize)]
@@ -609,19 +695,30 @@ pub fn observe_body_with(format: ApiFormat, body: &[u8], allowed: ScriptSet) -> 
                 .is_ok()
         }
         ApiFormat::Gemini => gemini_chunk(body, &mut obs),
-        ApiFormat::OpenAiResponses => serde_json::from_slice::<ResponsesObject>(body)
-            .map(|r| {
-                obs.first_token_seen = !r.output.is_empty();
-                merge_responses_object(&r, &mut obs);
-                if r.status.as_deref() == Some("failed") {
-                    obs.error = Some(
-                        r.error
-                            .and_then(|e| e.message)
-                            .unwrap_or_else(|| "response failed".to_owned()),
-                    );
-                }
-            })
-            .is_ok(),
+        ApiFormat::OpenAiResponses => {
+            serde_json::from_slice::<ResponsesObject<ResponsesItem>>(body)
+                .map(|r| {
+                    obs.first_token_seen = !r.output.is_empty();
+                    for item in &r.output {
+                        if item.kind == "message" {
+                            for t in item.content.iter().filter_map(|p| p.text.as_deref()) {
+                                obs.count_text(t);
+                            }
+                        } else if item.kind.ends_with("call") {
+                            obs.tool_call = true;
+                        }
+                    }
+                    merge_responses_object(&r, &mut obs);
+                    if r.status.as_deref() == Some("failed") {
+                        obs.error = Some(
+                            r.error
+                                .and_then(|e| e.message)
+                                .unwrap_or_else(|| "response failed".to_owned()),
+                        );
+                    }
+                })
+                .is_ok()
+        }
     };
     obs.done = ok;
     if !ok {
@@ -815,5 +912,94 @@ mod tests {
         assert_eq!(o.error.as_deref(), Some("boom"));
         assert_eq!(o.stop_reason.as_deref(), Some("failed"));
         assert_eq!(o.last_sequence_number, Some(5));
+    }
+
+    #[test]
+    fn whole_answers_are_read_for_text_and_tool_calls() {
+        let latin = ScriptSet::of_request(b"{}");
+        let o = observe_body_with(
+            ApiFormat::OpenAiResponses,
+            br#"{"status":"completed","output":[{"type":"reasoning","summary":[]},{"type":"message","content":[{"type":"output_text","text":"Hello there"}]}]}"#,
+            latin,
+        );
+        assert_eq!(
+            o.text.chars, 11,
+            "a whole Responses answer's text is counted"
+        );
+        assert!(!o.tool_call);
+        let o = observe_body_with(
+            ApiFormat::OpenAiResponses,
+            br#"{"status":"completed","output":[{"type":"function_call","name":"f","arguments":"{}","call_id":"c"}]}"#,
+            latin,
+        );
+        assert!(o.tool_call && o.text.chars == 0);
+        let o = observe_body_with(
+            ApiFormat::Gemini,
+            br#"{"candidates":[{"content":{"parts":[{"functionCall":{"name":"f","args":{}}}],"role":"model"},"finishReason":"STOP"}]}"#,
+            latin,
+        );
+        assert!(
+            o.tool_call,
+            "a Gemini function call ends with STOP yet is not an empty answer"
+        );
+    }
+
+    #[test]
+    fn a_streamed_responses_tool_call_is_noted() {
+        let t = "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"sequence_number\":1,\"output_index\":0,\"item\":{\"type\":\"function_call\",\"name\":\"f\",\"arguments\":\"\",\"call_id\":\"c\"}}\n\n";
+        let (o, _) = observe(ApiFormat::OpenAiResponses, t);
+        assert!(o.tool_call && o.first_token_seen);
+    }
+
+    #[test]
+    fn json_answers_are_checked_and_loops_counted_as_they_stream() {
+        let chunk = |text: &str| {
+            format!(
+                "data: {}\n\n",
+                serde_json::json!({"id": "c", "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]})
+            )
+        };
+        let run = |pieces: &[&str], json: bool| {
+            let mut o = StreamObserver::new(ApiFormat::OpenAiChat)
+                .with_scripts(ScriptSet::of_request(b"{}"))
+                .with_json_check(json);
+            for p in pieces {
+                o.feed(chunk(p).as_bytes());
+            }
+            o.feed(b"data: [DONE]\n\n");
+            o.observation().clone()
+        };
+        let good = run(&["{\"answer\": ", "\"forty", " two\"}"], true);
+        assert_eq!(
+            good.quality.json.as_ref().map(JsonCheck::finish),
+            Some(true)
+        );
+        let cut = run(&["{\"answer\": ", "\"forty"], true);
+        assert_eq!(
+            cut.quality.json.as_ref().map(JsonCheck::finish),
+            Some(false)
+        );
+        assert!(
+            run(&["hello"], false).quality.json.is_none(),
+            "not asked, not checked"
+        );
+
+        let looping: Vec<String> = (0..40).map(|_| "the same few words ".to_owned()).collect();
+        let looping: Vec<&str> = looping.iter().map(String::as_str).collect();
+        let o = run(&looping, false);
+        assert!(
+            o.quality.repetition.repetitive(),
+            "{:?}",
+            o.quality.repetition
+        );
+        let prose = run(
+            &[
+                "Rivers carve valleys slowly, while glaciers grind whole mountainsides into ",
+                "till; the sea, meanwhile, sorts sand by size along every beach it reaches, ",
+                "and wind lifts the finest dust across continents to fertilise distant plains.",
+            ],
+            false,
+        );
+        assert!(!prose.quality.repetition.repetitive());
     }
 }

@@ -152,6 +152,31 @@ impl RequestOutcome {
     }
 }
 
+/// What the output-quality scanners concluded about one answer (counts and verdicts only).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AnswerChecks {
+    /// Word 3-grams read: too few say nothing about repetition.
+    pub ngrams: u32,
+    /// The answer loops (see [`crate::quality::Repetition`]).
+    pub repetitive: bool,
+    /// `Some(valid)` when the request asked for JSON.
+    pub json: Option<bool>,
+    /// The answer calls a tool.
+    pub tool_call: bool,
+}
+
+impl AnswerChecks {
+    pub fn of(o: &crate::observe::Observation) -> Self {
+        let q = &o.quality;
+        Self {
+            ngrams: q.repetition.ngrams(),
+            repetitive: q.repetition.repetitive(),
+            json: q.json.as_ref().map(crate::quality::JsonCheck::finish),
+            tool_call: o.tool_call,
+        }
+    }
+}
+
 /// The end of one request: exactly one per request, whatever happened.
 #[derive(Clone, Debug)]
 pub struct RequestRecord<'a> {
@@ -179,6 +204,8 @@ pub struct RequestRecord<'a> {
     pub malformed_events: u64,
     /// The answer's characters, and those in a script the prompt does not use.
     pub text: ScriptCount,
+    /// Whether the answer loops, and whether it is valid JSON (when JSON was asked for).
+    pub checks: AnswerChecks,
     /// What went wrong, already free of request and answer text (for the log line).
     pub error: Option<&'a str>,
     /// The request's span, when it is traced (or the client sent a trace).
@@ -213,6 +240,7 @@ impl<'a> RequestRecord<'a> {
             stop_reason: None,
             malformed_events: 0,
             text: ScriptCount::default(),
+            checks: AnswerChecks::default(),
             error: None,
             trace: None,
             request_model: None,

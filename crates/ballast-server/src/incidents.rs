@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 
 use ballast_core::record::AttemptRecord;
 use ballast_core::signal::{
-    Availability, AvailabilityConfig, Change, Evidence, HardFailure, Latency, LatencyConfig,
-    Signal, WrongScript,
+    AbnormalStop, AnswerLength, Availability, AvailabilityConfig, Change, Evidence, HardFailure,
+    Latency, LatencyConfig, RareDefect, Signal, WrongScript,
 };
 
 use crate::alerts::{AlertEvent, AlertKind, Alerts};
@@ -31,6 +31,23 @@ const KEEP: usize = 1000;
 /// An ejected target still gets one request this often, so the evidence that it recovered can come.
 const TRIAL_EVERY: Duration = Duration::from_millis(500);
 
+/// What one answer says to the output-quality detectors (`None`: nothing, for that detector).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AnswerFacts {
+    /// Text in a script the prompt does not use.
+    pub wrong_script: bool,
+    /// A natural end of text with no text at all.
+    pub empty: Option<bool>,
+    /// The characters of an answer that ended naturally with text.
+    pub chars: Option<u64>,
+    /// The answer stopped for another reason than a natural end.
+    pub abnormal_stop: Option<bool>,
+    /// The answer loops (enough words to judge).
+    pub repetitive: Option<bool>,
+    /// The request asked for JSON and the answer, ended naturally, is not.
+    pub invalid_json: Option<bool>,
+}
+
 /// The detectors of one target.
 struct Detectors {
     availability: Availability,
@@ -38,6 +55,10 @@ struct Detectors {
     latency: Latency,
     wrong_script: WrongScript,
     empty: WrongScript,
+    length: AnswerLength,
+    stop: AbnormalStop,
+    repetition: RareDefect,
+    invalid_json: RareDefect,
 }
 
 impl Detectors {
@@ -48,6 +69,10 @@ impl Detectors {
             latency: Latency::new(LatencyConfig::default()),
             wrong_script: WrongScript::default(),
             empty: WrongScript::empty_answers(),
+            length: AnswerLength::default(),
+            stop: AbnormalStop::default(),
+            repetition: RareDefect::new(Signal::Repetition),
+            invalid_json: RareDefect::new(Signal::InvalidJson),
         }
     }
 
@@ -58,18 +83,10 @@ impl Detectors {
             Signal::Latency => self.latency.evidence(),
             Signal::WrongScript => self.wrong_script.evidence(),
             Signal::EmptyAnswer => self.empty.evidence(),
-            // Wired with their detectors next.
-            Signal::AnswerLength
-            | Signal::StopReason
-            | Signal::Repetition
-            | Signal::InvalidJson => Evidence {
-                signal,
-                observed: 0.0,
-                baseline: 0.0,
-                samples: 0,
-                score: 0.0,
-                threshold: 1.0,
-            },
+            Signal::AnswerLength => self.length.evidence(),
+            Signal::StopReason => self.stop.evidence(),
+            Signal::Repetition => self.repetition.evidence(),
+            Signal::InvalidJson => self.invalid_json.evidence(),
         }
     }
 }
@@ -231,7 +248,9 @@ impl Incidents {
                 detectors.availability.firing()
                     || detectors.hard.firing()
                     || detectors.wrong_script.firing()
-                    || detectors.empty.firing(),
+                    || detectors.empty.firing()
+                    || detectors.repetition.firing()
+                    || detectors.invalid_json.firing(),
                 Ordering::Relaxed,
             );
         }
@@ -278,32 +297,46 @@ impl Incidents {
         }
     }
 
-    /// Feeds one answer to its target's output-quality detectors: whether it had text in a script
-    /// the prompt does not use, and whether it ended normally with no text at all (`None`: it
-    /// ended for another reason, a tool call say, and says nothing of emptiness).
-    pub fn observe_answer(
-        &self,
-        target: usize,
-        wrong_script: bool,
-        empty: Option<bool>,
-        label: &str,
-    ) {
+    /// Feeds one answer to its target's output-quality detectors; each fact is `None` when the
+    /// answer says nothing about it (a tool call says nothing of emptiness, a cut answer nothing of
+    /// its JSON).
+    pub fn observe_answer(&self, target: usize, a: &AnswerFacts, label: &str) {
         let Some(det) = self.detectors.get(target) else {
             return;
         };
         let (changes, evidence) = {
             let mut d = lock(det);
-            let script = d.wrong_script.observe(wrong_script);
-            let empty = empty.and_then(|e| d.empty.observe(e));
-            if script.is_some() || empty.is_some() {
-                self.set_ejected(target, &d);
+            let changes = [
+                (Signal::WrongScript, d.wrong_script.observe(a.wrong_script)),
+                (
+                    Signal::EmptyAnswer,
+                    a.empty.and_then(|e| d.empty.observe(e)),
+                ),
+                (
+                    Signal::AnswerLength,
+                    a.chars.and_then(|n| d.length.observe(n)),
+                ),
+                (
+                    Signal::StopReason,
+                    a.abnormal_stop.and_then(|x| d.stop.observe(x)),
+                ),
+                (
+                    Signal::Repetition,
+                    a.repetitive.and_then(|x| d.repetition.observe(x)),
+                ),
+                (
+                    Signal::InvalidJson,
+                    a.invalid_json.and_then(|x| d.invalid_json.observe(x)),
+                ),
+            ];
+            if changes.iter().all(|(_, c)| c.is_none()) {
+                return;
             }
-            (
-                [(Signal::WrongScript, script), (Signal::EmptyAnswer, empty)],
-                [d.wrong_script.evidence(), d.empty.evidence()],
-            )
+            self.set_ejected(target, &d);
+            (changes, Signal::ALL.map(|s| d.evidence(s)))
         };
-        for ((signal, change), e) in changes.into_iter().zip(evidence) {
+        for (signal, change) in changes {
+            let e = evidence[signal.index()];
             match change {
                 Some(Change::Fired) => self.open(target, label, signal, e),
                 Some(Change::Cleared) => self.resolve(target, label, signal, e),

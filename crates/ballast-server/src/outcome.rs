@@ -11,7 +11,7 @@ use crate::runtime::{Admitted, InFlight, lock};
 use crate::state::AppState;
 use ballast_core::api::ApiFormat;
 use ballast_core::observe::Observation;
-use ballast_core::record::{RequestOutcome, RequestRecord};
+use ballast_core::record::{AnswerChecks, RequestOutcome, RequestRecord};
 use ballast_core::trace::TraceContext;
 
 pub struct Outcome {
@@ -83,6 +83,7 @@ impl Outcome {
             stop_reason: obs.stop_reason.as_deref(),
             malformed_events: obs.malformed_events,
             text: obs.text,
+            checks: AnswerChecks::of(obs),
             error,
             trace: self.trace,
             request_model: self.request_model.as_deref(),

@@ -22,10 +22,10 @@ use ballast_core::api::ApiFormat;
 use ballast_core::config::Config;
 use ballast_core::provider::ProviderKind;
 use ballast_core::record::{AttemptRecord, AttemptResult, RequestOutcome, RequestRecord};
-use ballast_core::signal::Signal;
+use ballast_core::signal::{Signal, natural_stop};
 use ballast_core::trace::{TraceContext, parse_traceparent};
 
-use crate::incidents::Incidents;
+use crate::incidents::{AnswerFacts, Incidents};
 use crate::otel::{AttemptSpan, RequestSpan, SpanMsg, SpanNames, Spans};
 
 /// `gen_ai.client.operation.duration` buckets (seconds), as the conventions advise.
@@ -650,21 +650,8 @@ impl Telemetry {
             && r.outcome == RequestOutcome::Answered
             && let Some(target) = r.target
         {
-            // Emptiness only counts for answers that ended as a normal end of text (not a tool
-            // call, a length cut or a refusal).
-            let normal_end = r.stop_reason.is_some_and(|s| {
-                matches!(
-                    s,
-                    "stop" | "end_turn" | "STOP" | "completed" | "stop_sequence"
-                )
-            });
-            let empty = normal_end.then_some(r.text.chars == 0);
-            self.incidents.observe_answer(
-                target,
-                r.text.wrong_script(),
-                empty,
-                self.target_name(target),
-            );
+            self.incidents
+                .observe_answer(target, &answer_facts(r), self.target_name(target));
         }
         let Some(route) = r.route else { return };
         if r.fallback
@@ -896,5 +883,34 @@ struct TraceId(u128);
 impl std::fmt::Display for TraceId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:032x}", self.0)
+    }
+}
+
+/// Word 3-grams an answer needs before its repetition says anything.
+const MIN_NGRAMS_FOR_REPETITION: u32 = 32;
+
+/// What an answered request tells the output-quality detectors.
+fn answer_facts(r: &RequestRecord<'_>) -> AnswerFacts {
+    // Emptiness, length and JSON validity only count for answers that ended as a normal end of text
+    // (not a tool call, a length cut or a refusal).
+    let text_end = !r.checks.tool_call
+        && r.stop_reason.is_some_and(|s| {
+            matches!(
+                s,
+                "stop" | "end_turn" | "STOP" | "completed" | "stop_sequence"
+            )
+        });
+    let chars = r.text.chars;
+    AnswerFacts {
+        wrong_script: r.text.wrong_script(),
+        empty: text_end.then_some(chars == 0),
+        chars: (text_end && chars > 0).then_some(chars),
+        abnormal_stop: r.stop_reason.and_then(natural_stop).map(|natural| !natural),
+        repetitive: (r.checks.ngrams >= MIN_NGRAMS_FOR_REPETITION).then_some(r.checks.repetitive),
+        invalid_json: if text_end && chars > 0 {
+            r.checks.json.map(|valid| !valid)
+        } else {
+            None
+        },
     }
 }

@@ -22,83 +22,6 @@ pub struct AvailabilityConfig {
     pub warmup: u64,
 }
 
-impl AvailabilityConfig {
-    /// Wrong-script answers are normally (almost) none, so a much lower floor. Two tests run side
-    /// by side: one tuned to a few percent of answers (fast), one to under one percent (slow).
-    fn wrong_script(alternative: f64, threshold: f64) -> Self {
-        Self {
-            floor: 0.001,
-            factor: alternative / 0.001,
-            min_rise: 0.0,
-            threshold,
-            learn_rate: 1.0 / 20_000.0,
-            warmup: 20,
-        }
-    }
-}
-
-/// A share of answers with a defect that is normally (almost) absent — text in a script the prompt
-/// does not use, or no text at all: a fast test for a few percent of answers and a slow one for
-/// about one percent; it fires when either does.
-#[derive(Clone, Debug)]
-pub struct WrongScript {
-    fast: Availability,
-    slow: Availability,
-    firing: bool,
-}
-
-impl Default for WrongScript {
-    fn default() -> Self {
-        Self::for_signal(Signal::WrongScript)
-    }
-}
-
-impl WrongScript {
-    /// Answers that end normally with no text at all (a broken sampler, a serving bug).
-    pub fn empty_answers() -> Self {
-        Self::for_signal(Signal::EmptyAnswer)
-    }
-
-    fn for_signal(signal: Signal) -> Self {
-        Self {
-            fast: Availability::for_signal(signal, AvailabilityConfig::wrong_script(0.05, 12.0)),
-            slow: Availability::for_signal(signal, AvailabilityConfig::wrong_script(0.012, 9.0)),
-            firing: false,
-        }
-    }
-
-    pub fn observe(&mut self, wrong: bool) -> Option<Change> {
-        let _ = self.fast.observe(wrong);
-        let _ = self.slow.observe(wrong);
-        let now = self.fast.firing() || self.slow.firing();
-        match (self.firing, now) {
-            (false, true) => {
-                self.firing = true;
-                Some(Change::Fired)
-            }
-            (true, false) => {
-                self.firing = false;
-                Some(Change::Cleared)
-            }
-            _ => None,
-        }
-    }
-
-    pub fn firing(&self) -> bool {
-        self.firing
-    }
-
-    /// The evidence of whichever test is nearer its threshold.
-    pub fn evidence(&self) -> Evidence {
-        let (f, s) = (self.fast.evidence(), self.slow.evidence());
-        if f.score / f.threshold >= s.score / s.threshold {
-            f
-        } else {
-            s
-        }
-    }
-}
-
 impl Default for AvailabilityConfig {
     fn default() -> Self {
         Self {
@@ -115,7 +38,6 @@ impl Default for AvailabilityConfig {
 /// The failure ratio of a target's attempts against its own normal ratio.
 #[derive(Clone, Debug)]
 pub struct Availability {
-    signal: Signal,
     cfg: AvailabilityConfig,
     /// Learned normal failure ratio.
     baseline: f64,
@@ -128,12 +50,7 @@ pub struct Availability {
 
 impl Availability {
     pub fn new(cfg: AvailabilityConfig) -> Self {
-        Self::for_signal(Signal::Availability, cfg)
-    }
-
-    fn for_signal(signal: Signal, cfg: AvailabilityConfig) -> Self {
         Self {
-            signal,
             baseline: cfg.floor / 2.0,
             recent: 0.0,
             score: 0.0,
@@ -182,7 +99,7 @@ impl Availability {
 
     pub fn evidence(&self) -> Evidence {
         Evidence {
-            signal: self.signal,
+            signal: Signal::Availability,
             observed: self.recent,
             baseline: self.baseline,
             samples: self.samples,

@@ -8,18 +8,29 @@
 //! - [`HardFailure`]: consecutive failures, at once.
 //! - [`Latency`]: a CUSUM on standardised log-latency (time to first token) against the target's
 //!   learned baseline.
-//! - [`WrongScript`]: two Bernoulli CUSUMs (tuned to a few percent and to under one percent of
-//!   answers) on per-answer flags "has text in a script the prompt does not use".
+//! - [`AnswerLength`]: a two-sided CUSUM on standardised log answer length (characters) against
+//!   the target's learned baseline: much shorter or much longer answers.
+//! - [`AbnormalStop`]: a Bernoulli CUSUM on per-answer flags "did not stop naturally" (token
+//!   limit, filters; [`natural_stop`] reads the providers' stop reasons) against the target's
+//!   learned share.
+//! - [`RareDefect`]: two Bernoulli CUSUMs (tuned to a few percent and to about one percent of
+//!   answers) on a per-answer defect that is normally (almost) absent: repetition, invalid JSON,
+//!   text in a script the prompt does not use ([`WrongScript`]), empty answers.
 //!
 //! Thresholds are set for at most one false alarm per 30 days per detector on clean traffic; the
-//! rate is measured by replaying simulated clean traffic through them (`tests` below, and the
-//! longer run in `benches`-style test `false_alarms_in_thirty_days`).
+//! rate is measured by replaying simulated clean traffic through them (`tests::false_alarms`;
+//! `bench/false-alarms.sh` replays 30 days).
 
 mod availability;
 mod latency;
+mod quality;
 
-pub use availability::{Availability, AvailabilityConfig, HardFailure, WrongScript};
+pub use availability::{Availability, AvailabilityConfig, HardFailure};
 pub use latency::{Latency, LatencyConfig};
+pub use quality::{
+    AbnormalStop, AbnormalStopConfig, AnswerLength, AnswerLengthConfig, DefectTest, RareDefect,
+    RareDefectConfig, WrongScript, natural_stop,
+};
 
 /// Which signal a detector watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -2,7 +2,7 @@
 //! token (so a failure before it can still fall over) or read and check a whole answer, and commit
 //! the answer to the client with the gateway's headers.
 
-use ballast_core::observe::Observation;
+use ballast_core::observe::{Observation, observe_body_checked};
 
 use super::*;
 
@@ -199,7 +199,8 @@ async fn hold_until_first_token(
     let provider = &st.providers[target.provider];
     let mut observer = StreamObserver::new(provider.format)
         .with_max_event_bytes(limits.max_event_bytes)
-        .with_scripts(ctx.scripts);
+        .with_scripts(ctx.scripts)
+        .with_json_check(ctx.wants_json);
     let mut prefix = Vec::new();
     let mut prefix_bytes = 0usize;
     let mut held = st.runtime.buffered.reserve();
@@ -336,7 +337,7 @@ async fn whole_answer(
             "the answer is not valid UTF-8".to_owned(),
         ));
     }
-    let observed = observe_body_with(provider.format, &body, ctx.scripts);
+    let observed = observe_body_checked(provider.format, &body, ctx.scripts, ctx.wants_json);
     if observed.error.is_some() {
         // A 2xx that reports a failed answer (Responses `status: "failed"`): not an answer.
         return Err(Failure::BadResponse(

@@ -19,8 +19,9 @@ use ballast_core::client_error::{ClientError, ErrorKind};
 use ballast_core::config::{CacheMode, ContentPolicyAction, Policy, Route, Strategy, Tier};
 use ballast_core::envelope::Envelope;
 use ballast_core::model::ChatRequest;
-use ballast_core::observe::{StreamObserver, observe_body_with};
+use ballast_core::observe::StreamObserver;
 use ballast_core::policy::{Admission, P2cCandidate, pick_p2c, pick_weighted, plan_wait};
+use ballast_core::quality::asks_for_json;
 use ballast_core::record::{AttemptRecord, AttemptResult, RequestOutcome, RequestRecord};
 use ballast_core::script::ScriptSet;
 use ballast_core::trace::TraceContext;
@@ -307,6 +308,7 @@ async fn run(
         route,
         route_idx,
         scripts: ScriptSet::of_request(&bytes),
+        wants_json: asks_for_json(format, &bytes),
         policy,
         started,
         deadline: started + policy.deadline,
@@ -366,6 +368,8 @@ struct Ctx<'a> {
     route_idx: usize,
     /// The scripts the prompt uses: an answer's text in others is counted.
     scripts: ScriptSet,
+    /// The request asked for a JSON answer: the answer's text is checked for it.
+    wants_json: bool,
     policy: &'a Policy,
     started: Instant,
     deadline: Instant,
