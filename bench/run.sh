@@ -3,7 +3,9 @@
 # directly and through nginx (proxy_pass), at a fixed rate and at a fixed concurrency, on the same-format path
 # and on the translated path (each client API routed to a provider of the other format). The OpenAI Responses and
 # Gemini clients are measured too (by default at the fixed rate only, without nginx): Responses -> Anthropic and
-# Gemini -> OpenAI Chat translated, next to their same-format path and the direct call. See bench/README.md.
+# Gemini -> OpenAI Chat translated, next to their same-format path and the direct call. An optional path `nosignal`
+# is the same-format route on a second gateway, identical but for `[signal] detectors = false`: the detectors' cost
+# (ballast minus nosignal, within each round). See bench/README.md.
 #
 # Environment (all optional):
 #   BENCH_RATE=1000  BENCH_CONCURRENCY=32  BENCH_DURATION=2 (s per run)  BENCH_WARMUP=0.5 (s per run)
@@ -11,6 +13,8 @@
 #   BENCH_APIS="openai anthropic responses gemini"
 #   BENCH_PATHS="direct nginx ballast translated"  BENCH_MODES="rate concurrency"  (openai, anthropic)
 #   BENCH_XPATHS="direct ballast translated"       BENCH_XMODES="rate"             (responses, gemini)
+#     paths: direct nginx ballast nosignal translated (nosignal: the same-format route on a second gateway with
+#     `[signal] detectors = false`, started only when some API's paths name it)
 #   BENCH_PIN=auto|0 (auto: loadgen on CPU 0, servers on the other CPUs)
 #   BENCH_PROFILE=0 (s): when > 0, after the rounds, `perf record -g` Ballast for that long on the same-format and
 #     the translated path of each API at BENCH_RATE, and write the top symbols to the result directory
@@ -41,6 +45,16 @@ log() { printf '[bench] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 for api in $APIS; do
     case $api in openai | anthropic | responses | gemini) ;; *) die "unknown API $api in BENCH_APIS" ;; esac
+done
+NOSIGNAL="" # non-empty when some API's paths include nosignal: the second gateway is started
+for api in $APIS; do
+    for path in $(paths_of "$api"); do
+        case $path in
+        direct | nginx | ballast | translated) ;;
+        nosignal) NOSIGNAL=1 ;;
+        *) die "unknown path $path for $api (BENCH_PATHS / BENCH_XPATHS: direct nginx ballast nosignal translated)" ;;
+        esac
+    done
 done
 
 # ---- what the bench needs -------------------------------------------------------------------------------
@@ -122,6 +136,7 @@ free_port() {
 SIM_PID=$!
 PIDS+=("$SIM_PID")
 SIM=$(wait_listening "$TMP/sim.log" simulator)
+NOSIG_PID="" GATEWAY_NOSIG=""
 
 cat >"$TMP/ballast.toml" <<TOML
 [server]
@@ -180,10 +195,26 @@ targets = ["sim/gpt-4.1"]
 [admin]
 key = "bench-admin"
 TOML
-"${PIN_SERVER[@]}" "$BALLAST" --log warn serve --config "$TMP/ballast.toml" >"$TMP/ballast.log" 2>&1 &
+# Each gateway runs in its own directory: `ballast serve` keeps incidents in ./ballast-incidents.sqlite by default,
+# which two gateways must not share (nor should the bench leave one in the caller's directory).
+mkdir -p "$TMP/gw-ballast"
+(cd "$TMP/gw-ballast" && exec "${PIN_SERVER[@]}" "$BALLAST" --log warn serve --config "$TMP/ballast.toml") \
+    >"$TMP/ballast.log" 2>&1 &
 BALLAST_PID=$!
 PIDS+=("$BALLAST_PID")
 GATEWAY=$(wait_listening "$TMP/ballast.log" ballast)
+if [ -n "$NOSIGNAL" ]; then
+    # The same gateway with its detectors unfed (availability, latency and output quality on every answer): the
+    # `nosignal` path, to measure what they cost.
+    cp "$TMP/ballast.toml" "$TMP/ballast-nosignal.toml"
+    printf '\n[signal]\ndetectors = false\n' >>"$TMP/ballast-nosignal.toml"
+    mkdir -p "$TMP/gw-nosignal"
+    (cd "$TMP/gw-nosignal" && exec "${PIN_SERVER[@]}" "$BALLAST" --log warn serve --config "$TMP/ballast-nosignal.toml") \
+        >"$TMP/ballast-nosignal.log" 2>&1 &
+    NOSIG_PID=$!
+    PIDS+=("$NOSIG_PID")
+    GATEWAY_NOSIG=$(wait_listening "$TMP/ballast-nosignal.log" "ballast (detectors off)")
+fi
 
 NGINX_PORT=$(free_port)
 sed -e "s|@DIR@|$TMP|g" -e "s|@PORT@|$NGINX_PORT|g" -e "s|@SIM@|$SIM|g" \
@@ -197,7 +228,7 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 NGINXADDR=127.0.0.1:$NGINX_PORT
-log "simulator http://$SIM  nginx http://$NGINXADDR  ballast http://$GATEWAY"
+log "simulator http://$SIM  nginx http://$NGINXADDR  ballast http://$GATEWAY${NOSIGNAL:+  ballast (detectors off) http://$GATEWAY_NOSIG}"
 
 # ---- requests -------------------------------------------------------------------------------------------
 printf '%s' '{"model":"bench","messages":[{"role":"user","content":"Hello"}],"max_tokens":16}' >"$TMP/openai.json"
@@ -214,6 +245,7 @@ printf '%s' '{"model":"bench-responses-to-anthropic","input":"Hello","max_output
 printf '%s' '{"contents":[{"role":"user","parts":[{"text":"Hello"}]}],"generationConfig":{"maxOutputTokens":16}}' \
     >"$TMP/gemini.json"
 cp "$TMP/gemini.json" "$TMP/gemini-translated.json"
+# (`nosignal` sends the same-format request, like `ballast`.)
 body_of() { case $2 in translated) echo "$TMP/$1-translated.json" ;; *) echo "$TMP/$1.json" ;; esac; }
 # The field that shows an answer is in the client's own format.
 api_marker() {
@@ -273,9 +305,17 @@ proxy_pids() {
     direct) ;;
     nginx) echo "$NGINX_PID" $(ps -o pid= --ppid "$NGINX_PID") ;;
     ballast | translated) echo "$BALLAST_PID" ;;
+    nosignal) echo "$NOSIG_PID" ;;
     esac
 }
-addr_of() { case $1 in direct) echo "$SIM" ;; nginx) echo "$NGINXADDR" ;; ballast | translated) echo "$GATEWAY" ;; esac; }
+addr_of() {
+    case $1 in
+    direct) echo "$SIM" ;;
+    nginx) echo "$NGINXADDR" ;;
+    ballast | translated) echo "$GATEWAY" ;;
+    nosignal) echo "$GATEWAY_NOSIG" ;;
+    esac
+}
 # The simulator's counters: "total ok by_api.openai by_api.anthropic by_api.gemini" (the control plane is not
 # counted). (Parsed in bash: a Python start per run would add seconds to the whole run.)
 sim_counts() {
@@ -321,6 +361,7 @@ cat >"$OUT/meta.json" <<JSON
  "concurrency": $CONCURRENCY, "duration_s": $DURATION, "warmup_s": $WARMUP, "rounds": $ROUNDS,
  "nginx": "$("$NGINX" -v 2>&1 | sed 's|.*/||')", "commit": "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)",
  "ballast_bin": "$BALLAST", "built_here": $([ -n "${BALLAST_BIN:-}" ] && echo false || echo true),
+ "nosignal": $([ -n "$NOSIGNAL" ] && echo '"second gateway, same config plus [signal] detectors = false"' || echo null),
  "runs": {$(for api in $APIS; do printf '"%s": {"paths": "%s", "modes": "%s"}, ' "$api" "$(paths_of "$api")" "$(modes_of "$api")"; done | sed 's/, $//')}}
 JSON
 
@@ -365,6 +406,11 @@ done
 curl -s --max-time 5 -H "authorization: Bearer bench-admin" "http://$GATEWAY/admin/targets" >"$OUT/admin-targets.json" ||
     log "could not read /admin/targets"
 cp "$TMP/ballast.log" "$OUT/ballast.log"
+if [ -n "$NOSIGNAL" ]; then
+    curl -s --max-time 5 -H "authorization: Bearer bench-admin" "http://$GATEWAY_NOSIG/admin/targets" \
+        >"$OUT/admin-targets-nosignal.json" || log "could not read /admin/targets of the nosignal gateway"
+    cp "$TMP/ballast-nosignal.log" "$OUT/ballast-nosignal.log"
+fi
 
 if [ "$ROUNDS" -gt 0 ]; then
     python3 "$ROOT/bench/summarize.py" "$OUT" | tee "$OUT/table.txt"
@@ -377,7 +423,10 @@ if awk -v p="$PROFILE" 'BEGIN { exit !(p > 0) }'; then
     command -v perf >/dev/null || die "BENCH_PROFILE needs perf"
     PERF_FREQ=1999
     for api in $APIS; do
-        for path in ballast translated; do
+        # The nosignal gateway too, when this API's paths include it (its own pid).
+        prof_paths="ballast translated"
+        [[ " $(paths_of "$api") " == *" nosignal "* ]] && prof_paths="ballast nosignal translated"
+        for path in $prof_paths; do
             api_headers "$api"
             data="$OUT/perf-$api-$path.data"
             "${PIN_LOAD[@]}" "$LOADGEN" --url "http://$(addr_of "$path")$(api_path "$api" "$path")" \
@@ -386,7 +435,7 @@ if awk -v p="$PROFILE" 'BEGIN { exit !(p > 0) }'; then
                 --out "$OUT/profile-$api-$path.json" >/dev/null 2>"$TMP/loadgen.err" &
             lg=$!
             sleep 0.7
-            perf record -q -g -F "$PERF_FREQ" -p "$BALLAST_PID" -o "$data" -- sleep "$PROFILE" >/dev/null 2>&1 ||
+            perf record -q -g -F "$PERF_FREQ" -p "$(proxy_pids "$path")" -o "$data" -- sleep "$PROFILE" >/dev/null 2>&1 ||
                 die "perf record failed"
             wait "$lg" || { cat "$TMP/loadgen.err" >&2; die "loadgen failed"; }
             perf report -q -i "$data" --stdio --no-children -n --sort dso,sym -g none \

@@ -13,6 +13,11 @@ median of the per-round differences from `ballast` (same client API, same format
 CPU per request, and, as a cross-check, from the `ballast` path of the client API that reaches the same provider
 format (e.g. Responses -> Anthropic against Anthropic -> Anthropic).
 
+`nosignal` is the same-format route on a second gateway started with the same configuration plus `[signal]
+detectors = false` (optional: `BENCH_PATHS="... nosignal ..."`). The detectors' cost is the median of the
+per-round differences `ballast - nosignal` in latency and CPU per request, with the ratios ballast/nosignal of
+CPU per request and of added p50 (the goal: at most 1.05x).
+
 Client APIs: `openai` (Chat Completions), `anthropic` (Messages), `responses` (OpenAI Responses), `gemini`
 (generateContent). Their translated paths reach: openai -> Anthropic Messages, anthropic -> OpenAI Chat,
 responses -> Anthropic Messages, gemini -> OpenAI Chat.
@@ -25,8 +30,8 @@ import statistics
 import sys
 from pathlib import Path
 
-PATHS = ("direct", "nginx", "ballast", "translated")
-PROXIES = ("nginx", "ballast", "translated")
+PATHS = ("direct", "nginx", "ballast", "nosignal", "translated")
+PROXIES = ("nginx", "ballast", "nosignal", "translated")
 API_ORDER = ("anthropic", "openai", "responses", "gemini")
 # The provider API each client API's `ballast` path reaches (its own) and its `translated` path reaches, named by
 # the client API whose same-format path reaches that provider API (responses and gemini have none other than
@@ -36,6 +41,9 @@ TRANSLATED_TO = {"openai": "anthropic", "anthropic": "openai", "responses": "ant
 # Issue 2's starting target, for the fixed-rate runs: Ballast's added latency over direct.
 TARGET_ADDED_P50_US = 150
 TARGET_ADDED_P99_US = 1000
+# The detectors' goal: with every detector on, CPU per request and added p50 at most this many times their value
+# with the detectors off (same-format path, fixed rate).
+DETECTOR_GOAL_X = 1.05
 
 
 def median(values):
@@ -98,6 +106,21 @@ def within_rounds(mine, base):
     }
 
 
+def round_ratios(mine, base, direct):
+    """Per-round ratios mine / base (rounds both have) of CPU per request and of added p50 (each minus direct in
+    the same round, when direct ran and both are positive). Their medians are steadier than ratios of medians when
+    the machine's speed moves between rounds."""
+    lat = lambda r: (r.get("latency_us") or {}).get("p50")  # noqa: E731
+    same = sorted(set(mine) & set(base))
+    cpu = [positive_ratio(mine[i].get("proxy_cpu_us_per_req"), base[i].get("proxy_cpu_us_per_req")) for i in same]
+    added = []
+    for i in (i for i in same if i in direct):
+        m, b, d = lat(mine[i]), lat(base[i]), lat(direct[i])
+        if None not in (m, b, d):
+            added.append(positive_ratio(m - d, b - d))
+    return {"proxy_cpu_x": [x for x in cpu if x is not None], "added_p50_x": [x for x in added if x is not None]}
+
+
 def resilience(out_dir, groups):
     """Errors and signs of the gateway's resilience policies firing: client-visible errors, upstream requests
     beyond those sent (retries), upstream failures, breaker openings and retries in the admin snapshot taken
@@ -107,22 +130,26 @@ def resilience(out_dir, groups):
         for path, f in g["paths"].items():
             for key in ("errors", "extra_upstream_requests", "upstream_not_ok", "sent"):
                 out[key][path] = out[key].get(path, 0) + (f.get(key) or 0)
-    admin = out_dir / "admin-targets.json"
-    if admin.exists():
-        try:
-            snap = json.loads(admin.read_text())
-            out["breakers"] = {
-                t["target"]: {"state": t["breaker"]["state"], "openings": t["breaker"]["openings"],
-                              "retries_in_window": t["retry_budget"]["retries_in_window"]}
-                for t in snap.get("targets", [])
-            }
-        except (ValueError, KeyError, TypeError):
-            out["breakers"] = None
-    log = out_dir / "ballast.log"
-    if log.exists():
-        bad = [line for line in log.read_text(errors="replace").splitlines() if re.search(r"\b(WARN|ERROR)\b", line)]
-        out["log_warnings"] = len(bad)
-        out["log_warning_examples"] = bad[:3]
+    # The gateway's, and (with the nosignal path) the second gateway's, under keys suffixed `_nosignal`.
+    for suffix in ("", "-nosignal"):
+        key = suffix.replace("-", "_")
+        admin = out_dir / f"admin-targets{suffix}.json"
+        if admin.exists():
+            try:
+                snap = json.loads(admin.read_text())
+                out["breakers" + key] = {
+                    t["target"]: {"state": t["breaker"]["state"], "openings": t["breaker"]["openings"],
+                                  "retries_in_window": t["retry_budget"]["retries_in_window"]}
+                    for t in snap.get("targets", [])
+                }
+            except (ValueError, KeyError, TypeError):
+                out["breakers" + key] = None
+        log = out_dir / f"ballast{suffix}.log"
+        if log.exists():
+            bad = [line for line in log.read_text(errors="replace").splitlines()
+                   if re.search(r"\b(WARN|ERROR)\b", line)]
+            out["log_warnings" + key] = len(bad)
+            out["log_warning_examples" + key] = bad[:3]
     return out
 
 
@@ -130,6 +157,9 @@ def main(out_dir: Path) -> None:
     meta = json.loads((out_dir / "meta.json").read_text())
     runs = {}
     for f in sorted(out_dir.glob("*-r*.json")):
+        # `{api}-{mode}-{path}-r{n}`: not the profile runs (`profile-{api}-{path}.json`) written beside them.
+        if not re.fullmatch(r"[a-z]+-[a-z]+-[a-z]+-r[0-9]+", f.stem):
+            continue
         api, mode, path, _round = f.stem.split("-")
         run = json.loads(f.read_text())
         cpu_file = f.with_suffix(".cpu")
@@ -199,7 +229,7 @@ def main(out_dir: Path) -> None:
                     "p99_x_direct": ratio(f.get("p99_us"), d.get("p99_us")),
                     "rps_x_direct": ratio(f.get("rps"), d.get("rps")),
                 }
-            for path in ("ballast", "translated"):
+            for path in ("ballast", "nosignal", "translated"):
                 f = figures.get(path)
                 if f is None or not n:
                     continue
@@ -222,6 +252,41 @@ def main(out_dir: Path) -> None:
                     "proxy_cpu_us_per_req": median(t["proxy_cpu"]),
                     "upstream_cpu_us_per_req": median(t["upstream_cpu"]),
                     "rps_x": ratio(figures["translated"].get("rps"), figures["ballast"].get("rps")),
+                    "per_round": t,
+                }
+            if "ballast" in figures and "nosignal" in figures:
+                # The detectors' cost: the same-format path with every detector fed minus the same path on the
+                # gateway whose detectors are off, within each round.
+                t = within_rounds(rounds_of[(api, mode, "ballast")], rounds_of[(api, mode, "nosignal")])
+                rx = round_ratios(rounds_of[(api, mode, "ballast")], rounds_of[(api, mode, "nosignal")],
+                                  rounds_of.get((api, mode, "direct"), {}))
+                b_cpu, n_cpu = figures["ballast"].get("proxy_cpu_us_per_req"), figures["nosignal"].get("proxy_cpu_us_per_req")
+                b_add = (comparison.get("ballast") or {}).get("added_p50_us")
+                n_add = (comparison.get("nosignal") or {}).get("added_p50_us")
+                cpu_x = positive_ratio(b_cpu, n_cpu)
+                added_x = positive_ratio(b_add, n_add)
+                # The goal is judged on the medians of the per-round ratios, and only with 3 rounds or more that
+                # agree within the goal's own margin (their ratios span less than 2 x 5%); otherwise the run cannot
+                # tell.
+                cpu_rx, added_rx = median(rx["proxy_cpu_x"]), median(rx["added_p50_x"])
+                spans = [max(v) - min(v) for v in rx.values() if len(v) >= 3]
+                resolvable = len(spans) == 2 and max(spans) < 2 * (DETECTOR_GOAL_X - 1)
+                comparison["detectors"] = {
+                    "added_p50_us": median(t["p50"]),
+                    "added_p99_us": median(t["p99"]),
+                    "proxy_cpu_us_per_req": median(t["proxy_cpu"]),
+                    # Ratios of the medians over rounds: CPU per request, and added p50 (over direct).
+                    "proxy_cpu_x": cpu_x,
+                    "added_p50_x": added_x,
+                    # Medians of the per-round ratios (same round, same moment's machine speed).
+                    "proxy_cpu_x_round_median": cpu_rx,
+                    "added_p50_x_round_median": added_rx,
+                    "per_round_x": rx,
+                    "goal_x": DETECTOR_GOAL_X,
+                    "goal_resolvable": resolvable,
+                    # None when the rounds disagree too much to tell.
+                    "within_goal": (cpu_rx <= DETECTOR_GOAL_X and added_rx <= DETECTOR_GOAL_X) if resolvable else None,
+                    "rps_x": ratio(figures["ballast"].get("rps"), figures["nosignal"].get("rps")),
                     "per_round": t,
                 }
             groups.append({"api": api, "mode": mode, "paths": figures, "comparison": comparison})
@@ -247,6 +312,7 @@ def main(out_dir: Path) -> None:
     for api in OWN:
         route_of[(api, "ballast")] = f"{api}->{OWN[api]}"
         route_of[(api, "translated")] = f"{api}->{TRANSLATED_TO[api]}"
+        route_of[(api, "nosignal")] = f"{api}->{OWN[api]} (detectors off)"
     lines = [
         f"Ballast bench {meta['date']}  nproc={meta['nproc']}  {meta['placement']}",
         f"{meta['rounds']} interleaved round(s) of {meta['warmup_s']}s warmup + {meta['duration_s']}s per run; "
@@ -255,6 +321,8 @@ def main(out_dir: Path) -> None:
         "cpu:sim / cpu:proxy = CPU time (us) the simulator / the proxy spent per request (all threads, /proc schedstat);",
         "ballast = same format end to end; translated = the client's API served by a provider of another format "
         "(openai->anthropic, anthropic->openai, responses->anthropic, gemini->openai; openai = Chat Completions);",
+        *(["nosignal = the ballast path on a second gateway with [signal] detectors = false "
+           "(ballast-nosignal: the detectors' cost);"] if any(k[2] == "nosignal" for k in runs) else []),
         "err = requests that failed at the client; retry = upstream requests beyond those sent (retries by the proxy)",
         "",
         f"{'api':<10}{'load':<15}{'path':<12}{'p50':>7}{'p99':>8}{'p99.9':>8}{'+p50':>7}{'+p99':>8}"
@@ -277,7 +345,7 @@ def main(out_dir: Path) -> None:
                 f"{cell(f['proxy_cpu_us_per_req'], 10, '{:.1f}')}{cell(f['errors'], 6)}"
                 f"{cell(f['extra_upstream_requests'] if path != 'direct' else None, 6)}"
             )
-        for path in ("ballast", "translated"):
+        for path in ("ballast", "nosignal", "translated"):
             v = g["comparison"].get(f"{path}_vs_nginx")
             if v:
                 lines.append(
@@ -290,6 +358,15 @@ def main(out_dir: Path) -> None:
                 f"{'':<25}{'translated-ballast:':<20}p50 {cell(t['p50_us'], 0, '{:+.0f}')} us  "
                 f"p99 {cell(t['p99_us'], 0, '{:+.0f}')} us  proxy CPU {cell(t['proxy_cpu_us_per_req'], 0, '{:+.1f}')} us/req  "
                 f"sim CPU {cell(t['upstream_cpu_us_per_req'], 0, '{:+.1f}')} us/req  rps {t['rps_x']}x"
+            )
+        det = g["comparison"].get("detectors")
+        if det:
+            lines.append(
+                f"{'':<25}{'ballast-nosignal:':<20}p50 {cell(det['added_p50_us'], 0, '{:+.0f}')} us  "
+                f"p99 {cell(det['added_p99_us'], 0, '{:+.0f}')} us  "
+                f"proxy CPU {cell(det['proxy_cpu_us_per_req'], 0, '{:+.1f}')} us/req  "
+                f"CPU/req {cell(det['proxy_cpu_x'], 0, '{:.2f}')}x  added p50 {cell(det['added_p50_x'], 0, '{:.2f}')}x  "
+                f"rps {det['rps_x']}x"
             )
         x = g["comparison"].get("translation_vs_same_upstream")
         if x:
@@ -345,6 +422,30 @@ def main(out_dir: Path) -> None:
                 f"p99 {cell(x['p99_us'], 0, '{:+.0f}')} us, "
                 f"Ballast CPU {cell(x['proxy_cpu_us_per_req'], 0, '{:+.1f}')} us/req (rounds {x['per_round']['proxy_cpu']})"
             )
+    for g in groups:
+        det = g["comparison"].get("detectors")
+        if not det:
+            continue
+        load = f"{meta['rate']} req/s" if g["mode"] == "rate" else f"concurrency {meta['concurrency']}"
+        b, n = g["paths"]["ballast"], g["paths"]["nosignal"]
+        cb, cn = g["comparison"].get("ballast") or {}, g["comparison"].get("nosignal") or {}
+        goal = f"; goal <= {DETECTOR_GOAL_X}x: " + (
+            ("met" if det["within_goal"] else "NOT met") + " (on the per-round ratios)" if det["goal_resolvable"] else
+            f"not resolvable in this run (fewer than 3 rounds, or per-round ratios spread over more than "
+            f"+-{DETECTOR_GOAL_X - 1:.0%})"
+        )
+        lines.append(
+            f"detector cost, {route_of[(g['api'], 'ballast')]} minus the same with detectors off at {load}: "
+            f"added p50 {cell(det['added_p50_us'], 0, '{:+.0f}')} us (rounds {det['per_round']['p50']}; "
+            f"{cell(cb.get('added_p50_us'), 0, '{:+.0f}')} vs {cell(cn.get('added_p50_us'), 0, '{:+.0f}')} us over direct: "
+            f"{cell(det['added_p50_x'], 0, '{:.2f}')}x), "
+            f"Ballast CPU {cell(det['proxy_cpu_us_per_req'], 0, '{:+.1f}')} us/req (rounds {det['per_round']['proxy_cpu']}; "
+            f"{cell(b.get('proxy_cpu_us_per_req'), 0, '{:.1f}')} vs {cell(n.get('proxy_cpu_us_per_req'), 0, '{:.1f}')} "
+            f"us/req: {cell(det['proxy_cpu_x'], 0, '{:.2f}')}x), p99 {cell(det['added_p99_us'], 0, '{:+.0f}')} us; "
+            f"median of per-round ratios: CPU/req {cell(det['proxy_cpu_x_round_median'], 0, '{:.2f}')}x "
+            f"(rounds {det['per_round_x']['proxy_cpu_x']}), added p50 {cell(det['added_p50_x_round_median'], 0, '{:.2f}')}x "
+            f"(rounds {det['per_round_x']['added_p50_x']}){goal}"
+        )
     lines.append("")
     sent, errs, extra, notok = (health[k] for k in ("sent", "errors", "extra_upstream_requests", "upstream_not_ok"))
     lines.append(
@@ -354,14 +455,15 @@ def main(out_dir: Path) -> None:
         + ", ".join(f"{p} {extra.get(p, 0)}" for p in PROXIES if p in extra)
         + "; upstream non-ok: " + ", ".join(f"{p} {notok.get(p, 0)}" for p in PATHS if p in notok)
     )
-    if health.get("breakers") is not None or "log_warnings" in health:
-        b = health.get("breakers") or {}
-        lines.append(
-            "gateway after the load: "
-            + ", ".join(f"{t} breaker {v['state']} ({v['openings']} openings, {v['retries_in_window']} retries in window)"
-                        for t, v in b.items())
-            + f"; WARN/ERROR log lines: {health.get('log_warnings', '-')}"
-        )
+    for key, name in (("", "gateway"), ("_nosignal", "gateway with detectors off")):
+        if health.get("breakers" + key) is not None or "log_warnings" + key in health:
+            b = health.get("breakers" + key) or {}
+            lines.append(
+                f"{name} after the load: "
+                + ", ".join(f"{t} breaker {v['state']} ({v['openings']} openings, {v['retries_in_window']} retries in window)"
+                            for t, v in b.items())
+                + f"; WARN/ERROR log lines: {health.get('log_warnings' + key, '-')}"
+            )
     print("\n".join(lines))
 
     summary = {"meta": meta, "groups": groups, "resilience": health, "table": lines,
