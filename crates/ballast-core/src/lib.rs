@@ -8,6 +8,8 @@
 
 pub mod api;
 #[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+pub mod capability;
+#[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub mod client_error;
 pub mod config;
 #[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]

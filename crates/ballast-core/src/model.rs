@@ -52,6 +52,53 @@ impl ChatRequest {
     }
 
     /// The client's (namespace, name) for a flat canonical tool name, when it was namespaced.
+    /// A local estimate of the request's input tokens (about four characters a token, plus each
+    /// message's framing and a flat cost per image), for a client format that promises input tokens
+    /// before the upstream reports them. Never exact; the upstream's count replaces it at the end.
+    pub fn estimate_input_tokens(&self) -> u64 {
+        /// What an image of unknown size costs, roughly (a 1,000-pixel square at ~750 px/token).
+        const IMAGE_TOKENS: u64 = 1_300;
+        fn part_chars(p: &Part, images: &mut u64) -> usize {
+            match p {
+                Part::Text(t) => t.len(),
+                Part::Image(_) => {
+                    *images = images.saturating_add(1);
+                    0
+                }
+                Part::ToolCall(c) => c.name.len().saturating_add(c.arguments.len()),
+                Part::ToolResult(r) => r
+                    .content
+                    .iter()
+                    .map(|p| part_chars(p, images))
+                    .fold(0usize, usize::saturating_add),
+            }
+        }
+        let mut images = 0u64;
+        let mut chars: usize = self
+            .system
+            .iter()
+            .map(String::len)
+            .fold(0, usize::saturating_add);
+        for m in &self.messages {
+            for p in &m.content {
+                chars = chars.saturating_add(part_chars(p, &mut images));
+            }
+        }
+        for t in &self.tools {
+            chars = chars
+                .saturating_add(t.name.len())
+                .saturating_add(t.description.as_ref().map_or(0, String::len))
+                .saturating_add(t.parameters.to_string().len());
+        }
+        let framing = u64::try_from(self.messages.len())
+            .unwrap_or(u64::MAX)
+            .saturating_mul(4);
+        u64::try_from(chars.div_ceil(4))
+            .unwrap_or(u64::MAX)
+            .saturating_add(framing)
+            .saturating_add(images.saturating_mul(IMAGE_TOKENS))
+    }
+
     pub fn namespaced(&self, flat: &str) -> Option<&NamespacedTool> {
         self.namespaced_tools.iter().find(|t| t.flat == flat)
     }

@@ -70,8 +70,9 @@ pub async fn responses(
     .await
 }
 
-/// Gemini's `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent` (also under
-/// `/v1/`): the model and the streaming choice are in the path, the key in `x-goog-api-key` or `?key=`.
+/// Gemini's `POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent` and `:countTokens`
+/// (also under `/v1/`): the model and the method are in the path, the key in `x-goog-api-key`,
+/// `?key=` or `Authorization: Bearer`.
 pub async fn gemini(
     State(st): State<Arc<AppState>>,
     Extension(rid): Extension<RequestId>,
@@ -82,7 +83,7 @@ pub async fn gemini(
 ) -> Response {
     let (model, method) = rest.rsplit_once(':').unwrap_or((rest.as_str(), ""));
     let stream = match method {
-        "generateContent" => false,
+        "generateContent" | "countTokens" => false,
         "streamGenerateContent" => true,
         _ => {
             return EdgeError::new(
@@ -91,7 +92,7 @@ pub async fn gemini(
                 ClientError::new(
                     ErrorKind::NotFound,
                     format!(
-                        "no such method {method:?} on models/{model}: Ballast serves :generateContent and :streamGenerateContent"
+                        "no such method {method:?} on models/{model}: Ballast serves :generateContent, :streamGenerateContent and :countTokens"
                     ),
                 ),
             )
@@ -103,8 +104,13 @@ pub async fn gemini(
     {
         headers.insert("x-goog-api-key", v);
     }
+    let model = model.strip_prefix("models/").unwrap_or(model).to_owned();
+    if method == "countTokens" {
+        let api = crate::count_tokens::Counting::Gemini { model };
+        return crate::count_tokens::handle(st, rid, headers, body, api).await;
+    }
     let call = UrlCall {
-        model: Some(model.strip_prefix("models/").unwrap_or(model).to_owned()),
+        model: Some(model),
         stream: Some(stream),
     };
     proxy::handle(st, ApiFormat::Gemini, rid, headers, body, call).await
@@ -158,7 +164,7 @@ fn gemini_model(route: &str) -> serde_json::Value {
         "version": "ballast",
         "displayName": route,
         "description": format!("Ballast route {route}"),
-        "supportedGenerationMethods": ["generateContent", "streamGenerateContent"],
+        "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"],
     })
 }
 
@@ -221,15 +227,22 @@ pub async fn model(
     axum::Json(body).into_response()
 }
 
-/// `POST /v1/messages/count_tokens`: forwarded to the route's first Anthropic target when it has one,
-/// else a local estimate, marked `x-ballast-token-count: estimate`.
+/// `POST /v1/messages/count_tokens`: forwarded to the route's Anthropic targets in order, else a local
+/// estimate, marked `x-ballast-token-count: estimate`.
 pub async fn count_tokens(
     State(st): State<Arc<AppState>>,
     Extension(rid): Extension<RequestId>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    crate::count_tokens::handle(st, rid, headers, body).await
+    crate::count_tokens::handle(
+        st,
+        rid,
+        headers,
+        body,
+        crate::count_tokens::Counting::Anthropic,
+    )
+    .await
 }
 
 /// The API format to answer in on endpoints shared by several SDKs.
@@ -322,7 +335,7 @@ pub async fn not_found(Extension(rid): Extension<RequestId>, req: Request) -> Re
         ClientError::new(
             ErrorKind::NotFound,
             format!(
-                "no such endpoint: {} {path}; Ballast serves POST /v1/chat/completions, POST /v1/responses, POST /v1/messages, POST /v1beta/models/{{model}}:generateContent, GET /v1/models, GET /metrics",
+                "no such endpoint: {} {path}; Ballast serves POST /v1/chat/completions, POST /v1/responses, POST /v1/messages, POST /v1beta/models/{{model}}:generateContent, POST /v1beta/models/{{model}}:countTokens, GET /v1/models, GET /metrics",
                 req.method()
             ),
         ),

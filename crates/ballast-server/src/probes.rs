@@ -64,6 +64,7 @@ fn targets(st: &AppState) -> Vec<ProbeTarget> {
         let opts = EncodeOptions {
             upstream_model: &t.model,
             default_max_tokens: PROBE_TOKENS,
+            rules: t.rules,
         };
         let Ok(encoded) = translate::encode_request(format, &req, &opts) else {
             continue;

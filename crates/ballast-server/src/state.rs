@@ -2,6 +2,7 @@
 //! extra headers as a ready `HeaderMap`), prepared targets (parsed endpoint URLs), the route index, the
 //! upstream transport, and the precomputed `/v1/models` body. Nothing here is parsed per request.
 
+use ballast_core::capability::ModelRules;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -60,6 +61,8 @@ pub(crate) struct PreparedTarget {
     /// Index of this target's live state in [`Runtime::targets`] (shared by routes naming it).
     pub state: usize,
     pub weight: u32,
+    /// What the target model accepts (the capability table, with the configuration's overrides).
+    pub rules: ModelRules,
 }
 
 impl AppState {
@@ -124,6 +127,7 @@ impl AppState {
                     url_stream: parse(true)?,
                     state: runtime.index(&label).unwrap_or(0),
                     weight: t.weight,
+                    rules: t.capabilities.apply(ModelRules::of(p.kind, &t.model)),
                     label,
                 });
             }

@@ -46,8 +46,9 @@ pub use faults::{
 pub use server::{SimHandle, start};
 pub use stats::{ApiCounts, OutcomeCounts, RECENT_REQUESTS_CAPACITY, RecordedRequest, Stats};
 
-/// How a simulator runs: its seed, its latency and its initial faults.
-#[derive(Clone, Debug, Default)]
+/// How a simulator runs: its seed, its latency, its initial faults, its key and how strictly it checks
+/// parameters.
+#[derive(Clone, Debug)]
 pub struct SimConfig {
     /// Seeds answer generation and fault draws: the same seed and the same requests give the same run.
     pub seed: u64,
@@ -59,4 +60,22 @@ pub struct SimConfig {
     pub faults: Faults,
     /// When set, provider requests must carry this key in the provider's own header.
     pub require_key: Option<String>,
+    /// Refuse, as the real APIs do, parameters a model does not accept: both `temperature` and
+    /// `top_p` on newer Claude models, sampling parameters and `max_tokens` on OpenAI reasoning
+    /// models (see the README's *Parameter rules*). On by default; off answers them anyway.
+    pub strict_params: bool,
+}
+
+impl Default for SimConfig {
+    /// Seed 0, no latency, no faults, no key, strict parameter rules.
+    fn default() -> SimConfig {
+        SimConfig {
+            seed: 0,
+            ttft: Duration::ZERO,
+            token_delay: Duration::ZERO,
+            faults: Faults::default(),
+            require_key: None,
+            strict_params: true,
+        }
+    }
 }

@@ -22,6 +22,8 @@ pub(crate) struct SimState {
     pub ttft: Duration,
     pub token_delay: Duration,
     pub require_key: Option<String>,
+    /// Whether per-model parameter rules are enforced.
+    pub strict_params: bool,
     /// The live faults; the accept loop watches it to stop and resume listening.
     pub faults: watch::Sender<Faults>,
     rng: Mutex<fastrand::Rng>,
@@ -49,6 +51,7 @@ impl SimState {
             ttft: config.ttft,
             token_delay: config.token_delay,
             require_key: config.require_key,
+            strict_params: config.strict_params,
             faults,
             rng: Mutex::new(fastrand::Rng::with_seed(config.seed)),
             ids: AtomicU64::new(0),

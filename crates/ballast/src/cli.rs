@@ -128,6 +128,10 @@ pub struct SimArgs {
     /// /_sim/faults.
     #[arg(long = "fault")]
     pub faults: Vec<String>,
+    /// Accept parameters a model refuses (both temperature and top_p for Claude 4.5 models, sampling
+    /// or max_tokens for OpenAI reasoning models) instead of answering the real API's 400.
+    #[arg(long)]
+    pub lenient_params: bool,
     /// Require this API key, as each real API expects it (x-api-key, Bearer, x-goog-api-key).
     #[arg(long)]
     pub require_key: Option<String>,

@@ -338,6 +338,7 @@ async fn sim(args: SimArgs) -> Result<(), String> {
         config.faults.apply(flag);
     }
     config.require_key = args.require_key;
+    config.strict_params = !args.lenient_params;
     let handle = ballast_sim::start(args.listen, config)
         .await
         .map_err(|e| format!("cannot start the simulator on {}: {e}", args.listen))?;

@@ -7,6 +7,7 @@ pub mod env;
 pub mod policy;
 pub mod raw;
 
+use crate::capability::{RulesOverride, Sampling, TokenLimit};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -237,6 +238,8 @@ pub struct Target {
     pub model: String,
     /// Share of the tier's traffic under the `weighted` strategy (and a tie-breaker under `latency`).
     pub weight: u32,
+    /// Overrides of what the capability table says the model accepts.
+    pub capabilities: RulesOverride,
 }
 
 /// A secret string (provider or gateway key). Its `Debug` and `Display` never show the value.
@@ -364,6 +367,44 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
+    fn capabilities(&mut self, c: &raw::RawCapabilities, path: &str) -> RulesOverride {
+        let sampling = c.sampling.as_deref().and_then(|s| match s {
+            "any" => Some(Sampling::Any),
+            "temperature-or-top-p" => Some(Sampling::TemperatureOrTopP),
+            "default-only" => Some(Sampling::DefaultOnly),
+            other => {
+                self.err(
+                    format!("{path}.sampling"),
+                    format!(
+                        "unknown value {other:?}: use any, temperature-or-top-p or default-only"
+                    ),
+                );
+                None
+            }
+        });
+        let token_limit = c.token_limit.as_deref().and_then(|s| match s {
+            "max_tokens" => Some(TokenLimit::MaxTokens),
+            "max_completion_tokens" => Some(TokenLimit::MaxCompletionTokens),
+            other => {
+                self.err(
+                    format!("{path}.token_limit"),
+                    format!("unknown value {other:?}: use max_tokens or max_completion_tokens"),
+                );
+                None
+            }
+        });
+        RulesOverride {
+            sampling,
+            top_k: c.top_k,
+            token_limit,
+            prefill: c.prefill,
+            system_prompt: c.system_prompt,
+            parallel_tool_calls: c.parallel_tool_calls,
+            images: c.images,
+            structured_output: c.structured_output,
+        }
+    }
+
     /// Resolves one target reference (`"provider/model"` or a table) against the providers.
     fn target(
         &mut self,
@@ -372,9 +413,11 @@ impl Validator<'_> {
         providers: &std::collections::BTreeMap<String, raw::RawProvider>,
         known: &[&str],
     ) -> Option<Target> {
-        let (provider, model, provider_path, weight) = match t {
+        let (provider, model, provider_path, weight, caps) = match t {
             RawTarget::Short(s) => match s.split_once('/') {
-                Some((p, m)) if !p.is_empty() && !m.is_empty() => (p, m, tpath.to_owned(), None),
+                Some((p, m)) if !p.is_empty() && !m.is_empty() => {
+                    (p, m, tpath.to_owned(), None, None)
+                }
                 _ => {
                     self.err(
                         tpath,
@@ -390,8 +433,12 @@ impl Validator<'_> {
                 t.model.as_str(),
                 format!("{tpath}.provider"),
                 t.weight,
+                t.capabilities.as_ref(),
             ),
         };
+        let capabilities = caps.map_or_else(RulesOverride::default, |c| {
+            self.capabilities(c, &format!("{tpath}.capabilities"))
+        });
         if model.is_empty() {
             self.err(format!("{tpath}.model"), "must not be empty");
             return None;
@@ -404,6 +451,7 @@ impl Validator<'_> {
                 provider: ProviderId(idx),
                 model: model.to_owned(),
                 weight: weight.unwrap_or(1),
+                capabilities,
             }),
             None => {
                 self.err(

@@ -190,6 +190,23 @@ pub struct RawTargetTable {
     pub provider: String,
     pub model: String,
     pub weight: Option<u32>,
+    pub capabilities: Option<RawCapabilities>,
+}
+
+/// A target's overrides of what Ballast's table says its model accepts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCapabilities {
+    /// `any`, `temperature-or-top-p` or `default-only`.
+    pub sampling: Option<String>,
+    pub top_k: Option<bool>,
+    /// `max_tokens` or `max_completion_tokens` (OpenAI Chat Completions).
+    pub token_limit: Option<String>,
+    pub prefill: Option<bool>,
+    pub system_prompt: Option<bool>,
+    pub parallel_tool_calls: Option<bool>,
+    pub images: Option<bool>,
+    pub structured_output: Option<bool>,
 }
 
 /// A size in bytes: an integer, or a string such as `"16MiB"`, `"512KiB"`, `"1MB"`.

@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 
 use super::openai_chat::empty_schema;
 use super::{
-    EncodeOptions, ErrorClass, StrOrVec, StreamOptions, TranslateError, Warnings,
+    EncodeOptions, ErrorClass, SamplingParams, StrOrVec, StreamOptions, TranslateError, Warnings,
     alternating_turns, args_object, args_text, bounded_id, fallback_id, inferred_stop, merge_usage,
     note_unknown, prefixed_id, safe_id, to_body, write_sse,
 };
@@ -527,6 +527,7 @@ fn tool_input<'a>(arguments: &'a str, path: &str) -> Result<&'a RawValue, Transl
 pub(super) fn encode_request(
     req: &ChatRequest,
     opts: &EncodeOptions,
+    sampling: &SamplingParams,
     warnings: &mut Warnings,
 ) -> Result<Vec<u8>, TranslateError> {
     let mut messages = Vec::with_capacity(req.messages.len());
@@ -607,7 +608,7 @@ pub(super) fn encode_request(
             many.iter().map(|s| OutBlock::Text { text: s }).collect(),
         )),
     };
-    let temperature = req.temperature.map(|t| {
+    let temperature = sampling.temperature.map(|t| {
         if t > 1.0 {
             warnings.push(format!("temperature {t} clamped to 1 for {FORMAT}"));
             1.0
@@ -653,8 +654,8 @@ pub(super) fn encode_request(
         messages,
         system,
         temperature,
-        top_p: req.top_p,
-        top_k: req.top_k,
+        top_p: sampling.top_p,
+        top_k: sampling.top_k,
         stop_sequences: &req.stop,
         stream: req.stream,
         metadata: req.user.as_deref().map(|user_id| OutMetadata { user_id }),
@@ -1167,6 +1168,8 @@ pub(crate) struct EventEncoder {
     tool_blocks: HashMap<usize, usize>,
     stop: Option<StopReason>,
     usage: Usage,
+    /// What `message_start` says of input tokens when the upstream has not said yet.
+    input_estimate: Option<u64>,
 }
 
 impl EventEncoder {
@@ -1181,7 +1184,12 @@ impl EventEncoder {
             tool_blocks: HashMap::new(),
             stop: None,
             usage: Usage::default(),
+            input_estimate: None,
         }
+    }
+
+    pub(crate) fn set_input_estimate(&mut self, tokens: u64) {
+        self.input_estimate = Some(tokens);
     }
 
     fn ensure_started(&mut self, id: Option<&str>, out: &mut Vec<u8>) {
@@ -1190,6 +1198,12 @@ impl EventEncoder {
         }
         self.started = true;
         self.id = prefixed_id("msg_", bounded_id(id.unwrap_or("")));
+        let mut usage = out_usage(&self.usage);
+        if self.usage.input_tokens.is_none()
+            && let Some(estimate) = self.input_estimate
+        {
+            usage.input_tokens = estimate;
+        }
         emit(
             out,
             &OutEvent::MessageStart {
@@ -1201,7 +1215,7 @@ impl EventEncoder {
                     content: [],
                     stop_reason: None,
                     stop_sequence: None,
-                    usage: out_usage(&self.usage),
+                    usage,
                 },
             },
         );

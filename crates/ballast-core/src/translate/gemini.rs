@@ -23,9 +23,9 @@ use serde_json::value::RawValue;
 
 use super::openai_chat::empty_schema;
 use super::{
-    EncodeOptions, ErrorClass, StreamOptions, TranslateError, Warnings, alternating_turns,
-    args_object, args_text, bounded_id, fallback_id, inferred_stop, merge_usage, note_unknown,
-    safe_id, to_body, write_sse,
+    EncodeOptions, ErrorClass, SamplingParams, StreamOptions, TranslateError, Warnings,
+    alternating_turns, args_object, args_text, bounded_id, fallback_id, inferred_stop, merge_usage,
+    note_unknown, safe_id, to_body, write_sse,
 };
 use crate::api::ApiFormat;
 use crate::model::{
@@ -702,6 +702,7 @@ fn media_part<'a>(img: &'a Image, path: &str) -> Result<OutPart<'a>, TranslateEr
 pub(super) fn encode_request(
     req: &ChatRequest,
     _opts: &EncodeOptions,
+    sampling: &SamplingParams,
     warnings: &mut Warnings,
 ) -> Result<Vec<u8>, TranslateError> {
     // Names of calls by id, for results that do not carry one.
@@ -892,9 +893,9 @@ pub(super) fn encode_request(
         tool_config,
         generation_config: OutGenerationConfig {
             max_output_tokens: req.max_tokens,
-            temperature: req.temperature,
-            top_p: req.top_p,
-            top_k: req.top_k,
+            temperature: sampling.temperature,
+            top_p: sampling.top_p,
+            top_k: sampling.top_k,
             stop_sequences: &req.stop,
             response_mime_type,
             response_json_schema,

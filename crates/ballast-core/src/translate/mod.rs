@@ -63,6 +63,7 @@ use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use crate::api::ApiFormat;
+use crate::capability::{ModelRules, Sampling};
 use crate::model::{
     ChatRequest, ChatResponse, Message, NamespacedTool, Part, Role, StopReason, StreamEvent, Usage,
 };
@@ -75,6 +76,69 @@ pub struct EncodeOptions<'a> {
     pub upstream_model: &'a str,
     /// `max_tokens` for targets that require it (Anthropic) when the client did not send one.
     pub default_max_tokens: u32,
+    /// What the target model accepts.
+    pub rules: ModelRules,
+}
+
+/// The sampling parameters a target gets, after its model's rules.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct SamplingParams {
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<u32>,
+}
+
+impl SamplingParams {
+    /// The request's sampling parameters as `rules` allow them; what is dropped is named.
+    fn for_target(
+        req: &ChatRequest,
+        rules: &ModelRules,
+        model: &str,
+        warnings: &mut Warnings,
+    ) -> Self {
+        let mut p = SamplingParams {
+            temperature: req.temperature,
+            top_p: req.top_p,
+            top_k: req.top_k,
+        };
+        let model = header_safe(model);
+        match rules.sampling {
+            Sampling::Any => {}
+            Sampling::TemperatureOrTopP => {
+                if p.temperature.is_some() && p.top_p.is_some() {
+                    p.top_p = None;
+                    warnings.push(format!(
+                        "dropped field top_p: {model} accepts temperature or top_p, not both (temperature kept)"
+                    ));
+                }
+            }
+            Sampling::DefaultOnly => {
+                // The default (1) is what the model uses anyway: sending it is harmless, and
+                // anything else is refused.
+                #[allow(
+                    clippy::float_cmp,
+                    reason = "1.0 is the documented default, sent as such"
+                )]
+                let non_default = |v: Option<f64>| v.is_some_and(|x| x != 1.0);
+                if non_default(p.temperature) {
+                    warnings.push(format!(
+                        "dropped field temperature: {model} accepts only the default"
+                    ));
+                }
+                if non_default(p.top_p) {
+                    warnings.push(format!(
+                        "dropped field top_p: {model} accepts only the default"
+                    ));
+                }
+                p.temperature = None;
+                p.top_p = None;
+            }
+        }
+        if !rules.top_k && p.top_k.take().is_some() {
+            warnings.push(format!("dropped field top_k: not supported by {model}"));
+        }
+        p
+    }
 }
 
 /// An encoded request body and the warnings to return in `x-ballast-warning`.
@@ -215,16 +279,34 @@ pub fn encode_request(
             header_safe(field)
         ));
     }
+    if !opts.rules.images && has_images(req) {
+        return Err(TranslateError::unsupported(format!(
+            "{} does not accept images",
+            header_safe(opts.upstream_model)
+        )));
+    }
+    let sampling = SamplingParams::for_target(req, &opts.rules, opts.upstream_model, &mut warnings);
     let body = match format {
-        ApiFormat::OpenAiChat => openai_chat::encode_request(req, opts, &mut warnings)?,
-        ApiFormat::AnthropicMessages => anthropic::encode_request(req, opts, &mut warnings)?,
-        ApiFormat::Gemini => gemini::encode_request(req, opts, &mut warnings)?,
-        ApiFormat::OpenAiResponses => responses::encode_request(req, opts, &mut warnings)?,
+        ApiFormat::OpenAiChat => openai_chat::encode_request(req, opts, &sampling, &mut warnings)?,
+        ApiFormat::AnthropicMessages => {
+            anthropic::encode_request(req, opts, &sampling, &mut warnings)?
+        }
+        ApiFormat::Gemini => gemini::encode_request(req, opts, &sampling, &mut warnings)?,
+        ApiFormat::OpenAiResponses => {
+            responses::encode_request(req, opts, &sampling, &mut warnings)?
+        }
     };
     Ok(Encoded {
         body,
         warnings: warnings.list,
     })
+}
+
+/// Whether any message of the request carries an image.
+fn has_images(req: &ChatRequest) -> bool {
+    req.messages
+        .iter()
+        .any(|m| m.content.iter().any(|p| matches!(p, Part::Image(_))))
 }
 
 /// Parses a provider's complete answer.
@@ -541,8 +623,12 @@ impl StreamEncoder {
     /// Tells the encoder about the client request it answers: a Responses client gets its
     /// namespaced function names back ([`ChatRequest::namespaced_tools`]).
     pub fn for_request(mut self, req: &ChatRequest) -> Self {
-        if let EncoderKind::Responses(e) = &mut self.inner {
-            e.set_names(req.namespaced_tools.clone());
+        match &mut self.inner {
+            EncoderKind::Responses(e) => e.set_names(req.namespaced_tools.clone()),
+            // Messages promises input tokens in `message_start`; most upstreams report them only at
+            // the end, so the start carries an estimate (the end carries the upstream's figure).
+            EncoderKind::Anthropic(e) => e.set_input_estimate(req.estimate_input_tokens()),
+            EncoderKind::OpenAi(_) | EncoderKind::Gemini(_) => {}
         }
         self
     }

@@ -17,12 +17,13 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::{
-    DataUrl, EncodeOptions, ErrorClass, StrOrVec, StreamLimits, StreamOptions, TranslateError,
-    Warnings, bounded_id, fallback_id, inferred_stop, joined_text, merge_usage, norm_args,
-    note_unknown, now_unix, parse_data_url, prefixed_id, str_or_vec_strings, to_body,
+    DataUrl, EncodeOptions, ErrorClass, SamplingParams, StrOrVec, StreamLimits, StreamOptions,
+    TranslateError, Warnings, bounded_id, fallback_id, inferred_stop, joined_text, merge_usage,
+    norm_args, note_unknown, now_unix, parse_data_url, prefixed_id, str_or_vec_strings, to_body,
     too_many_tool_calls, write_sse,
 };
 use crate::api::ApiFormat;
+use crate::capability::TokenLimit;
 use crate::model::{
     ChatRequest, ChatResponse, Image, Message, Part, ResponseFormat, Role, StopReason, StreamEvent,
     ToolCall, ToolChoice, ToolResult, ToolSpec, Usage,
@@ -426,6 +427,8 @@ struct OutRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     parallel_tool_calls: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     max_completion_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f64>,
@@ -572,6 +575,7 @@ fn image_part(img: &Image) -> OutPart<'_> {
 pub(super) fn encode_request(
     req: &ChatRequest,
     opts: &EncodeOptions,
+    sampling: &SamplingParams,
     warnings: &mut Warnings,
 ) -> Result<Vec<u8>, TranslateError> {
     let mut messages = Vec::with_capacity(req.system.len().saturating_add(req.messages.len()));
@@ -705,9 +709,14 @@ pub(super) fn encode_request(
                 function: OutName { name },
             },
         });
-    if req.top_k.is_some() {
+    if sampling.top_k.is_some() {
         warnings.dropped("top_k", FORMAT);
     }
+    // The token limit under the name the target reads.
+    let (max_tokens, max_completion_tokens) = match opts.rules.token_limit {
+        TokenLimit::MaxTokens => (req.max_tokens, None),
+        TokenLimit::MaxCompletionTokens => (None, req.max_tokens),
+    };
     let response_format = req.response_format.as_ref().map(|rf| match rf {
         ResponseFormat::Text => OutResponseFormat::Text,
         ResponseFormat::JsonObject => OutResponseFormat::JsonObject,
@@ -729,9 +738,10 @@ pub(super) fn encode_request(
         tools,
         tool_choice,
         parallel_tool_calls: req.parallel_tool_calls.filter(|_| has_tools),
-        max_completion_tokens: req.max_tokens,
-        temperature: req.temperature,
-        top_p: req.top_p,
+        max_tokens,
+        max_completion_tokens,
+        temperature: sampling.temperature,
+        top_p: sampling.top_p,
         stop: &req.stop,
         response_format,
         stream: req.stream,

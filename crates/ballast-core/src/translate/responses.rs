@@ -41,9 +41,10 @@ use serde_json::value::RawValue;
 
 use super::openai_chat::empty_schema;
 use super::{
-    DataUrl, EncodeOptions, ErrorClass, StrOrVec, StreamLimits, StreamOptions, TranslateError,
-    Warnings, bounded_id, fallback_id, inferred_stop, joined_text, merge_usage, norm_args,
-    note_unknown, now_unix, parse_data_url, prefixed_id, to_body, too_many_parts, write_sse,
+    DataUrl, EncodeOptions, ErrorClass, SamplingParams, StrOrVec, StreamLimits, StreamOptions,
+    TranslateError, Warnings, bounded_id, fallback_id, inferred_stop, joined_text, merge_usage,
+    norm_args, note_unknown, now_unix, parse_data_url, prefixed_id, to_body, too_many_parts,
+    write_sse,
 };
 use crate::api::ApiFormat;
 use crate::model::{
@@ -837,6 +838,7 @@ fn result_output(r: &ToolResult) -> OutContent<'_> {
 pub(super) fn encode_request(
     req: &ChatRequest,
     opts: &EncodeOptions,
+    sampling: &SamplingParams,
     warnings: &mut Warnings,
 ) -> Result<Vec<u8>, TranslateError> {
     let mut input = Vec::with_capacity(req.system.len().saturating_add(req.messages.len()));
@@ -934,7 +936,7 @@ pub(super) fn encode_request(
                 name,
             },
         });
-    if req.top_k.is_some() {
+    if sampling.top_k.is_some() {
         warnings.dropped("top_k", FORMAT);
     }
     if !req.stop.is_empty() {
@@ -970,8 +972,8 @@ pub(super) fn encode_request(
         tool_choice,
         parallel_tool_calls: req.parallel_tool_calls.filter(|_| has_tools),
         max_output_tokens,
-        temperature: req.temperature,
-        top_p: req.top_p,
+        temperature: sampling.temperature,
+        top_p: sampling.top_p,
         text,
         stream: req.stream,
         store: false,

@@ -17,6 +17,10 @@ pub(super) fn opts() -> EncodeOptions<'static> {
     EncodeOptions {
         upstream_model: "up-model",
         default_max_tokens: 4096,
+        rules: crate::capability::ModelRules {
+            token_limit: crate::capability::TokenLimit::MaxCompletionTokens,
+            ..crate::capability::ModelRules::PERMISSIVE
+        },
     }
 }
 
@@ -3052,4 +3056,174 @@ fn decoding_errors_never_quote_the_request() {
     let e =
         decode_response(ApiFormat::OpenAiChat, br#"{"choices":"MY SECRET ANSWER"}"#).unwrap_err();
     assert!(!e.to_string().contains("SECRET"), "{e}");
+}
+
+mod model_rules {
+    //! What each target model accepts: a parameter the model refuses is dropped or renamed and
+    //! named in a warning, never forwarded into a certain 400.
+
+    use super::*;
+    use crate::capability::ModelRules;
+    use crate::provider::ProviderKind;
+
+    /// What Gemini CLI sends: temperature, topP and topK on every request.
+    fn gemini_cli_request() -> ChatRequest {
+        decode(
+            G,
+            &json!({
+                "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+                "generationConfig": {"temperature": 0.3, "topP": 0.95, "topK": 64, "maxOutputTokens": 512}
+            }),
+        )
+    }
+
+    fn encode_for(
+        format: ApiFormat,
+        kind: ProviderKind,
+        model: &str,
+        req: &ChatRequest,
+    ) -> (Value, Vec<String>) {
+        let opts = EncodeOptions {
+            upstream_model: model,
+            default_max_tokens: 4096,
+            rules: ModelRules::of(kind, model),
+        };
+        let enc = encode_request(format, req, &opts).unwrap();
+        (serde_json::from_slice(&enc.body).unwrap(), enc.warnings)
+    }
+
+    #[test]
+    fn a_claude_four_five_target_gets_temperature_or_top_p_never_both() {
+        let req = gemini_cli_request();
+        let (body, warnings) = encode_for(A, ProviderKind::Anthropic, "claude-sonnet-4-5", &req);
+        assert_eq!(body["temperature"], json!(0.3));
+        assert!(body.get("top_p").is_none(), "{body}");
+        assert_eq!(body["top_k"], json!(64), "Claude takes top_k");
+        assert!(warnings.iter().any(|w| w.contains("top_p")), "{warnings:?}");
+        // An older Claude takes both.
+        let (body, _) = encode_for(
+            A,
+            ProviderKind::Anthropic,
+            "claude-3-5-sonnet-20241022",
+            &req,
+        );
+        assert_eq!(body["top_p"], json!(0.95));
+        // Only top_p: kept.
+        let mut only_p = req.clone();
+        only_p.temperature = None;
+        let (body, warnings) = encode_for(A, ProviderKind::Anthropic, "claude-sonnet-4-5", &only_p);
+        assert_eq!(body["top_p"], json!(0.95));
+        assert!(!warnings.iter().any(|w| w.contains("top_p")));
+    }
+
+    #[test]
+    fn an_openai_reasoning_target_gets_no_sampling_and_max_completion_tokens() {
+        let req = gemini_cli_request();
+        for format in [O, R] {
+            let (body, warnings) = encode_for(format, ProviderKind::OpenAi, "gpt-5", &req);
+            for field in ["temperature", "top_p", "top_k"] {
+                assert!(body.get(field).is_none(), "{format}: {field} in {body}");
+            }
+            assert!(
+                warnings
+                    .iter()
+                    .any(|w| w.contains("temperature") && w.contains("default")),
+                "{warnings:?}"
+            );
+        }
+        let (body, _) = encode_for(O, ProviderKind::OpenAi, "gpt-5", &req);
+        assert_eq!(body["max_completion_tokens"], json!(512));
+        assert!(body.get("max_tokens").is_none());
+        // The default value is harmless and dropped without a warning.
+        let mut default = req.clone();
+        default.temperature = Some(1.0);
+        default.top_p = None;
+        let (_, warnings) = encode_for(O, ProviderKind::OpenAi, "o3", &default);
+        assert!(
+            !warnings.iter().any(|w| w.contains("temperature")),
+            "{warnings:?}"
+        );
+        // A non-reasoning model keeps them.
+        let (body, _) = encode_for(O, ProviderKind::OpenAi, "gpt-4.1", &req);
+        assert_eq!(body["temperature"], json!(0.3));
+        assert_eq!(body["top_p"], json!(0.95));
+    }
+
+    #[test]
+    fn an_openai_compatible_server_gets_max_tokens() {
+        let (body, _) = encode_for(
+            O,
+            ProviderKind::OpenAiCompatible,
+            "llama3.1:8b",
+            &gemini_cli_request(),
+        );
+        assert_eq!(body["max_tokens"], json!(512));
+        assert!(body.get("max_completion_tokens").is_none());
+    }
+
+    #[test]
+    fn a_model_without_images_cannot_serve_an_image() {
+        let req = decode(
+            O,
+            &json!({"model": "m", "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "what is this"},
+                {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{PNG}")}}
+            ]}]}),
+        );
+        let opts = EncodeOptions {
+            upstream_model: "text-only",
+            default_max_tokens: 4096,
+            rules: ModelRules {
+                images: false,
+                ..ModelRules::PERMISSIVE
+            },
+        };
+        let err = encode_request(A, &req, &opts).unwrap_err();
+        assert!(err.to_string().contains("images"), "{err}");
+    }
+}
+
+/// A Messages stream translated from an upstream that reports usage only at its end still says
+/// something true-ish about input tokens in `message_start` (LangChain.js reads them only there): a
+/// local estimate, replaced by the upstream's exact figure in the closing `message_delta`.
+#[test]
+fn a_translated_messages_stream_estimates_input_tokens_at_its_start() {
+    let req = decode(
+        O,
+        &json!({"model": "m", "messages": [
+            {"role": "system", "content": "You are a careful assistant who answers briefly."},
+            {"role": "user", "content": "What is the weather like in Paris today, and should I take an umbrella?"}
+        ]}),
+    );
+    let estimate = req.estimate_input_tokens();
+    assert!((20..=60).contains(&estimate), "{estimate}");
+    let encoder = StreamEncoder::new(
+        A,
+        StreamOptions {
+            model: "client-model".into(),
+            include_usage: false,
+        },
+    )
+    .for_request(&req);
+    let mut t = StreamTranslator::with_encoder(O, encoder);
+    let mut out = Vec::new();
+    for ev in openai_stream() {
+        t.push(&ev, &mut out).unwrap();
+    }
+    t.finish(&mut out);
+    let mut events = Vec::new();
+    SseParser::new().feed(&out, |e| events.push(e));
+    let data = |name: &str| -> Value {
+        let e = events.iter().find(|e| e.event == name).unwrap();
+        serde_json::from_str(&e.data).unwrap()
+    };
+    let start = data("message_start");
+    assert_eq!(
+        start["message"]["usage"]["input_tokens"],
+        json!(estimate),
+        "{start}"
+    );
+    // The upstream's own count at the end (the fixture reports 20 prompt tokens, 5 of them cached).
+    let delta = data("message_delta");
+    assert_eq!(delta["usage"]["input_tokens"], json!(15), "{delta}");
 }

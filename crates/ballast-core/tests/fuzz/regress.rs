@@ -457,6 +457,10 @@ fn encode_opts() -> EncodeOptions<'static> {
     EncodeOptions {
         upstream_model: "up",
         default_max_tokens: 1024,
+        rules: ballast_core::capability::ModelRules {
+            token_limit: ballast_core::capability::TokenLimit::MaxCompletionTokens,
+            ..ballast_core::capability::ModelRules::PERMISSIVE
+        },
     }
 }
 

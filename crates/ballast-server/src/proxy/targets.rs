@@ -411,6 +411,7 @@ pub(super) fn prepare(
     let opts = EncodeOptions {
         upstream_model: &target.model,
         default_max_tokens: ctx.route.max_tokens,
+        rules: target.rules,
     };
     let encoded = match translate::encode_request(provider.format, req, &opts) {
         // OpenAI's built-in tools (web search…) run only on a Responses target. When the route has

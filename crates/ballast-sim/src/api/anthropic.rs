@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::{
     Dialect, Failure, Inbound, Meta, PathInfo, bearer, content_text, fail, generate, header,
-    intake, json_response, json_status, string_list,
+    intake, json_response, json_status, params, string_list,
 };
 use crate::generate::{
     Answer, Content, Finish, JsonOutput, Prompt, Tool, ToolChoice, Turn, estimate_tokens,
@@ -280,7 +280,11 @@ impl Dialect for Anthropic {
     }
 
     fn prompt(request: &Inbound) -> Result<(Prompt, ()), Failure> {
-        parse(&request.json, true).map(|p| (p, ()))
+        let prompt = parse(&request.json, true)?;
+        if request.strict_params {
+            params::anthropic(&request.json)?;
+        }
+        Ok((prompt, ()))
     }
 
     fn id_prefixes() -> (&'static str, &'static str) {

@@ -1,15 +1,17 @@
 //! The provider APIs: the request pipeline they share and the [`Dialect`] each one implements.
 //!
-//! A request goes: read the body (bounded) → record it → check the key → parse JSON → validate into a
-//! [`Prompt`] → draw faults → generate → render in the dialect's wire format (JSON or SSE), or, under
-//! the `hostile` fault, rewrite that rendering into broken bytes ([`hostile`]). Adding an
-//! API is one new module implementing [`Dialect`] plus a route (as `responses` did).
+//! A request goes: read the body (bounded) → record it → check the key → parse JSON → draw faults →
+//! validate into a [`Prompt`] (with the model's [`params`] rules) → generate → render in the
+//! dialect's wire format (JSON or SSE), or, under the `hostile` fault, rewrite that rendering into
+//! broken bytes ([`hostile`]). Adding an API is one new module implementing [`Dialect`] plus a route
+//! (as `responses` did).
 
 pub(crate) mod anthropic;
 pub(crate) mod gemini;
 pub(crate) mod hostile;
 pub(crate) mod models;
 pub(crate) mod openai;
+pub(crate) mod params;
 pub(crate) mod responses;
 
 use std::collections::BTreeMap;
@@ -64,10 +66,12 @@ impl Api {
 /// A request the simulator refuses, rendered in the dialect's error shape.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Failure {
-    /// 400: malformed JSON or a missing/invalid field (`param` names it when known).
+    /// 400: malformed JSON, a missing/invalid field, or a parameter the model refuses (`param` names
+    /// it when known; `code` is OpenAI's error code, when it has a specific one).
     Invalid {
         message: String,
         param: Option<&'static str>,
+        code: Option<&'static str>,
     },
     /// 401 (or the dialect's equivalent): no key sent.
     MissingKey,
@@ -88,6 +92,7 @@ impl Failure {
         Failure::Invalid {
             message: message.into(),
             param: None,
+            code: None,
         }
     }
 
@@ -95,6 +100,7 @@ impl Failure {
         Failure::Invalid {
             message: message.into(),
             param: Some(param),
+            code: None,
         }
     }
 
@@ -170,6 +176,8 @@ pub(crate) struct Inbound {
     /// Gemini asks for a stream in the path.
     pub path_stream: bool,
     pub request_id: String,
+    /// Whether the model's parameter rules ([`params`]) are enforced.
+    pub strict_params: bool,
 }
 
 /// Where a request's model and stream flag come from beyond its body.
@@ -269,6 +277,7 @@ pub(crate) async fn intake<D: Dialect>(
         path_model: path.model,
         path_stream: path.stream,
         request_id,
+        strict_params: sim.strict_params,
     };
     let decision = sim.decide(D::API);
     preflight::<D>(sim, &decision, &inbound.request_id).await?;

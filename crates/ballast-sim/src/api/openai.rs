@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
 use super::{
-    Dialect, Failure, Inbound, Meta, PathInfo, bearer, content_text, generate, json_status,
+    Dialect, Failure, Inbound, Meta, PathInfo, bearer, content_text, generate, json_status, params,
     string_list,
 };
 use crate::generate::{
@@ -112,8 +112,10 @@ impl Dialect for OpenAi {
 
     fn failure(failure: &Failure, request_id: &str) -> Response {
         let (message, kind, param, code): (String, &str, Option<&str>, Option<&str>) = match failure {
-            Failure::Invalid { message, param } => {
-                let code = param.map(|_| "missing_required_parameter").filter(|_| message.starts_with("Missing"));
+            Failure::Invalid { message, param, code } => {
+                let code = code.or_else(|| {
+                    param.map(|_| "missing_required_parameter").filter(|_| message.starts_with("Missing"))
+                });
                 (message.clone(), "invalid_request_error", *param, code)
             }
             Failure::MissingKey => (
@@ -195,6 +197,9 @@ impl Dialect for OpenAi {
                 ));
             }
         };
+        if request.strict_params {
+            params::openai_chat(json)?;
+        }
         let max_tokens = match json
             .get("max_completion_tokens")
             .or_else(|| json.get("max_tokens"))

@@ -13,7 +13,7 @@ use http::request::Parts;
 use serde_json::{Map, Value, json};
 
 use super::openai::OpenAi;
-use super::{Dialect, Failure, Inbound, Meta, PathInfo, content_text, generate};
+use super::{Dialect, Failure, Inbound, Meta, PathInfo, content_text, generate, params};
 use crate::generate::{
     Answer, Content, Finish, JsonOutput, Prompt, Tool, ToolChoice, Turn, json_fragments,
     latest_turn_text, text_chars,
@@ -370,6 +370,9 @@ impl Dialect for Responses {
             "it stores no responses; omit 'background'.",
         )?;
         let items = input_items(json)?;
+        if request.strict_params {
+            params::openai_responses(json)?;
+        }
         let max_tokens = match json.get("max_output_tokens") {
             None | Some(Value::Null) => None,
             Some(v) => match v.as_u64() {

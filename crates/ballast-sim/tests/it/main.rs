@@ -9,6 +9,7 @@ mod faults;
 mod gemini;
 mod hostile;
 mod openai;
+mod params;
 mod responses;
 
 use std::time::Duration;

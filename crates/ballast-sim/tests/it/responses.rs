@@ -71,9 +71,11 @@ async fn non_streaming_response_has_the_real_shape() {
     let resp = post(
         &sim,
         &json!({
-            "model": "gpt-5", "input": "Hello!", "instructions": "be brief",
+            // GPT-5.1 takes a temperature at reasoning effort `none` (reasoning models refuse it
+            // otherwise: the README's *Parameter rules*).
+            "model": "gpt-5.1", "input": "Hello!", "instructions": "be brief",
             "metadata": {"k": "v"}, "store": false, "temperature": 0.5,
-            "reasoning": {"effort": "low"}, "prompt_cache_key": "pck",
+            "reasoning": {"effort": "none"}, "prompt_cache_key": "pck",
             "include": ["reasoning.encrypted_content"], "client_metadata": {"a": "b"},
             "some_future_field": 1
         }),
@@ -86,7 +88,7 @@ async fn non_streaming_response_has_the_real_shape() {
     assert_eq!(body["object"], "response");
     assert!(body["created_at"].as_u64().unwrap() > 1_700_000_000);
     assert_eq!(body["status"], "completed");
-    assert_eq!(body["model"], "gpt-5");
+    assert_eq!(body["model"], "gpt-5.1");
     assert_eq!(body["error"], Value::Null);
     assert_eq!(body["incomplete_details"], Value::Null);
     assert_eq!(body["instructions"], "be brief");
@@ -97,7 +99,7 @@ async fn non_streaming_response_has_the_real_shape() {
     assert_eq!(body["parallel_tool_calls"], true);
     assert_eq!(body["tool_choice"], "auto");
     assert_eq!(body["tools"], json!([]));
-    assert_eq!(body["reasoning"]["effort"], "low");
+    assert_eq!(body["reasoning"]["effort"], "none");
     assert_eq!(body["prompt_cache_key"], "pck");
     assert_eq!(body["text"]["format"]["type"], "text");
     let output = body["output"].as_array().unwrap();
