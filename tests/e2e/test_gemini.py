@@ -56,6 +56,10 @@ FAILOVER_TARGETS = ["gem-b/gemini-2.5-pro", "oai/gpt-4.1-mini"]
 
 routes = pytest.mark.parametrize("route", list(TARGETS))
 
+# Issue 17: targets whose models refuse some sampling parameters (the simulator refuses them as the
+# real APIs do): Claude 4.5 takes temperature or top_p, an OpenAI reasoning model neither.
+SAMPLING_ROUTES = {"gem-claude-45": "anth/claude-sonnet-4-5", "gem-reasoning": "oai/gpt-5"}
+
 WEATHER_DECL = types.FunctionDeclaration(
     name="get_weather", description="Current weather for a city", parameters_json_schema=WEATHER_SCHEMA
 )
@@ -97,6 +101,8 @@ def gemini_config(sim: Sim, sim_b: Sim) -> str:
     for route, (target, _, _) in TARGETS.items():
         parts.append(f"[routes.{json.dumps(route)}]\ntargets = {json.dumps([target])}\n")
     parts.append(f"[routes.{json.dumps(FAILOVER_ROUTE)}]\ntargets = {json.dumps(FAILOVER_TARGETS)}\n")
+    for route, target in SAMPLING_ROUTES.items():
+        parts.append(f"[routes.{json.dumps(route)}]\ntargets = {json.dumps([target])}\n")
     return "\n".join(parts)
 
 
@@ -609,3 +615,38 @@ def test_failover_when_primary_is_down(gclient: genai.Client, sim: Sim, sim_b: S
     assert [(r["api"], r["model"]) for r in generation_requests(sim)] == [("openai", "gpt-4.1-mini")] * 3
     sim_b.wait_until_up(timeout=DOWN_SECS + 5)
     assert sim_b.requests() == []
+
+
+# --------------------------------------------------------------------------------------------------
+# What each target model accepts (issue 17)
+
+
+@pytest.mark.parametrize("route", list(SAMPLING_ROUTES))
+@pytest.mark.parametrize("stream", [False, True])
+def test_gemini_cli_sampling_reaches_models_that_refuse_some_of_it(gclient: genai.Client, sim: Sim, route: str, stream: bool):
+    """Gemini CLI sends temperature, topP and topK on every request. Served by a Claude 4.5 model or an
+    OpenAI reasoning model — each of which the simulator, like the real API, refuses with a 400 when
+    sent what it does not take — the request still succeeds: the parameters the model refuses are
+    dropped and named in x-ballast-warning."""
+    config = types.GenerateContentConfig(temperature=0.3, top_p=0.9, top_k=40, max_output_tokens=200)
+    if stream:
+        chunks = list(gclient.models.generate_content_stream(model=route, contents=f"echo {PHRASE}", config=config))
+        text = "".join(c.text or "" for c in chunks)
+        headers = chunks[0].sdk_http_response.headers
+    else:
+        resp = gclient.models.generate_content(model=route, contents=f"echo {PHRASE}", config=config)
+        text = resp.text
+        headers = resp.sdk_http_response.headers
+    assert text == PHRASE
+    [seen] = generation_requests(sim)
+    body = seen["body"]
+    if route == "gem-claude-45":
+        assert seen["path"] == "/v1/messages"
+        assert body["temperature"] == 0.3 and "top_p" not in body and body["top_k"] == 40, body
+        assert "top_p" in headers.get("x-ballast-warning", "")
+    else:
+        assert seen["path"] == "/v1/chat/completions"
+        for field in ("temperature", "top_p", "top_k", "max_tokens"):
+            assert field not in body, (field, body)
+        assert body["max_completion_tokens"] == 200
+        assert "temperature" in headers.get("x-ballast-warning", "")
