@@ -65,7 +65,8 @@ use serde_json::value::RawValue;
 use crate::api::ApiFormat;
 use crate::capability::{ModelRules, Sampling};
 use crate::model::{
-    ChatRequest, ChatResponse, Message, NamespacedTool, Part, Role, StopReason, StreamEvent, Usage,
+    ChatRequest, ChatResponse, Message, NamespacedTool, Part, ResponseFormat, Role, StopReason,
+    StreamEvent, Usage,
 };
 use crate::sse::{MAX_EVENT_BYTES, SseEvent, SseParser};
 
@@ -285,6 +286,29 @@ pub fn encode_request(
             header_safe(opts.upstream_model)
         )));
     }
+    if !opts.rules.structured_output
+        && matches!(req.response_format, Some(ResponseFormat::JsonSchema { .. }))
+    {
+        return Err(TranslateError::unsupported(format!(
+            "{} does not take a JSON schema for its answer",
+            header_safe(opts.upstream_model)
+        )));
+    }
+    // A model that refuses the parallel-tool-calls switch gets the request without it (a rare
+    // target: the copy is made only then).
+    let without_parallel;
+    let req = if !opts.rules.parallel_tool_calls && req.parallel_tool_calls.is_some() {
+        warnings.push(format!(
+            "dropped field parallel_tool_calls: not supported by {}",
+            header_safe(opts.upstream_model)
+        ));
+        let mut r = req.clone();
+        r.parallel_tool_calls = None;
+        without_parallel = r;
+        &without_parallel
+    } else {
+        req
+    };
     let sampling = SamplingParams::for_target(req, &opts.rules, opts.upstream_model, &mut warnings);
     let body = match format {
         ApiFormat::OpenAiChat => openai_chat::encode_request(req, opts, &sampling, &mut warnings)?,

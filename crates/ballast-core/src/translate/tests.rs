@@ -3162,6 +3162,36 @@ mod model_rules {
     }
 
     #[test]
+    fn parallel_tool_calls_and_json_schemas_follow_the_model() {
+        let req = decode(
+            O,
+            &json!({"model": "m", "parallel_tool_calls": false,
+                "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+                "messages": [{"role": "user", "content": "hi"}]}),
+        );
+        // o1 refuses the parallel-tool-calls switch: dropped and named.
+        let (body, warnings) = encode_for(O, ProviderKind::OpenAi, "o1", &req);
+        assert!(body.get("parallel_tool_calls").is_none(), "{body}");
+        assert!(
+            warnings.iter().any(|w| w.contains("parallel_tool_calls")),
+            "{warnings:?}"
+        );
+        let (body, _) = encode_for(O, ProviderKind::OpenAi, "gpt-4.1", &req);
+        assert_eq!(body["parallel_tool_calls"], json!(false));
+        // A model said to take no JSON schema cannot serve this request at all.
+        let opts = EncodeOptions {
+            upstream_model: "plain",
+            default_max_tokens: 4096,
+            rules: ModelRules {
+                structured_output: false,
+                ..ModelRules::PERMISSIVE
+            },
+        };
+        assert!(encode_request(A, &req, &opts).is_err());
+    }
+
+    #[test]
     fn a_model_without_images_cannot_serve_an_image() {
         let req = decode(
             O,
