@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# End to end with the real coding agents: Claude Code and Codex CLI, pinned from npm, run headless
-# through `ballast serve` to `ballast sim`, each driven to use one of its own tools by the simulator's
-# `[[ballast-sim:call NAME {ARGS}]]` directive and then to answer.
+# End to end with the real coding agents: Claude Code, Codex CLI and Gemini CLI, pinned from npm, run
+# headless through `ballast serve` to `ballast sim`, each driven to use one of its own tools by the
+# simulator's `[[ballast-sim:call NAME {ARGS}]]` directive and then to answer.
 #
-#   tests/agents/run.sh                 # all four cases
+#   tests/agents/run.sh                 # all six cases
 #   tests/agents/run.sh cc-openai ...   # some of them
 #
 # Cases (each is also the gateway route the agent is told to use, see ballast.toml):
@@ -11,6 +11,8 @@
 #   cc-openai        Claude Code -> openai Chat Completions target (translated)
 #   codex-responses  Codex -> openai target with api = "responses" (same format)
 #   codex-anthropic  Codex -> anthropic target                     (translated)
+#   gemini-gemini    Gemini CLI -> gemini target                   (same format)
+#   gemini-anthropic Gemini CLI -> anthropic target                (translated)
 #
 # Environment:
 #   BALLAST_BIN         the ballast binary (default: target/debug/ballast, built if missing)
@@ -26,6 +28,7 @@ set -euo pipefail
 
 CLAUDE_CODE_VERSION=2.1.330
 CODEX_VERSION=0.169.0
+GEMINI_CLI_VERSION=0.61.0
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -33,7 +36,7 @@ NPM_PREFIX=$HERE/.npm
 RUN=$HERE/.run
 AGENT_TIMEOUT=${AGENT_TIMEOUT:-120}
 GATEWAY_KEY=ballast-agents-key
-ALL_CASES=(cc-anthropic cc-openai codex-responses codex-anthropic)
+ALL_CASES=(cc-anthropic cc-openai codex-responses codex-anthropic gemini-gemini gemini-anthropic)
 CASES=("$@")
 [ ${#CASES[@]} -eq 0 ] && CASES=("${ALL_CASES[@]}")
 for c in "${CASES[@]}"; do
@@ -41,6 +44,7 @@ for c in "${CASES[@]}"; do
 done
 
 log() { printf '[agents] %s\n' "$*" >&2; }
+indent() { awk '{ print "    " $0 }' >&2; } # (awk also ends a last line that has no newline)
 now() { date +%s.%N; }
 since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$(now)"; }
 T0=$(now)
@@ -51,14 +55,18 @@ installed_version() { # package name -> installed version or ""
   [ -f "$pj" ] && python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['version'])" "$pj" || true
 }
 if [ "$(installed_version @anthropic-ai/claude-code)" != "$CLAUDE_CODE_VERSION" ] ||
-  [ "$(installed_version @openai/codex)" != "$CODEX_VERSION" ]; then
-  log "installing @anthropic-ai/claude-code@$CLAUDE_CODE_VERSION @openai/codex@$CODEX_VERSION into $NPM_PREFIX"
+  [ "$(installed_version @openai/codex)" != "$CODEX_VERSION" ] ||
+  [ "$(installed_version @google/gemini-cli)" != "$GEMINI_CLI_VERSION" ]; then
+  log "installing @anthropic-ai/claude-code@$CLAUDE_CODE_VERSION @openai/codex@$CODEX_VERSION" \
+    "@google/gemini-cli@$GEMINI_CLI_VERSION into $NPM_PREFIX"
   t=$(now)
-  # Install scripts are not needed: both packages ship their native binary in a platform package.
+  # Install scripts are not needed: Claude Code and Codex ship their native binary in a platform
+  # package, Gemini CLI is one JavaScript bundle (its optional node-pty and keytar go unused here).
   # One retry: a registry hiccup should not fail the suite.
   for try in 1 2; do
     if npm install --prefix "$NPM_PREFIX" --no-audit --no-fund --ignore-scripts --loglevel=error \
-      "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION" "@openai/codex@$CODEX_VERSION" >&2; then
+      "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION" "@openai/codex@$CODEX_VERSION" \
+      "@google/gemini-cli@$GEMINI_CLI_VERSION" >&2; then
       break
     fi
     [ "$try" = 2 ] && { log "npm install failed twice"; exit 1; }
@@ -71,9 +79,11 @@ fi
 # asks for Node 22); run the platform package's binary directly instead.
 CLAUDE=$(ls "$NPM_PREFIX"/node_modules/@anthropic-ai/claude-code-*/claude 2>/dev/null | head -n 1 || true)
 CODEX=$NPM_PREFIX/node_modules/.bin/codex
+GEMINI=$NPM_PREFIX/node_modules/.bin/gemini
 [ -x "$CLAUDE" ] || { log "no Claude Code platform binary under $NPM_PREFIX/node_modules/@anthropic-ai"; exit 1; }
 [ -x "$CODEX" ] || { log "no codex launcher at $CODEX"; exit 1; }
-log "$("$CLAUDE" --version), $("$CODEX" --version 2>/dev/null)"
+[ -x "$GEMINI" ] || { log "no gemini launcher at $GEMINI"; exit 1; }
+log "$("$CLAUDE" --version), $("$CODEX" --version 2>/dev/null), Gemini CLI $(installed_version @google/gemini-cli)"
 
 # --- simulator and gateway ----------------------------------------------------------------------
 if [ -z "${BALLAST_BIN:-}" ]; then
@@ -154,6 +164,33 @@ run_codex() { # case dir
     </dev/null >"$dir/stdout" 2>"$dir/stderr")
 }
 
+run_gemini() { # case dir
+  local model=$1 dir=$2 rc=0
+  mkdir -p "$dir/home/.gemini"
+  cp "$HERE/gemini-settings.json" "$dir/home/.gemini/settings.json"
+  # --skip-trust: headless in a folder not yet trusted, the CLI otherwise exits (55) before any
+  # request; --approval-mode yolo: the shell tool runs without a confirmation prompt.
+  (cd "$dir/work" && env -i PATH="$PATH" HOME="$dir/home" GEMINI_CLI_HOME="$dir/home" \
+    GOOGLE_GEMINI_BASE_URL="$GW" GEMINI_API_KEY="$GATEWAY_KEY" \
+    timeout "$AGENT_TIMEOUT" "$GEMINI" -m "$model" --skip-trust --approval-mode yolo \
+    --output-format json -p \
+    'Write the marker file. [[ballast-sim:call run_shell_command {"command": "echo ballast-ok > out.txt", "description": "Write the marker file"}]]' \
+    </dev/null >"$dir/stdout" 2>"$dir/stderr") || rc=$?
+  # The final answer is the JSON output's `response` (on failure the CLI prints its error, as JSON,
+  # to stderr).
+  python3 - "$dir" <<'EOF' || true
+import json, pathlib, sys
+d = pathlib.Path(sys.argv[1])
+try:
+    out = json.loads((d / "stdout").read_text())
+except ValueError:
+    sys.exit(0)
+if isinstance(out, dict) and isinstance(out.get("response"), str):
+    (d / "last-message").write_text(out["response"])
+EOF
+  return "$rc"
+}
+
 # Checks what the agent did and what the simulator saw; prints problems, one a line.
 check() { # case dir expected-upstream-path tool
   python3 - "$@" <<'EOF'
@@ -178,10 +215,13 @@ def offered(body):
     names = []
     for t in body.get("tools") or []:
         names.append(t.get("name") or (t.get("function") or {}).get("name"))
+        names.extend(f.get("name") for f in t.get("functionDeclarations") or [])
     return names
 calls = [r for r in gen if tool in offered(r["body"] if isinstance(r["body"], dict) else {})]
 if len(calls) < 2:
     problems.append(f"expected 2 upstream turns offering {tool} (call, then answer), saw {len(calls)} of {len(gen)}")
+if "Invalid configuration in" in (d / "stderr").read_text(errors="replace"):
+    problems.append("the agent rejected its settings (see stderr)")
 for p in problems:
     print(p)
 EOF
@@ -191,12 +231,18 @@ run_case() {
   local case=$1 dir=$RUN/$1 t rc=0 problems
   mkdir -p "$dir/work" "$dir/home"
   curl -fsS -X POST "$SIM/_sim/reset" >/dev/null
+  # Where this case's lines start in the gateway's and the simulator's logs.
+  local gw_from sim_from
+  gw_from=$(($(wc -l <"$RUN/gateway.log") + 1))
+  sim_from=$(($(wc -l <"$RUN/sim.log") + 1))
   t=$(now)
   case $case in
     cc-anthropic) run_claude "$case" "$dir" || rc=$? ;;
     cc-openai) run_claude "$case" "$dir" || rc=$? ;;
     codex-responses) run_codex "$case" "$dir" || rc=$? ;;
     codex-anthropic) run_codex "$case" "$dir" || rc=$? ;;
+    gemini-gemini) run_gemini "$case" "$dir" || rc=$? ;;
+    gemini-anthropic) run_gemini "$case" "$dir" || rc=$? ;;
   esac
   local took
   took=$(since "$t")
@@ -207,20 +253,34 @@ run_case() {
     cc-openai) path=/v1/chat/completions tool=Bash ;;
     codex-responses) path=/v1/responses tool=exec_command ;;
     codex-anthropic) path=/v1/messages tool=exec_command ;;
+    gemini-gemini) path=/v1beta/models/gemini-2.5-flash:streamGenerateContent tool=run_shell_command ;;
+    gemini-anthropic) path=/v1/messages tool=run_shell_command ;;
   esac
   problems=$(check "$case" "$dir" "$path" "$tool")
-  [ "$rc" -eq 0 ] || problems="agent exited with status $rc${problems:+$'\n'$problems}"
+  local exited="agent exited with status $rc"
+  [ "$rc" -eq 124 ] && exited="agent timed out after ${AGENT_TIMEOUT}s (AGENT_TIMEOUT)"
+  [ "$rc" -eq 0 ] || problems="$exited${problems:+$'\n'$problems}"
   if [ -z "$problems" ]; then
     PASSED=$((PASSED + 1))
     RESULTS+=("PASS $case (${took}s)")
-    log "PASS $case in ${took}s: $(head -c 120 "$dir/stdout" | tr '\n' ' ')"
+    local answer=$dir/stdout
+    [ -f "$dir/last-message" ] && answer=$dir/last-message
+    log "PASS $case in ${took}s: $(head -c 120 "$answer" | tr '\n' ' ')"
   else
     FAILED=$((FAILED + 1))
     RESULTS+=("FAIL $case (${took}s)")
     log "FAIL $case in ${took}s:"
-    sed 's/^/    /' <<<"$problems" >&2
+    indent <<<"$problems"
+    log "  agent stdout (last lines, full output in $dir/stdout):"
+    tail -n 8 "$dir/stdout" | indent
     log "  agent stderr (last lines, full log in $dir/stderr):"
-    tail -n 8 "$dir/stderr" | sed 's/^/    /' >&2
+    tail -n 8 "$dir/stderr" | indent
+    log "  gateway log during the case (last lines, full log in $RUN/gateway.log):"
+    tail -n "+$gw_from" "$RUN/gateway.log" | tail -n 12 | indent
+    if [ "$(tail -n "+$sim_from" "$RUN/sim.log" | wc -l)" -gt 0 ]; then
+      log "  simulator log during the case (last lines, full log in $RUN/sim.log):"
+      tail -n "+$sim_from" "$RUN/sim.log" | tail -n 8 | indent
+    fi
   fi
 }
 
