@@ -399,6 +399,7 @@ impl Validator<'_> {
             token_limit,
             prefill: c.prefill,
             system_prompt: c.system_prompt,
+            forced_tool_choice: c.forced_tool_choice,
             parallel_tool_calls: c.parallel_tool_calls,
             images: c.images,
             structured_output: c.structured_output,

@@ -204,6 +204,7 @@ pub struct RawCapabilities {
     pub token_limit: Option<String>,
     pub prefill: Option<bool>,
     pub system_prompt: Option<bool>,
+    pub forced_tool_choice: Option<bool>,
     pub parallel_tool_calls: Option<bool>,
     pub images: Option<bool>,
     pub structured_output: Option<bool>,

@@ -66,7 +66,7 @@ use crate::api::ApiFormat;
 use crate::capability::{ModelRules, Sampling};
 use crate::model::{
     ChatRequest, ChatResponse, Message, NamespacedTool, Part, ResponseFormat, Role, StopReason,
-    StreamEvent, Usage,
+    StreamEvent, ToolChoice, Usage,
 };
 use crate::sse::{MAX_EVENT_BYTES, SseEvent, SseParser};
 
@@ -294,20 +294,15 @@ pub fn encode_request(
             header_safe(opts.upstream_model)
         )));
     }
-    // A model that refuses the parallel-tool-calls switch gets the request without it (a rare
-    // target: the copy is made only then).
-    let without_parallel;
-    let req = if !opts.rules.parallel_tool_calls && req.parallel_tool_calls.is_some() {
-        warnings.push(format!(
-            "dropped field parallel_tool_calls: not supported by {}",
-            header_safe(opts.upstream_model)
-        ));
-        let mut r = req.clone();
-        r.parallel_tool_calls = None;
-        without_parallel = r;
-        &without_parallel
-    } else {
-        req
+    // What the model cannot take is taken out of a copy of the request (rare targets: the copy is
+    // made only for them).
+    let adapted;
+    let req = match adapt_to_model(req, &opts.rules, opts.upstream_model, &mut warnings) {
+        Some(r) => {
+            adapted = r;
+            &adapted
+        }
+        None => req,
     };
     let sampling = SamplingParams::for_target(req, &opts.rules, opts.upstream_model, &mut warnings);
     let body = match format {
@@ -324,6 +319,58 @@ pub fn encode_request(
         body,
         warnings: warnings.list,
     })
+}
+
+/// The request as a model that refuses some of its shape can take it: no parallel-tool-calls
+/// switch, no forced tool choice (the model chooses), the system prompt folded into the first user
+/// turn. `None` when nothing needs changing.
+fn adapt_to_model(
+    req: &ChatRequest,
+    rules: &ModelRules,
+    model: &str,
+    warnings: &mut Warnings,
+) -> Option<ChatRequest> {
+    let parallel = !rules.parallel_tool_calls && req.parallel_tool_calls.is_some();
+    let forced = !rules.forced_tool_choice
+        && matches!(
+            req.tool_choice,
+            Some(ToolChoice::Required | ToolChoice::Tool(_))
+        );
+    let system = !rules.system_prompt && !req.system.is_empty();
+    if !(parallel || forced || system) {
+        return None;
+    }
+    let model = header_safe(model);
+    let mut r = req.clone();
+    if parallel {
+        warnings.push(format!(
+            "dropped field parallel_tool_calls: not supported by {model}"
+        ));
+        r.parallel_tool_calls = None;
+    }
+    if forced {
+        warnings.push(format!(
+            "tool_choice: {model} cannot be forced to call a tool; sent as auto"
+        ));
+        r.tool_choice = Some(ToolChoice::Auto);
+    }
+    if system {
+        warnings.push(format!(
+            "system: {model} takes no system prompt; sent at the start of the first user turn"
+        ));
+        let text = std::mem::take(&mut r.system).join("\n\n");
+        match r.messages.iter_mut().find(|m| m.role == Role::User) {
+            Some(m) => m.content.insert(0, Part::Text(text)),
+            None => r.messages.insert(
+                0,
+                Message {
+                    role: Role::User,
+                    content: vec![Part::Text(text)],
+                },
+            ),
+        }
+    }
+    Some(r)
 }
 
 /// Whether any message of the request carries an image.

@@ -3192,6 +3192,46 @@ mod model_rules {
     }
 
     #[test]
+    fn forced_tool_choice_and_system_prompts_follow_overrides() {
+        let req = decode(
+            A,
+            &json!({"model": "m", "max_tokens": 64, "system": "Be brief.",
+                "tool_choice": {"type": "any"},
+                "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+                "messages": [{"role": "user", "content": "hi"}]}),
+        );
+        let opts = EncodeOptions {
+            upstream_model: "small-local",
+            default_max_tokens: 4096,
+            rules: ModelRules {
+                forced_tool_choice: false,
+                system_prompt: false,
+                ..ModelRules::PERMISSIVE
+            },
+        };
+        let enc = encode_request(O, &req, &opts).unwrap();
+        let body: Value = serde_json::from_slice(&enc.body).unwrap();
+        assert_eq!(body["tool_choice"], json!("auto"), "{body}");
+        let first = &body["messages"][0];
+        assert_eq!(first["role"], json!("user"), "no system message: {body}");
+        assert!(first.to_string().contains("Be brief."), "{first}");
+        assert!(
+            enc.warnings.iter().any(|w| w.contains("tool_choice")),
+            "{:?}",
+            enc.warnings
+        );
+        assert!(
+            enc.warnings.iter().any(|w| w.contains("system")),
+            "{:?}",
+            enc.warnings
+        );
+        // The table's own rules leave both alone.
+        let (body, _) = encode_for(O, ProviderKind::OpenAi, "gpt-4.1", &req);
+        assert_eq!(body["tool_choice"], json!("required"));
+        assert_eq!(body["messages"][0]["role"], json!("system"));
+    }
+
+    #[test]
     fn a_model_without_images_cannot_serve_an_image() {
         let req = decode(
             O,
