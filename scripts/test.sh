@@ -33,6 +33,14 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
 fi
 (cd deploy/prometheus && promtool check rules alerts.yml && promtool test rules alerts_test.yml)
 
+# Debian's chromium renders the `ballast chaos` chart in tests/e2e/test_chaos_chart.py (headless).
+if ! command -v chromium >/dev/null; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends chromium >/dev/null ||
+    { $sudo apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends chromium >/dev/null; }
+fi
+
 echo "== end-to-end tests (official SDKs)"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

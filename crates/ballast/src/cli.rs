@@ -43,6 +43,60 @@ pub enum Command {
     Incidents(IncidentsArgs),
     /// Show a running gateway's targets, breakers, detectors and open incidents.
     Status(StatusArgs),
+    /// Replay a real outage against a gateway and its providers under load, and report survival.
+    Chaos(ChaosArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ChaosArgs {
+    #[command(subcommand)]
+    pub command: ChaosCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ChaosCommand {
+    /// Run a scenario (a built-in name or a TOML file); non-zero exit when a pass criterion fails.
+    Run(ChaosRunArgs),
+    /// List the built-in scenarios.
+    List,
+    /// Validate a scenario file (or a built-in) and show its phases.
+    Check {
+        /// A scenario file or a built-in name.
+        scenario: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ChaosRunArgs {
+    /// A built-in scenario name (see `ballast chaos list`) or a scenario TOML file.
+    pub scenario: String,
+    /// The scenario's test compression: the same timeline in seconds (for CI).
+    #[arg(long)]
+    pub quick: bool,
+    /// Compress the scenario's time by this factor instead of its own.
+    #[arg(long)]
+    pub compression: Option<f64>,
+    /// Requests a second instead of the scenario's rate.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Skip the "without Ballast" run (a naive client straight to the primary).
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Run against this gateway instead of starting one (with --sim for each simulator).
+    #[arg(long)]
+    pub gateway: Option<String>,
+    /// A simulator the scenario names, already running: NAME=URL (repeatable; needs --gateway).
+    #[arg(long)]
+    pub sim: Vec<String>,
+    /// The external gateway's `[admin] key`, to read its incidents.
+    #[arg(long, env = "BALLAST_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the timeline chart as SVG to this file.
+    #[arg(long)]
+    pub chart: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

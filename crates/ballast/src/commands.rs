@@ -21,6 +21,7 @@ pub async fn run(command: Command) -> Result<(), String> {
         Command::Sim(a) => sim(a).await,
         Command::Incidents(a) => incidents(&a),
         Command::Status(a) => status(&a).await,
+        Command::Chaos(a) => crate::chaos::run(a).await,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The `ballast` binary: parse the command line, set up logging, run the chosen command.
 
+mod chaos;
 mod cli;
 mod commands;
 mod logging;
@@ -10,7 +11,13 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let logging = logging::init(&cli.log, cli.log_format);
+    // The in-process gateway's per-request lines would drown a chaos run's report: errors only
+    // unless a filter was asked for.
+    let filter = match (&cli.command, cli.log.as_str()) {
+        (cli::Command::Chaos(_), "info") => "error",
+        (_, f) => f,
+    };
+    let logging = logging::init(filter, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

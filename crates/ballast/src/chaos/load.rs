@@ -1,0 +1,419 @@
+//! The open-loop load: the seeded request plan (same for the gateway and the baseline), one HTTP
+//! exchange read to its end and classified, and the driver that fires requests at a fixed rate
+//! whatever the answers do.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::scenario::{ClientApi, Traffic};
+
+/// Largest body read from one answer; past it the answer counts as read.
+const MAX_BODY: usize = 4 << 20;
+
+const PROMPTS: &[&str] = &[
+    "Summarise the main causes of the French Revolution in three sentences.",
+    "Write a short friendly reply to a customer whose parcel is late.",
+    "Explain what a circuit breaker does in a distributed system.",
+    "List three ways to make a small garden more drought tolerant.",
+    "Describe how a hash map works to a new programmer.",
+    "Draft a two line product update about faster search.",
+    "What should I check before deploying a database migration?",
+    "Give me a haiku about the sea at night.",
+];
+
+/// A tiny seeded generator (splitmix64): the same seed, the same plan.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// One planned request.
+#[derive(Clone, Debug)]
+pub struct Shot {
+    pub index: u64,
+    /// Seconds from the start of load.
+    pub at: f64,
+    pub api: ClientApi,
+    pub stream: bool,
+    pub prompt: usize,
+}
+
+/// The plan: `rate` a second for `secs`, at most `max` requests.
+pub fn plan(traffic: &Traffic, secs: f64, seed: u64) -> Vec<Shot> {
+    let mut rng = Rng::new(seed);
+    let count = ((secs * traffic.rate).floor() as u64).min(traffic.max_requests);
+    (0..count)
+        .map(|i| Shot {
+            index: i,
+            at: i as f64 / traffic.rate,
+            api: traffic.apis[(rng.next_u64() % traffic.apis.len() as u64) as usize],
+            stream: rng.unit() < traffic.stream_share,
+            prompt: (rng.next_u64() % PROMPTS.len() as u64) as usize,
+        })
+        .collect()
+}
+
+/// The request for `shot` against `base` with `model`: (url, body, headers).
+pub fn request(
+    shot: &Shot,
+    base: &str,
+    model: &str,
+    max_tokens: u64,
+) -> (String, String, Vec<(&'static str, &'static str)>) {
+    let prompt = PROMPTS[shot.prompt % PROMPTS.len()];
+    let base = base.trim_end_matches('/');
+    match shot.api {
+        ClientApi::Anthropic => (
+            format!("{base}/v1/messages"),
+            json!({"model": model, "max_tokens": max_tokens, "stream": shot.stream,
+                   "messages": [{"role": "user", "content": prompt}]})
+            .to_string(),
+            vec![
+                ("anthropic-version", "2023-06-01"),
+                ("content-type", "application/json"),
+            ],
+        ),
+        ClientApi::OpenAi => (
+            format!("{base}/v1/chat/completions"),
+            json!({"model": model, "stream": shot.stream,
+                   "messages": [{"role": "user", "content": prompt}]})
+            .to_string(),
+            vec![("content-type", "application/json")],
+        ),
+        ClientApi::Responses => (
+            format!("{base}/v1/responses"),
+            json!({"model": model, "stream": shot.stream, "input": prompt}).to_string(),
+            vec![("content-type", "application/json")],
+        ),
+    }
+}
+
+/// How one exchange ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Ok,
+    /// An answer with text in a script the (English) prompt does not use.
+    WrongScript,
+    /// An HTTP error status.
+    Status(u16),
+    /// A stream that ended with an error event or without its terminal event.
+    BrokenStream,
+    /// The connection failed or was cut.
+    Connection,
+    /// The client gave up waiting.
+    Timeout,
+    /// Never sent: the load generator's in-flight cap was reached.
+    NotSent,
+}
+
+impl Kind {
+    pub fn label(self) -> String {
+        match self {
+            Kind::Ok => "ok".into(),
+            Kind::WrongScript => "wrong_script".into(),
+            Kind::Status(s) => format!("http_{s}"),
+            Kind::BrokenStream => "broken_stream".into(),
+            Kind::Connection => "connection".into(),
+            Kind::Timeout => "timeout".into(),
+            Kind::NotSent => "not_sent".into(),
+        }
+    }
+
+    /// Whether a naive client retries it (connection errors, 408, 409, 429, 5xx).
+    pub fn retryable(self) -> bool {
+        matches!(self, Kind::Connection)
+            || matches!(self, Kind::Status(s) if s == 408 || s == 409 || s == 429 || s >= 500)
+    }
+}
+
+/// One exchange's result.
+#[derive(Clone, Debug)]
+pub struct Exchange {
+    pub kind: Kind,
+    pub target: Option<String>,
+    pub fallback: bool,
+}
+
+/// Sends one request and reads its answer to the end (or `timeout`), then classifies it.
+pub async fn exchange(
+    http: &reqwest::Client,
+    shot: &Shot,
+    base: &str,
+    model: &str,
+    max_tokens: u64,
+    timeout: Duration,
+) -> Exchange {
+    let (url, body, headers) = request(shot, base, model, max_tokens);
+    let mut rb = http.post(&url).body(body).timeout(timeout);
+    for (k, v) in headers {
+        rb = rb.header(k, v);
+    }
+    let fail = |kind| Exchange {
+        kind,
+        target: None,
+        fallback: false,
+    };
+    let mut resp = match rb.send().await {
+        Ok(r) => r,
+        Err(e) if e.is_timeout() => return fail(Kind::Timeout),
+        Err(_) => return fail(Kind::Connection),
+    };
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let target = header("x-ballast-target");
+    let fallback = header("x-ballast-fallback").as_deref() == Some("true");
+    let status = resp.status().as_u16();
+    let mut body: Vec<u8> = Vec::new();
+    let read_error = loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => {
+                if body.len() < MAX_BODY {
+                    body.extend_from_slice(&c);
+                }
+            }
+            Ok(None) => break None,
+            Err(e) => {
+                break Some(if e.is_timeout() {
+                    Kind::Timeout
+                } else {
+                    Kind::Connection
+                });
+            }
+        }
+    };
+    let kind = if status != 200 {
+        Kind::Status(status)
+    } else if let Some(k) = read_error {
+        k
+    } else {
+        classify(shot, &body)
+    };
+    Exchange {
+        kind,
+        target,
+        fallback,
+    }
+}
+
+/// A whole 200 answer: complete (a stream's terminal event, no error event) and in the prompt's
+/// script.
+fn classify(shot: &Shot, body: &[u8]) -> Kind {
+    let text = String::from_utf8_lossy(body);
+    if shot.stream {
+        let terminal = match shot.api {
+            ClientApi::Anthropic => "message_stop",
+            ClientApi::OpenAi => "[DONE]",
+            ClientApi::Responses => "response.completed",
+        };
+        let error = text.contains("event: error")
+            || text.contains("\"type\":\"error\"")
+            || text.contains("\"error\":{");
+        if error || !text.contains(terminal) {
+            return Kind::BrokenStream;
+        }
+    } else if serde_json::from_str::<serde_json::Value>(&text).is_err() {
+        return Kind::BrokenStream;
+    }
+    if wrong_script(&text) {
+        Kind::WrongScript
+    } else {
+        Kind::Ok
+    }
+}
+
+/// Whether the text has letters of a script other than Latin (raw or as `\uXXXX` escapes); the
+/// prompts are English.
+fn wrong_script(text: &str) -> bool {
+    let foreign = |c: u32| (0x0370..0x2000).contains(&c) || (0x2E80..0xFFF0).contains(&c);
+    if text.chars().any(|c| foreign(c as u32)) {
+        return true;
+    }
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i + 6 <= b.len() {
+        if b[i] == b'\\' && b[i + 1] == b'u' {
+            if let Some(c) = std::str::from_utf8(&b[i + 2..i + 6])
+                .ok()
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                && foreign(c)
+                && !(0xD800..0xE000).contains(&c)
+            {
+                return true;
+            }
+            i += 6;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+/// What the application saw for one planned request.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub index: u64,
+    pub start: f64,
+    pub latency: f64,
+    pub kind: Kind,
+    pub target: Option<String>,
+    pub fallback: bool,
+    /// Upstream attempts this request cost, when the client knows it (the baseline does).
+    pub attempts: u32,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        self.kind == Kind::Ok
+    }
+}
+
+/// How a planned request is carried out: the gateway client sends once, the naive one retries.
+pub trait Client: Send + Sync + 'static {
+    fn run(
+        self: Arc<Self>,
+        shot: Shot,
+        deadline: Instant,
+    ) -> impl std::future::Future<Output = (Exchange, u32)> + Send;
+}
+
+/// Fires `shots` at their times from `start`, never waiting for answers (open loop), with at most
+/// `max_in_flight` outstanding; every request ends by `deadline`. Outcomes go to `out` as they end.
+pub async fn drive<C: Client>(
+    client: Arc<C>,
+    shots: Vec<Shot>,
+    start: Instant,
+    deadline: Instant,
+    max_in_flight: usize,
+    out: mpsc::UnboundedSender<Outcome>,
+) {
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let mut tasks = JoinSet::new();
+    for shot in shots {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(shot.at)).await;
+        // Reap what finished so the set stays small.
+        while tasks.try_join_next().is_some() {}
+        if in_flight.load(Ordering::Relaxed) >= max_in_flight {
+            let _ = out.send(Outcome {
+                index: shot.index,
+                start: shot.at,
+                latency: 0.0,
+                kind: Kind::NotSent,
+                target: None,
+                fallback: false,
+                attempts: 0,
+            });
+            continue;
+        }
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        let (client, out, in_flight) = (client.clone(), out.clone(), in_flight.clone());
+        tasks.spawn(async move {
+            let began = Instant::now();
+            let (index, at) = (shot.index, shot.at);
+            let (ex, attempts) = client.run(shot, deadline).await;
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            let _ = out.send(Outcome {
+                index,
+                start: at,
+                latency: began.elapsed().as_secs_f64(),
+                kind: ex.kind,
+                target: ex.target,
+                fallback: ex.fallback,
+                attempts,
+            });
+        });
+    }
+    // Every request carries its own timeout ending by the deadline; this only guards against a stuck
+    // task.
+    let _ = tokio::time::timeout_at(deadline + Duration::from_secs(2), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tasks.abort_all();
+}
+
+/// The gateway's client: one request, the client timeout capped by the run's end.
+pub struct GatewayClient {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub model: String,
+    pub max_tokens: u64,
+    pub timeout: Duration,
+}
+
+impl Client for GatewayClient {
+    async fn run(self: Arc<Self>, shot: Shot, deadline: Instant) -> (Exchange, u32) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ex = exchange(
+            &self.http,
+            &shot,
+            &self.base,
+            &self.model,
+            self.max_tokens,
+            self.timeout.min(left),
+        )
+        .await;
+        (ex, 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_script_sees_raw_and_escaped_letters() {
+        assert!(!wrong_script("Hello, world — “quoted” café"));
+        assert!(wrong_script("Hello สวัสดี"));
+        assert!(wrong_script(r#"{"text":"Hello \u0e2a"}"#));
+        assert!(!wrong_script(r#"{"text":"Hello \u00e9 \u2014"}"#));
+    }
+
+    #[test]
+    fn the_plan_is_seeded_and_open_loop() {
+        let t = Traffic {
+            rate: 10.0,
+            route: "chat".into(),
+            stream_share: 0.5,
+            apis: vec![ClientApi::Anthropic, ClientApi::OpenAi],
+            client_timeout: Duration::from_secs(600),
+            max_in_flight: 10,
+            max_requests: 1000,
+            max_tokens: 64,
+        };
+        let a = plan(&t, 3.0, 7);
+        let b = plan(&t, 3.0, 7);
+        assert_eq!(a.len(), 30);
+        assert!((a[29].at - 2.9).abs() < 1e-9);
+        assert!(
+            a.iter()
+                .zip(&b)
+                .all(|(x, y)| x.stream == y.stream && x.api == y.api)
+        );
+        assert!(a.iter().any(|s| s.stream) && a.iter().any(|s| !s.stream));
+    }
+}
