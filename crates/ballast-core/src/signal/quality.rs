@@ -492,6 +492,10 @@ struct BernoulliConfig {
 const MIN_RUN: u64 = 20;
 
 /// A Bernoulli CUSUM of per-answer flags against a learned normal share.
+/// The largest share the test assumes or looks for (a share of 1 would make one unflagged answer
+/// infinitely informative).
+const MAX_SHARE: f64 = 0.99;
+
 #[derive(Clone, Debug)]
 struct Bernoulli {
     signal: Signal,
@@ -534,9 +538,15 @@ impl Bernoulli {
             self.baseline += (x - self.baseline) / self.samples as f64;
             return None;
         }
-        let p0 = self.baseline.max(self.cfg.floor).min(0.5);
-        let p1 = (p0 * self.cfg.factor).max(p0 + self.cfg.min_rise).min(0.95);
-        let llr = if flagged {
+        let p0 = self.baseline.max(self.cfg.floor).min(MAX_SHARE);
+        let p1 = (p0 * self.cfg.factor)
+            .max(p0 + self.cfg.min_rise)
+            .min(MAX_SHARE);
+        // A normal share already (nearly) all flagged — every answer of an app with a tight
+        // `max_tokens` stops at the limit — leaves no rise to see: no evidence either way.
+        let llr = if p1 <= p0 {
+            0.0
+        } else if flagged {
             (p1 / p0).ln()
         } else {
             ((1.0 - p1) / (1.0 - p0)).ln()

@@ -496,3 +496,22 @@ fn clean_traffic_raises_no_alarm() {
         assert!(n <= allowed, "{name}: {n} alarms in {days} days");
     }
 }
+
+/// An app whose every answer stops at its tight `max_tokens` (found by `bench/run.sh`, whose bodies
+/// do): the stop-reason detector learns that as normal and never fires on it, while a rise from a
+/// high normal share (90% to 99%) is still seen.
+#[test]
+fn a_normal_share_of_token_limit_stops_near_all_is_not_an_alarm() {
+    let mut d = AbnormalStop::default();
+    for i in 0..20_000 {
+        assert_eq!(d.observe(true), None, "fired at answer {i}");
+    }
+    let mut t = Traffic::new(7);
+    let mut d = AbnormalStop::default();
+    for _ in 0..2_000 {
+        let _ = d.observe(t.fails(0.9));
+    }
+    assert!(!d.firing());
+    let n = (1..=2_000).find(|_| d.observe(t.fails(0.995)) == Some(Change::Fired));
+    assert!(n.is_some(), "90% -> 99.5% not seen");
+}

@@ -3149,6 +3149,53 @@ mod model_rules {
         assert_eq!(body["top_p"], json!(0.95));
     }
 
+    /// The same rules whatever the client's format: each client API's sampling fields reach a
+    /// Claude 4.5 target as temperature only, and an OpenAI reasoning target as neither.
+    #[test]
+    fn every_client_format_meets_the_same_rules() {
+        let bodies = [
+            (
+                O,
+                json!({"model": "m", "temperature": 0.3, "top_p": 0.9, "max_tokens": 100,
+                    "messages": [{"role": "user", "content": "hi"}]}),
+            ),
+            (
+                R,
+                json!({"model": "m", "temperature": 0.3, "top_p": 0.9, "max_output_tokens": 100,
+                    "input": "hi"}),
+            ),
+            (
+                A,
+                json!({"model": "m", "temperature": 0.3, "top_p": 0.9, "max_tokens": 100,
+                    "messages": [{"role": "user", "content": "hi"}]}),
+            ),
+            (
+                G,
+                json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+                    "generationConfig": {"temperature": 0.3, "topP": 0.9, "maxOutputTokens": 100}}),
+            ),
+        ];
+        for (client, body) in bodies {
+            let req = decode(client, &body);
+            if client != A {
+                let (sent, _) = encode_for(A, ProviderKind::Anthropic, "claude-haiku-4-5", &req);
+                assert_eq!(sent["temperature"], json!(0.3), "{client}: {sent}");
+                assert!(sent.get("top_p").is_none(), "{client}: {sent}");
+            }
+            for target in [O, R] {
+                if client == target {
+                    continue;
+                }
+                let (sent, _) = encode_for(target, ProviderKind::OpenAi, "o4-mini", &req);
+                assert!(
+                    sent.get("temperature").is_none(),
+                    "{client} -> {target}: {sent}"
+                );
+                assert!(sent.get("top_p").is_none(), "{client} -> {target}: {sent}");
+            }
+        }
+    }
+
     #[test]
     fn an_openai_compatible_server_gets_max_tokens() {
         let (body, _) = encode_for(
