@@ -33,9 +33,36 @@ pub struct TargetState {
     pub in_flight: AtomicU32,
     /// Disabled by an operator (admin API or `BALLAST_DISABLE`).
     pub disabled: AtomicBool,
+    /// The provider answered 429: new requests go elsewhere until then (while another target can
+    /// serve). A rate limit is the provider asking for less traffic, not a sign of ill health, so it
+    /// pauses the target for its `retry-after` instead of opening its breaker.
+    pub rate_limited_until: Mutex<Option<Instant>>,
 }
 
+/// How long a 429 without `retry-after` pauses its target.
+pub const RATE_LIMIT_PAUSE: Duration = Duration::from_secs(1);
+/// The longest a `retry-after` pauses a target (a provider's hour-long `retry-after` must not take a
+/// target out of rotation for an hour on one answer).
+pub const MAX_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(60);
+
 impl TargetState {
+    /// Until when the target is paused by a rate limit, if it is now.
+    pub fn rate_limited(&self, now: Instant) -> Option<Instant> {
+        lock(&self.rate_limited_until).filter(|until| *until > now)
+    }
+
+    /// A 429 arrived at `now`, asking for `retry_after` (or the default pause).
+    pub fn note_rate_limit(&self, now: Instant, retry_after: Option<Duration>) {
+        let until = now
+            + retry_after
+                .unwrap_or(RATE_LIMIT_PAUSE)
+                .min(MAX_RATE_LIMIT_PAUSE);
+        let mut u = lock(&self.rate_limited_until);
+        if u.is_none_or(|prev| prev < until) {
+            *u = Some(until);
+        }
+    }
+
     pub fn force(&self, forced: Option<Forced>) {
         let t = lock(&self.breaker).force(Instant::now(), forced);
         log_transition(&self.label, t, "operator");
@@ -142,6 +169,7 @@ impl Runtime {
                         ewma: Mutex::new(Ewma::new(Duration::from_secs(10))),
                         in_flight: AtomicU32::new(0),
                         disabled: AtomicBool::new(false),
+                        rate_limited_until: Mutex::new(None),
                     });
                     targets.len() - 1
                 });

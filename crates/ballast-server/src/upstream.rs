@@ -236,9 +236,10 @@ impl Failure {
             | Failure::Transport(_)
             | Failure::Timeout(..)
             | Failure::BadResponse(_) => true,
-            Failure::Status { status, .. } => {
-                matches!(status, 401 | 403 | 408 | 429) || *status >= 500
-            }
+            // 429 is the provider asking for less traffic: it pauses the target for its
+            // `retry-after` (`TargetState::note_rate_limit`) rather than opening its breaker, so a
+            // partial rate limit never shuts a target for a whole cool-down.
+            Failure::Status { status, .. } => matches!(status, 401 | 403 | 408) || *status >= 500,
             Failure::Skipped { .. }
             | Failure::Untranslatable { .. }
             | Failure::OutOfTime

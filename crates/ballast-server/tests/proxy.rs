@@ -266,10 +266,6 @@ async fn failover_on_overload_and_rate_limit_but_not_on_client_errors() {
         .set_faults(faults(json!({"error": {"status": 529}})));
     let resp = s.anthropic(messages("claude-failover")).await;
     assert_eq!(resp.status(), 200);
-    s.primary
-        .set_faults(faults(json!({"rate_limit": {"retry_after_secs": 3}})));
-    let resp = s.openai(chat("gpt-failover")).await;
-    assert_eq!(resp.status(), 200);
 
     // An upstream 400 would fail the same way everywhere: returned at once, not retried elsewhere.
     s.primary
@@ -280,6 +276,22 @@ async fn failover_on_overload_and_rate_limit_but_not_on_client_errors() {
     let v: Value = resp.json().await.unwrap();
     assert!(v["error"]["message"].is_string(), "{v}");
     assert_eq!(s.backup.recent_requests().len(), 0);
+
+    // A 429 falls over, and pauses the primary for its retry-after: the next request goes straight
+    // to the backup, without asking the rate-limited provider again.
+    s.primary
+        .set_faults(faults(json!({"rate_limit": {"retry_after_secs": 3}})));
+    let resp = s.openai(chat("gpt-failover")).await;
+    assert_eq!(resp.status(), 200);
+    s.primary.reset();
+    let resp = s.openai(chat("gpt-failover")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-ballast-attempts"], "1");
+    assert_eq!(
+        s.primary.recent_requests().len(),
+        0,
+        "asked again while paused"
+    );
 }
 
 #[tokio::test]

@@ -127,33 +127,11 @@ fn corruption_is_detected() {
     );
 }
 
-/// The quota-drain check holds: upstream attempts per request stay within the criterion. Its
-/// success-rate criterion is not asserted here: compressed, both providers' breakers can open on
-/// their 429s (with the default 5 s cool-down, the rest of a quick run), and then most requests
-/// fail fast — a defect this scenario found and the project's notes track; the scenario still
-/// reports it as a failed criterion.
+/// A 429 storm on both providers: answered (a rate-limited target is paused for its retry-after,
+/// not shut by its breaker) without draining the quota.
 #[test]
 fn rate_limit_storm_does_not_drain_quota() {
-    let json = tmp("rate-limit-storm.json");
-    let o = ballast(&[
-        "chaos",
-        "run",
-        "rate-limit-storm",
-        "--quick",
-        "--no-baseline",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap_or_default())
-            .unwrap_or_else(|e| panic!("no report ({e}):\n{}", text(&o)));
-    let drain = report["criteria"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "attempts_per_request")
-        .unwrap_or_else(|| panic!("no attempts criterion: {report}"));
-    assert_eq!(drain["pass"], true, "{drain}\n{}", text(&o));
+    run_builtin("rate-limit-storm", &["--no-baseline"]);
 }
 
 #[test]

@@ -95,6 +95,16 @@ fn admit(ctx: &Ctx<'_>, targets: &[PreparedTarget], ti: usize, tried: &[bool]) -
             Some(Duration::from_secs(1)),
         ));
     }
+    // A provider that asked for less traffic (429) gets none until its `retry-after` while
+    // another target can serve.
+    if let Some(until) = ts.rate_limited(now)
+        && healthy_target_ahead(ctx, targets, tried)
+    {
+        return Admit::Skip(skipped(
+            "rate limited by the provider (429): paused for its retry-after",
+            Some(until.saturating_duration_since(now)),
+        ));
+    }
     if ctx.deadline.saturating_duration_since(now) < MIN_ATTEMPT_TIME {
         return Admit::Stop(Failure::OutOfTime);
     }
@@ -219,6 +229,9 @@ pub(super) async fn attempt_targets(
                     Err(f) => f,
                 };
                 let now = Instant::now();
+                if failure.attempt_result() == Some(AttemptResult::RateLimited) {
+                    ts.note_rate_limit(now, failure.retry_after());
+                }
                 if let Some(result) = failure.attempt_result() {
                     st.telemetry.attempt(&AttemptRecord {
                         target: target.state,
@@ -452,6 +465,7 @@ pub(super) fn healthy_target_ahead(
             && !ts.disabled.load(Ordering::Relaxed)
             && !rt.provider_disabled[t.provider].load(Ordering::Relaxed)
             && !ctx.st.telemetry.incidents.ejected(t.state)
+            && ts.rate_limited(now).is_none()
             && lock(&ts.breaker).snapshot(now).state != ballast_core::policy::State::Open
     })
 }
