@@ -46,7 +46,18 @@ pub struct Availability {
     score: f64,
     samples: u64,
     firing: bool,
+    /// Answered attempts in a row, for recovery.
+    answered_in_row: u32,
 }
+
+/// The score is capped at this many thresholds: an hours-long outage must not need hours of good
+/// answers to clear once the target is back.
+const CEILING: f64 = 2.0;
+/// Answered attempts in a row that clear a firing availability test at once: an ejected target
+/// gets only trial requests and probes, and those are the evidence that it recovered. Fifty is
+/// long enough that a target still failing 16% of its attempts shows such a run about once in
+/// 39,000 attempts.
+pub const RECOVERY_RUN: u32 = 50;
 
 impl Availability {
     pub fn new(cfg: AvailabilityConfig) -> Self {
@@ -56,6 +67,7 @@ impl Availability {
             score: 0.0,
             samples: 0,
             firing: false,
+            answered_in_row: 0,
             cfg,
         }
     }
@@ -73,7 +85,15 @@ impl Availability {
         } else {
             ((1.0 - p1) / (1.0 - p0)).ln()
         };
-        self.score = (self.score + llr).max(0.0);
+        self.score = (self.score + llr).clamp(0.0, self.cfg.threshold * CEILING);
+        self.answered_in_row = if failed {
+            0
+        } else {
+            self.answered_in_row.saturating_add(1)
+        };
+        if self.firing && self.answered_in_row >= RECOVERY_RUN {
+            self.score = 0.0;
+        }
         // Learn the normal ratio slowly, and not while firing: trouble is never absorbed.
         if !self.firing {
             self.baseline += (x - self.baseline) * self.cfg.learn_rate;

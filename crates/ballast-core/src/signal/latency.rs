@@ -81,7 +81,8 @@ impl Latency {
         let sigma = self.var.sqrt().max(self.cfg.min_sigma);
         if self.samples > self.cfg.warmup {
             let z = ((x - self.mean) / sigma).clamp(-self.cfg.clamp, self.cfg.clamp);
-            self.score = (self.score + z - self.cfg.slack).max(0.0);
+            // Capped, so a long slow spell clears within a bounded time once latency is back.
+            self.score = (self.score + z - self.cfg.slack).clamp(0.0, self.cfg.threshold * 2.0);
         }
         // Learn slowly, and not while firing: trouble is never taken for the new normal.
         if !self.firing {

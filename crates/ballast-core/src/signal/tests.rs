@@ -515,3 +515,38 @@ fn a_normal_share_of_token_limit_stops_near_all_is_not_an_alarm() {
     let n = (1..=2_000).find(|_| d.observe(t.fails(0.995)) == Some(Change::Fired));
     assert!(n.is_some(), "90% -> 99.5% not seen");
 }
+
+/// After an outage of any length the availability incident clears on a run of answered attempts
+/// (an ejected target's trials and probes), not after hours of evidence; while the target still
+/// fails a sixth of its attempts, it stays open.
+#[test]
+fn availability_clears_on_recovery_however_long_the_outage() {
+    let mut a = Availability::new(AvailabilityConfig::default());
+    let mut t = Traffic::new(3);
+    for _ in 0..2_000 {
+        let _ = a.observe(t.fails(0.005));
+    }
+    for _ in 0..50_000 {
+        let _ = a.observe(true);
+    }
+    assert!(a.firing());
+    let cleared = (1..=1_000).find(|_| a.observe(false) == Some(Change::Cleared));
+    assert_eq!(
+        cleared,
+        Some(crate::signal::availability::RECOVERY_RUN as usize)
+    );
+    // A target still failing 16% of the time stays flagged.
+    let mut a = Availability::new(AvailabilityConfig::default());
+    for _ in 0..2_000 {
+        let _ = a.observe(t.fails(0.005));
+    }
+    let fired = (1..=2_000).find(|_| a.observe(t.fails(0.16)) == Some(Change::Fired));
+    assert!(fired.is_some());
+    for i in 0..5_000 {
+        assert_ne!(
+            a.observe(t.fails(0.16)),
+            Some(Change::Cleared),
+            "cleared at {i}"
+        );
+    }
+}
