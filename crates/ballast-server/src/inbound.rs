@@ -343,9 +343,22 @@ pub async fn not_found(Extension(rid): Extension<RequestId>, req: Request) -> Re
     .into_response()
 }
 
-/// `GET /metrics`: Prometheus text (OpenMetrics). Route and target names and counts only: no
-/// request or answer text, no keys.
-pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+/// `GET /metrics` on the main listener: Prometheus text, unless `[telemetry] metrics_listen` moved
+/// it to a listener of its own (then this one answers 404, so a public listener does not expose it).
+pub async fn metrics(
+    State(st): State<Arc<AppState>>,
+    Extension(rid): Extension<RequestId>,
+    req: Request,
+) -> Response {
+    if st.config.telemetry.metrics_listen.is_some() {
+        return not_found(Extension(rid), req).await;
+    }
+    render_metrics(State(st)).await
+}
+
+/// Prometheus text (OpenMetrics). Route and target names and counts only: no request or answer
+/// text, no keys.
+pub async fn render_metrics(State(st): State<Arc<AppState>>) -> Response {
     let now = tokio::time::Instant::now();
     let rt = &st.runtime;
     let targets: Vec<(i64, i64)> = rt

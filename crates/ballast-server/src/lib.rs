@@ -77,6 +77,23 @@ pub fn app(state: Arc<AppState>) -> Router {
 /// How long a client may take to send a request's head (line and headers); a slower one is cut.
 /// hyper counts an idle keep-alive connection's wait for its next request in it too, so this is
 /// also how long an idle keep-alive connection is kept (nginx's client_header_timeout default).
+/// The router of `[telemetry] metrics_listen`: `GET /metrics` only (and `/healthz`, for probes
+/// of that port).
+pub fn metrics_app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(inbound::render_metrics))
+        .route("/healthz", get(inbound::healthz))
+        .with_state(state)
+}
+
+/// Serves [`metrics_app`] on `listener` until the process ends (a scrape port needs no graceful
+/// drain).
+pub async fn serve_metrics(listener: tokio::net::TcpListener, state: Arc<AppState>) {
+    if let Err(e) = axum::serve(listener, metrics_app(state)).await {
+        tracing::error!("the metrics listener failed: {e}");
+    }
+}
+
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most request headers accepted (HTTP/1.1): more gets 431.
 const MAX_HEADERS: usize = 128;

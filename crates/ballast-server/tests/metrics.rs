@@ -755,3 +755,45 @@ async fn answers_with_no_text_open_an_empty_answer_incident() {
     let n = opened.expect("no empty_answer incident");
     assert!(n <= 200, "took {n} answers");
 }
+
+/// `[telemetry] metrics_listen` moves `/metrics` to a listener of its own: the main listener no
+/// longer exposes it, the metrics listener serves it (over real loopback HTTP).
+#[tokio::test]
+async fn metrics_can_move_to_a_listener_of_their_own() {
+    let r = rig("[probes]\ninterval = \"0s\"\n[telemetry]\nmetrics_listen = \"127.0.0.1:0\"\n");
+    r.upstream
+        .set("primary.test", Reply::Json(chat_answer("hi")));
+    let got = r
+        .call("/v1/chat/completions", &chat("solo", "x", false))
+        .await;
+    assert_eq!(got.status, 200);
+    let (status, _) = r.get_text("/metrics").await;
+    assert_eq!(status, 404, "the main listener still serves /metrics");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(ballast_server::serve_metrics(listener, r.state.clone()));
+    let body = ballast_server::plain_client(std::time::Duration::from_secs(5))
+        .unwrap()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        value(
+            &body,
+            "ballast_requests_total",
+            &["route=\"solo\"", "outcome=\"answered\""]
+        ) == Some(1.0),
+        "{body}"
+    );
+    let bad = ballast_core::config::Config::from_toml(
+        "[telemetry]\nmetrics_listen = \"everywhere\"\n",
+        &ballast_core::config::env::MapEnv::new(&[]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(bad.contains("telemetry.metrics_listen"), "{bad}");
+}

@@ -281,7 +281,14 @@ async fn run_gateway(config: Config, listener: TcpListener) -> Result<(), String
         }
         println!("ballast: disabled at start (BALLAST_DISABLE): {list}");
     }
-    ballast_server::serve(listener, Arc::new(state), shutdown_signal())
+    let state = Arc::new(state);
+    if let Some(addr) = state.config.telemetry.metrics_listen {
+        let metrics = bind(addr).await?;
+        let shown = metrics.local_addr().map_err(|e| e.to_string())?;
+        println!("ballast metrics on http://{shown}/metrics");
+        tokio::spawn(ballast_server::serve_metrics(metrics, state.clone()));
+    }
+    ballast_server::serve(listener, state, shutdown_signal())
         .await
         .map_err(|e| format!("server error: {e}"))
 }

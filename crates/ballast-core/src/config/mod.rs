@@ -113,6 +113,8 @@ pub struct SignalSettings {
 /// `[telemetry]`: OpenTelemetry traces over OTLP/HTTP (protobuf).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TelemetrySettings {
+    /// A listener of its own for `GET /metrics` (then the main listener does not serve it).
+    pub metrics_listen: Option<SocketAddr>,
     /// The collector's traces URL; a bare `http://host:4318` gets `/v1/traces` appended. `None`:
     /// no spans are built or exported.
     pub otlp_endpoint: Option<String>,
@@ -130,6 +132,7 @@ pub struct TelemetrySettings {
 impl Default for TelemetrySettings {
     fn default() -> Self {
         Self {
+            metrics_listen: None,
             otlp_endpoint: None,
             otlp_headers: Vec::new(),
             otlp_timeout: Duration::from_secs(10),
@@ -602,7 +605,18 @@ impl Validator<'_> {
             Some(s) => s.to_owned(),
             None => d.service_name,
         };
+        let metrics_listen = r.metrics_listen.as_deref().and_then(|a| match a.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.err(
+                    "telemetry.metrics_listen",
+                    format!("{a:?} is not an address such as \"127.0.0.1:9464\""),
+                );
+                None
+            }
+        });
         TelemetrySettings {
+            metrics_listen,
             otlp_endpoint,
             otlp_headers,
             otlp_timeout,

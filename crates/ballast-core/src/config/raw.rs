@@ -92,6 +92,7 @@ pub struct RawSignal {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTelemetry {
+    pub metrics_listen: Option<String>,
     pub otlp_endpoint: Option<String>,
     #[serde(default)]
     pub otlp_headers: BTreeMap<String, String>,
