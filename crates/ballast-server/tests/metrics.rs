@@ -785,7 +785,11 @@ async fn metrics_can_move_to_a_listener_of_their_own() {
         value(
             &body,
             "ballast_requests_total",
-            &["route=\"solo\"", "outcome=\"answered\""]
+            &[
+                "route=\"solo\"",
+                "api=\"chat_completions\"",
+                "outcome=\"answered\""
+            ]
         ) == Some(1.0),
         "{body}"
     );
