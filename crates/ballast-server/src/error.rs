@@ -28,6 +28,10 @@ pub struct EdgeError {
     pub route: Option<usize>,
     /// Upstream attempts made before giving up.
     pub attempts: u32,
+    /// The client asked for a stream, and the target whose answer this error is (an upstream
+    /// refusal passed on), for the request's record.
+    pub stream: bool,
+    pub target: Option<usize>,
     /// Already told to telemetry as the request's record: not logged again.
     pub recorded: bool,
 }
@@ -45,6 +49,8 @@ impl EdgeError {
             close: false,
             route: None,
             attempts: 0,
+            stream: false,
+            target: None,
             recorded: false,
         }
     }

@@ -154,6 +154,8 @@ fn report_error(
 ) {
     st.telemetry.request(&RequestRecord {
         route: e.route,
+        target: e.target,
+        stream: e.stream,
         attempts: e.attempts,
         error: Some(e.log_message()),
         trace,
@@ -324,6 +326,7 @@ async fn run(
         Ok(r) => Ok(r),
         Err(mut e) => {
             e.route = Some(route_idx);
+            e.stream = stream;
             if let (CacheMode::StaleOnError | CacheMode::On, Some(key)) = (policy.cache, cache_key)
                 && e.stale_ok
                 && let Some(hit) = cache::lookup(st, key, false)

@@ -271,6 +271,7 @@ pub(super) async fn attempt_targets(
                             same_format,
                         );
                         e.attempts = attempts;
+                        e.target = Some(target.state);
                         return Err(e);
                     }
                     Next::Move => {
