@@ -28,7 +28,7 @@ impl Default for AvailabilityConfig {
             floor: 0.01,
             factor: 4.0,
             min_rise: 0.08,
-            threshold: 18.0,
+            threshold: 14.0,
             learn_rate: 1.0 / 5000.0,
             warmup: 20,
         }
