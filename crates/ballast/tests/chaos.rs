@@ -83,6 +83,29 @@ fn outage_survives_and_the_report_compares_with_a_naive_client() {
         "{outage}"
     );
     assert!(with["time_to_detect_s"].as_f64().is_some(), "{outage}");
+    // Tokens and cost per phase: the baseline's answers all come from the primary's Claude (list
+    // price 3/15 USD per million tokens); the gateway's from Claude or, after failover, GPT-4.1 (2/8).
+    for p in phases {
+        for column in ["ballast", "without_ballast"] {
+            let f = &p[column];
+            let (input, output) = (
+                f["input_tokens"].as_u64().unwrap(),
+                f["output_tokens"].as_u64().unwrap(),
+            );
+            assert!(input > 0 && output > 0, "{column} {p}");
+            let (i, o) = (input as f64, output as f64);
+            let cost = f["cost_usd"].as_f64().unwrap();
+            if column == "without_ballast" {
+                assert_cost(cost, (i * 3.0 + o * 15.0) / 1e6, &p.to_string());
+            } else {
+                let (low, high) = ((i * 2.0 + o * 8.0) / 1e6, (i * 3.0 + o * 15.0) / 1e6);
+                assert!(cost >= low - 2e-6 && cost <= high + 2e-6, "{p}");
+            }
+            assert_eq!(f["unpriced_models"], serde_json::json!([]), "{p}");
+        }
+    }
+    let healthy = &phases[0]["ballast"];
+    assert!(healthy["input_tokens"].as_u64().unwrap() >= healthy["requests"].as_u64().unwrap());
     assert!(with["time_to_failover_s"].as_f64().is_some(), "{outage}");
     assert!(!report["incidents"].as_array().unwrap().is_empty());
     let timeline = &report["timeline"];
@@ -96,6 +119,11 @@ fn outage_survives_and_the_report_compares_with_a_naive_client() {
     assert!(svg.contains("class=\"series with-ballast\""));
     assert!(svg.contains("class=\"series without-ballast\""));
     assert!(svg.trim_end().ends_with("</svg>"));
+}
+
+fn assert_cost(got: f64, want: f64, what: &str) {
+    assert!(got > 0.0, "{what}");
+    assert!((got - want).abs() <= 2e-6, "cost {got} != {want}: {what}");
 }
 
 #[test]
@@ -217,6 +245,111 @@ fn a_gateway_without_fallback_fails_with_the_failing_row() {
     assert_eq!(c["pass"], false);
 }
 
+/// Gemini clients (`:generateContent` and `:streamGenerateContent?alt=sse`) through the gateway to a
+/// Claude primary and a GPT secondary; the naive client sends the primary's own (Anthropic) API. The
+/// scenario's prices replace the defaults.
+const GEMINI: &str = r#"
+name = "gemini-clients"
+duration = "6s"
+seed = 4
+
+[sims.primary]
+[sims.secondary]
+
+[traffic]
+rate = 20
+stream_share = 0.5
+apis = ["gemini"]
+
+[[faults]]
+at = "2s"
+until = "4s"
+sim = "primary"
+set = { error = { status = 529, rate = 1.0 } }
+
+[pass]
+success_rate = 0.99
+
+[prices."claude-sonnet-4-5"]
+input_per_mtok = 1.0
+output_per_mtok = 4.0
+[prices."gpt-4.1"]
+input_per_mtok = 1.0
+output_per_mtok = 4.0
+
+[gateway.policy]
+deadline = "30s"
+first_token_timeout = "1500ms"
+response_timeout = "3s"
+[gateway.probes]
+interval = "0s"
+[gateway.providers.primary]
+kind = "anthropic"
+base_url = "sim:primary"
+api_key = "k"
+[gateway.providers.secondary]
+kind = "openai"
+base_url = "sim:secondary/v1"
+api_key = "k"
+[gateway.routes.chat]
+targets = ["primary/claude-sonnet-4-5", "secondary/gpt-4.1"]
+"#;
+
+#[test]
+fn gemini_clients_survive_and_are_priced() {
+    let file = tmp("gemini.toml");
+    std::fs::write(&file, GEMINI).unwrap();
+    let json = tmp("gemini.json");
+    let o = ballast(&[
+        "chaos",
+        "run",
+        file.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("IN TOK") && stdout.contains("COST"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["passed"], true);
+    let phases = report["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 3, "{report}");
+    for p in phases {
+        for column in ["ballast", "without_ballast"] {
+            let f = &p[column];
+            let (i, o) = (
+                f["input_tokens"].as_u64().unwrap() as f64,
+                f["output_tokens"].as_u64().unwrap() as f64,
+            );
+            assert!(i > 0.0 && o > 0.0, "{column} {p}");
+            assert_cost(
+                f["cost_usd"].as_f64().unwrap(),
+                (i + o * 4.0) / 1e6,
+                &format!("{column} {p}"),
+            );
+        }
+    }
+    // The gateway answered every Gemini client, during the outage too.
+    let outage = &phases[1];
+    assert_eq!(outage["ballast"]["success_rate"], 1.0, "{outage}");
+    assert!(
+        outage["ballast"]["time_to_failover_s"].as_f64().is_some(),
+        "{outage}"
+    );
+    // The naive client rides the 2 s outage out with its retries, paying for them in attempts.
+    assert!(
+        outage["without_ballast"]["attempts_per_request"]
+            .as_f64()
+            .unwrap()
+            > 1.5,
+        "{outage}"
+    );
+}
+
 #[test]
 fn check_reports_every_error_with_its_key_path() {
     let file = tmp("bad.toml");
@@ -224,6 +357,10 @@ fn check_reports_every_error_with_its_key_path() {
         .replace("rate = 25", "rate = 0\napis = [\"anthropic\", \"grpc\"]")
         .replace("sim = \"primary\"", "sim = \"tertiary\"")
         .replace("status = 529", "status = 200")
+        .replace(
+            "[pass]",
+            "[prices.\"my-model\"]\ninput_per_mtok = -1.0\noutput_per_mtok = 4.0\n\n[pass]",
+        )
         .replace(
             "targets = [\"primary/claude-sonnet-4-5\"]",
             "targets = [\"nobody/model\"]",
@@ -238,6 +375,7 @@ fn check_reports_every_error_with_its_key_path() {
         "faults[0].sim:",
         "faults[0].set:",
         "gateway.routes.chat.targets[0]",
+        "prices.\"my-model\".input_per_mtok:",
     ] {
         assert!(err.contains(path), "missing {path} in:\n{err}");
     }

@@ -94,17 +94,37 @@ pub fn request(
                 ("content-type", "application/json"),
             ],
         ),
-        ClientApi::OpenAi => (
-            format!("{base}/v1/chat/completions"),
-            json!({"model": model, "stream": shot.stream,
-                   "messages": [{"role": "user", "content": prompt}]})
-            .to_string(),
-            vec![("content-type", "application/json")],
-        ),
+        ClientApi::OpenAi => {
+            let mut body = json!({"model": model, "stream": shot.stream,
+                                  "messages": [{"role": "user", "content": prompt}]});
+            if shot.stream {
+                // As an application counting its tokens does: the stream ends with its usage.
+                body["stream_options"] = json!({"include_usage": true});
+            }
+            (
+                format!("{base}/v1/chat/completions"),
+                body.to_string(),
+                vec![("content-type", "application/json")],
+            )
+        }
         ClientApi::Responses => (
             format!("{base}/v1/responses"),
             json!({"model": model, "stream": shot.stream, "input": prompt}).to_string(),
             vec![("content-type", "application/json")],
+        ),
+        ClientApi::Gemini => (
+            if shot.stream {
+                format!("{base}/v1beta/models/{model}:streamGenerateContent?alt=sse")
+            } else {
+                format!("{base}/v1beta/models/{model}:generateContent")
+            },
+            json!({"contents": [{"role": "user", "parts": [{"text": prompt}]}],
+                   "generationConfig": {"maxOutputTokens": max_tokens}})
+            .to_string(),
+            vec![
+                ("x-goog-api-key", "ballast-chaos"),
+                ("content-type", "application/json"),
+            ],
         ),
     }
 }
@@ -153,6 +173,22 @@ pub struct Exchange {
     pub kind: Kind,
     pub target: Option<String>,
     pub fallback: bool,
+    /// The tokens the answer reports (input, output); zero when it reports none.
+    pub tokens: Tokens,
+}
+
+/// Input and output tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tokens {
+    pub input: u64,
+    pub output: u64,
+}
+
+impl Tokens {
+    pub fn add(&mut self, other: Tokens) {
+        self.input = self.input.saturating_add(other.input);
+        self.output = self.output.saturating_add(other.output);
+    }
 }
 
 /// Sends one request and reads its answer to the end (or `timeout`), then classifies it.
@@ -173,6 +209,7 @@ pub async fn exchange(
         kind,
         target: None,
         fallback: false,
+        tokens: Tokens::default(),
     };
     let mut resp = match rb.send().await {
         Ok(r) => r,
@@ -213,11 +250,56 @@ pub async fn exchange(
     } else {
         classify(shot, &body)
     };
+    let tokens = if status == 200 {
+        usage(shot.stream, &body)
+    } else {
+        Tokens::default()
+    };
     Exchange {
         kind,
         target,
         fallback,
+        tokens,
     }
+}
+
+/// The tokens an answer reports: OpenAI's `usage.prompt_tokens`/`completion_tokens`, Anthropic's and
+/// the Responses API's `usage.input_tokens`/`output_tokens` (under `message` in `message_start`, under
+/// `response` in `response.completed`), Gemini's `usageMetadata`. A stream's counts are cumulative
+/// (Anthropic's `message_delta`, Gemini's chunks), so each is the largest any event reports.
+pub fn usage(stream: bool, body: &[u8]) -> Tokens {
+    let mut t = Tokens::default();
+    let mut read = |v: &serde_json::Value| {
+        let blocks = [
+            &v["usage"],
+            &v["message"]["usage"],
+            &v["response"]["usage"],
+            &v["usageMetadata"],
+        ];
+        for u in blocks {
+            let count = |keys: &[&str]| keys.iter().filter_map(|k| u[*k].as_u64()).max();
+            if let Some(i) = count(&["prompt_tokens", "input_tokens", "promptTokenCount"]) {
+                t.input = t.input.max(i);
+            }
+            if let Some(o) = count(&["completion_tokens", "output_tokens", "candidatesTokenCount"])
+            {
+                t.output = t.output.max(o);
+            }
+        }
+    };
+    if stream {
+        let text = String::from_utf8_lossy(body);
+        for line in text.lines() {
+            if let Some(data) = line.strip_prefix("data:")
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(data.trim())
+            {
+                read(&v);
+            }
+        }
+    } else if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+        read(&v);
+    }
+    t
 }
 
 /// A whole 200 answer: complete (a stream's terminal event, no error event) and in the prompt's
@@ -229,6 +311,7 @@ fn classify(shot: &Shot, body: &[u8]) -> Kind {
             ClientApi::Anthropic => "message_stop",
             ClientApi::OpenAi => "[DONE]",
             ClientApi::Responses => "response.completed",
+            ClientApi::Gemini => "\"finishReason\"",
         };
         let error = text.contains("event: error")
             || text.contains("\"type\":\"error\"")
@@ -236,7 +319,9 @@ fn classify(shot: &Shot, body: &[u8]) -> Kind {
         if error || !text.contains(terminal) {
             return Kind::BrokenStream;
         }
-    } else if serde_json::from_str::<serde_json::Value>(&text).is_err() {
+    } else if serde_json::from_str::<serde_json::Value>(&text).is_err()
+        || (shot.api == ClientApi::Gemini && !text.contains("\"finishReason\""))
+    {
         return Kind::BrokenStream;
     }
     if wrong_script(&text) {
@@ -284,6 +369,8 @@ pub struct Outcome {
     pub fallback: bool,
     /// Upstream attempts this request cost, when the client knows it (the baseline does).
     pub attempts: u32,
+    /// The tokens its answers reported.
+    pub tokens: Tokens,
 }
 
 impl Outcome {
@@ -326,6 +413,7 @@ pub async fn drive<C: Client>(
                 target: None,
                 fallback: false,
                 attempts: 0,
+                tokens: Tokens::default(),
             });
             continue;
         }
@@ -344,6 +432,7 @@ pub async fn drive<C: Client>(
                 target: ex.target,
                 fallback: ex.fallback,
                 attempts,
+                tokens: ex.tokens,
             });
         });
     }
@@ -391,6 +480,23 @@ mod tests {
         assert!(wrong_script("Hello สวัสดี"));
         assert!(wrong_script(r#"{"text":"Hello \u0e2a"}"#));
         assert!(!wrong_script(r#"{"text":"Hello \u00e9 \u2014"}"#));
+    }
+
+    #[test]
+    fn usage_is_read_from_every_api() {
+        let t = |input, output| Tokens { input, output };
+        let openai = br#"{"usage":{"prompt_tokens":12,"completion_tokens":30,"total_tokens":42}}"#;
+        assert_eq!(usage(false, openai), t(12, 30));
+        let openai_stream = b"data: {\"choices\":[]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":30}}\n\ndata: [DONE]\n\n";
+        assert_eq!(usage(true, openai_stream), t(12, 30));
+        let anthropic_stream = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":25}}\n\n";
+        assert_eq!(usage(true, anthropic_stream), t(9, 25));
+        let responses_stream = b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":7,\"output_tokens\":11}}}\n\n";
+        assert_eq!(usage(true, responses_stream), t(7, 11));
+        let gemini =
+            br#"{"candidates":[],"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":8}}"#;
+        assert_eq!(usage(false, gemini), t(5, 8));
+        assert_eq!(usage(false, b"not json"), t(0, 0));
     }
 
     #[test]

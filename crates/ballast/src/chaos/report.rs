@@ -1,7 +1,7 @@
 //! The report: per-phase and whole-run figures for the gateway and the naive baseline, the pass
 //! criteria, the terminal table and the JSON document.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
@@ -51,6 +51,13 @@ pub struct Figures {
     pub failures: BTreeMap<String, usize>,
     pub detect: Option<f64>,
     pub failover: Option<f64>,
+    /// Tokens the answers reported.
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Their cost in US dollars at the scenario's prices (tokens of unpriced models left out).
+    pub cost_usd: f64,
+    /// Models that answered with tokens but have no price.
+    pub unpriced: BTreeSet<String>,
 }
 
 impl Figures {
@@ -70,6 +77,10 @@ impl Figures {
             "failures": self.failures,
             "time_to_detect_s": self.detect.map(round3),
             "time_to_failover_s": self.failover.map(round3),
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": (self.cost_usd * 1e6).round() / 1e6,
+            "unpriced_models": self.unpriced,
         })
     }
 }
@@ -148,6 +159,28 @@ impl RunData {
         f.p99 = quantile(&mut lat, 0.99);
         for o in in_window.iter().filter(|o| !o.ok()) {
             *f.failures.entry(o.kind.label()).or_default() += 1;
+        }
+        for o in &in_window {
+            if o.tokens.input == 0 && o.tokens.output == 0 {
+                continue;
+            }
+            f.input_tokens += o.tokens.input;
+            f.output_tokens += o.tokens.output;
+            // The model that answered: the gateway names it (provider/model); the baseline asks the
+            // primary's.
+            let model = if baseline {
+                self.scenario.primary.as_ref().map(|(_, m)| m.as_str())
+            } else {
+                o.target
+                    .as_deref()
+                    .map(|t| t.split_once('/').map_or(t, |(_, m)| m))
+            };
+            match model.and_then(|m| self.scenario.prices.get(m)) {
+                Some(p) => f.cost_usd += p.cost(o.tokens.input, o.tokens.output),
+                None => {
+                    f.unpriced.insert(model.unwrap_or("unknown").to_owned());
+                }
+            }
         }
         if baseline {
             let attempts: u64 = in_window.iter().map(|o| u64::from(o.attempts)).sum();
@@ -355,6 +388,7 @@ impl RunData {
             self.total(false),
             self.total(true),
         );
+        s.push_str(&self.cost_table());
         if let Some(t) = self.total(false) {
             let by_sim: Vec<String> = t
                 .attempts_by_sim
@@ -411,6 +445,78 @@ impl RunData {
         } else {
             "result: FAIL\n"
         });
+        s
+    }
+
+    /// Tokens and cost per phase, below the main table: with Ballast, then without.
+    fn cost_table(&self) -> String {
+        let mut s = String::new();
+        let with_base = self.baseline.is_some();
+        s.push_str(&format!(
+            "\n{:<26} | {:>10} {:>10} {:>10}",
+            "PHASE", "IN TOK", "OUT TOK", "COST"
+        ));
+        if with_base {
+            s.push_str(&format!(
+                " | {:>10} {:>10} {:>10}",
+                "IN TOK", "OUT TOK", "COST"
+            ));
+        }
+        s.push('\n');
+        s.push_str(&format!("{:<26} | {:^32}", "", "with Ballast"));
+        if with_base {
+            s.push_str(&format!(" | {:^32}", "without Ballast"));
+        }
+        s.push('\n');
+        let cells = |f: &Figures| {
+            format!(
+                "{:>10} {:>10} {:>10}",
+                f.input_tokens,
+                f.output_tokens,
+                format!("${:.4}", f.cost_usd)
+            )
+        };
+        let phases = self.phases();
+        let n = phases.len();
+        let mut rows: Vec<(String, Option<Figures>, Option<Figures>)> = phases
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let last = i + 1 == n;
+                (
+                    p.name.clone(),
+                    self.figures(p.start, p.end, last, false),
+                    self.figures(p.start, p.end, last, true),
+                )
+            })
+            .collect();
+        rows.push(("TOTAL".into(), self.total(false), self.total(true)));
+        for (name, g, b) in &rows {
+            let mut name = name.clone();
+            if name.chars().count() > 26 {
+                name = name.chars().take(25).collect::<String>() + "…";
+            }
+            s.push_str(&format!(
+                "{name:<26} | {}",
+                cells(&g.clone().unwrap_or_default())
+            ));
+            if let Some(b) = b {
+                s.push_str(&format!(" | {}", cells(b)));
+            }
+            s.push('\n');
+        }
+        let unpriced: BTreeSet<&String> = rows
+            .iter()
+            .filter(|r| r.0 == "TOTAL")
+            .flat_map(|(_, g, b)| g.iter().chain(b.iter()).flat_map(|f| f.unpriced.iter()))
+            .collect();
+        if !unpriced.is_empty() {
+            let list: Vec<&str> = unpriced.iter().map(|m| m.as_str()).collect();
+            s.push_str(&format!(
+                "no price for {} (add [prices.\"MODEL\"] to the scenario): their tokens cost nothing above\n",
+                list.join(", ")
+            ));
+        }
         s
     }
 

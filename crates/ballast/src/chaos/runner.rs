@@ -472,6 +472,7 @@ async fn run_pass(
             http: http.clone(),
             base: m.clone(),
             max_tokens: sc.traffic.max_tokens,
+            primary: sc.primary.clone(),
         });
         drivers.push(tokio::spawn(drive(
             naive,

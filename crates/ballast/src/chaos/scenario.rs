@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use ballast_core::api::ApiFormat;
 use ballast_core::config::Config;
 use ballast_core::config::env::Env;
 use serde::Deserialize;
@@ -32,7 +33,16 @@ struct RawScenario {
     #[serde(default)]
     pass: RawPass,
     quick: Option<RawQuick>,
+    #[serde(default)]
+    prices: BTreeMap<String, RawPrice>,
     gateway: toml::Table,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawPrice {
+    input_per_mtok: f64,
+    output_per_mtok: f64,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -97,6 +107,7 @@ pub enum ClientApi {
     Anthropic,
     OpenAi,
     Responses,
+    Gemini,
 }
 
 impl ClientApi {
@@ -105,10 +116,40 @@ impl ClientApi {
             "anthropic" => Some(ClientApi::Anthropic),
             "openai" => Some(ClientApi::OpenAi),
             "responses" => Some(ClientApi::Responses),
+            "gemini" => Some(ClientApi::Gemini),
             _ => None,
         }
     }
+
+    /// The client API of the format a provider speaks.
+    fn of(format: ApiFormat) -> ClientApi {
+        match format {
+            ApiFormat::AnthropicMessages => ClientApi::Anthropic,
+            ApiFormat::OpenAiChat => ClientApi::OpenAi,
+            ApiFormat::OpenAiResponses => ClientApi::Responses,
+            ApiFormat::Gemini => ClientApi::Gemini,
+        }
+    }
 }
+
+/// A model's price, in US dollars per million tokens.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+impl Price {
+    /// The cost of these tokens, in US dollars.
+    pub fn cost(self, input: u64, output: u64) -> f64 {
+        (input as f64 * self.input_per_mtok + output as f64 * self.output_per_mtok) / 1e6
+    }
+}
+
+/// Prices of the models the built-ins use: the providers' list prices (USD per million tokens) as of
+/// late 2025. A scenario overrides or extends them with `[prices."model"]`.
+const DEFAULT_PRICES: &[(&str, f64, f64)] =
+    &[("claude-sonnet-4-5", 3.0, 15.0), ("gpt-4.1", 2.0, 8.0)];
 
 /// One simulator the scenario starts (or that the user names with `--sim NAME=URL`).
 #[derive(Clone, Debug)]
@@ -169,6 +210,10 @@ pub struct Scenario {
     pub windows: Vec<Window>,
     pub pass: Pass,
     pub quick: (Option<f64>, Option<f64>),
+    /// Prices per model (the defaults with the scenario's `[prices]` over them).
+    pub prices: BTreeMap<String, Price>,
+    /// The API the primary provider speaks and the model the route asks it for (the baseline's).
+    pub primary: Option<(ClientApi, String)>,
     /// The gateway configuration with `sim:NAME` placeholders, as TOML.
     pub gateway: toml::Table,
 }
@@ -286,7 +331,9 @@ impl Scenario {
                 Some(api) => apis.push(api),
                 None => errs.push(
                     format!("traffic.apis[{i}]"),
-                    format!("unknown client API {a:?}; known: anthropic, openai, responses"),
+                    format!(
+                        "unknown client API {a:?}; known: anthropic, openai, responses, gemini"
+                    ),
                 ),
             }
         }
@@ -387,12 +434,40 @@ impl Scenario {
                 .as_deref()
                 .map(|d| errs.duration("pass.time_to_failover", d)),
         };
+        let mut prices: BTreeMap<String, Price> = DEFAULT_PRICES
+            .iter()
+            .map(|(m, i, o)| {
+                let price = Price {
+                    input_per_mtok: *i,
+                    output_per_mtok: *o,
+                };
+                ((*m).to_owned(), price)
+            })
+            .collect();
+        for (model, p) in &raw.prices {
+            for (key, x) in [
+                ("input_per_mtok", p.input_per_mtok),
+                ("output_per_mtok", p.output_per_mtok),
+            ] {
+                if !(x.is_finite() && x >= 0.0) {
+                    errs.push(
+                        format!("prices.{model:?}.{key}"),
+                        "US dollars per million tokens, 0 or more",
+                    );
+                }
+            }
+            let price = Price {
+                input_per_mtok: p.input_per_mtok,
+                output_per_mtok: p.output_per_mtok,
+            };
+            prices.insert(model.clone(), price);
+        }
         let quick = raw
             .quick
             .as_ref()
             .map_or((None, None), |q| (q.compression, q.rate));
 
-        let scenario = Scenario {
+        let mut scenario = Scenario {
             name: raw.name.clone().unwrap_or_else(|| "scenario".to_owned()),
             description: raw.description.clone().unwrap_or_default(),
             source: raw.source.clone().unwrap_or_default(),
@@ -405,6 +480,8 @@ impl Scenario {
             windows,
             pass,
             quick,
+            prices,
+            primary: None,
             gateway: raw.gateway,
         };
         // The gateway configuration, with placeholder addresses, validates as `ballast check` would.
@@ -416,11 +493,20 @@ impl Scenario {
             .collect();
         match scenario.gateway_config(&placeholders) {
             Ok(config) => {
-                if !config
+                let primaries = scenario.primary_providers();
+                let route = config
                     .routes
                     .iter()
-                    .any(|r| r.name == scenario.traffic.route)
-                {
+                    .find(|r| r.name == scenario.traffic.route);
+                scenario.primary = route.and_then(|r| {
+                    r.targets.iter().find_map(|t| {
+                        let p = config.providers.get(t.provider.0)?;
+                        primaries
+                            .contains(&p.name)
+                            .then(|| (ClientApi::of(p.format), t.model.clone()))
+                    })
+                });
+                if route.is_none() {
                     errs.push(
                         "traffic.route",
                         format!("the gateway has no route {:?}", scenario.traffic.route),
