@@ -183,6 +183,8 @@ fn anthropic_event(ev: &SseEvent, obs: &mut Observation) -> bool {
         delta: Option<Delta<'a>>,
         usage: Option<AnthropicUsage>,
         error: Option<ErrorBody>,
+        #[serde(borrow)]
+        content_block: Option<Block<'a>>,
     }
     #[derive(Deserialize)]
     struct Message {
@@ -193,6 +195,15 @@ fn anthropic_event(ev: &SseEvent, obs: &mut Observation) -> bool {
         stop_reason: Option<String>,
         #[serde(borrow)]
         text: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        partial_json: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        thinking: Option<Cow<'a, str>>,
+    }
+    #[derive(Deserialize)]
+    struct Block<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Cow<'a, str>,
     }
     let Ok(e) = serde_json::from_str::<Event>(&ev.data) else {
         return false;
@@ -203,11 +214,29 @@ fn anthropic_event(ev: &SseEvent, obs: &mut Observation) -> bool {
                 merge_anthropic_usage(u, obs);
             }
         }
-        "content_block_start" => obs.first_token_seen = true,
+        // The first token is the first content: a tool call's start (it names the tool), or a
+        // delta with text, arguments or thinking in it — not an empty text block's start, which
+        // a provider may send and then fall silent.
+        "content_block_start" => {
+            if let Some(b) = e.content_block
+                && b.kind != "text"
+                && b.kind != "thinking"
+            {
+                obs.first_token_seen = true;
+                if b.kind.ends_with("tool_use") {
+                    obs.tool_call = true;
+                }
+            }
+        }
         "content_block_delta" => {
-            obs.first_token_seen = true;
-            if let Some(t) = e.delta.as_ref().and_then(|d| d.text.as_deref()) {
-                obs.count_text(t);
+            if let Some(d) = e.delta.as_ref() {
+                let some = |v: &Option<Cow<'_, str>>| v.as_deref().is_some_and(|s| !s.is_empty());
+                if some(&d.text) || some(&d.partial_json) || some(&d.thinking) {
+                    obs.first_token_seen = true;
+                }
+                if let Some(t) = d.text.as_deref() {
+                    obs.count_text(t);
+                }
             }
         }
         "message_delta" => {
@@ -454,7 +483,13 @@ fn gemini_chunk(data: &[u8], obs: &mut Observation) -> bool {
     };
     for cand in &c.candidates {
         if let Some(content) = &cand.content {
-            if !content.parts.is_empty() {
+            // A part with text counts once its text is not empty; a part of another kind (a
+            // function call, code, data) is content at once.
+            if content
+                .parts
+                .iter()
+                .any(|p| p.text.as_deref().is_none_or(|t| !t.is_empty()))
+            {
                 obs.first_token_seen = true;
             }
             for part in content.parts.iter().filter(|p| !p.thought) {
@@ -581,18 +616,25 @@ fn responses_event(ev: &SseEvent, obs: &mut Observation) -> bool {
     }
     match e.kind.as_str() {
         "response.output_text.delta" => {
-            obs.first_token_seen = true;
             if let Some(TextOr::Text(t)) = &e.delta {
+                obs.first_token_seen |= !t.is_empty();
                 obs.count_text(t);
             }
         }
-        "response.output_item.added" => {
+        // An added message item has no content yet; an added call names its tool.
+        "response.output_item.added" if e.item.is_some_and(|i| i.kind.ends_with("call")) => {
             obs.first_token_seen = true;
-            if e.item.is_some_and(|i| i.kind.ends_with("call")) {
-                obs.tool_call = true;
-            }
+            obs.tool_call = true;
         }
         "response.refusal.delta" => obs.first_token_seen = true,
+        // A reasoning model's progress: its reasoning text, or a finished item (a reasoning item
+        // without a summary says nothing until it is done).
+        "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
+            if let Some(TextOr::Text(t)) = &e.delta {
+                obs.first_token_seen |= !t.is_empty();
+            }
+        }
+        "response.output_item.done" => obs.first_token_seen = true,
         "response.function_call_arguments.delta" => {
             obs.first_token_seen = true;
             obs.tool_call = true;
@@ -1001,5 +1043,59 @@ mod tests {
             false,
         );
         assert!(!prose.quality.repetition.repetitive());
+    }
+
+    /// The first token is the first content: openings, empty blocks and added items are not.
+    #[test]
+    fn openings_and_empty_content_are_not_the_first_token() {
+        let ev = |name: &str, data: &str| format!("event: {name}\ndata: {data}\n\n");
+        let opening = ev(
+            "message_start",
+            r#"{"type":"message_start","message":{"id":"m","usage":{"input_tokens":3,"output_tokens":1}}}"#,
+        ) + &ev(
+            "content_block_start",
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+        ) + &ev("ping", r#"{"type":"ping"}"#)
+            + &ev(
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":""}}"#,
+            );
+        let (o, _) = observe(ApiFormat::AnthropicMessages, &opening);
+        assert!(!o.first_token_seen);
+        let tool = ev(
+            "content_block_start",
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"t","name":"f","input":{}}}"#,
+        );
+        let (o, _) = observe(ApiFormat::AnthropicMessages, &tool);
+        assert!(
+            o.first_token_seen && o.tool_call,
+            "a tool call's start names the tool"
+        );
+        let thinking = ev(
+            "content_block_delta",
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"Let me see"}}"#,
+        );
+        let (o, _) = observe(ApiFormat::AnthropicMessages, &thinking);
+        assert!(o.first_token_seen, "thinking is the model at work");
+
+        let empty_part = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"\"}],\"role\":\"model\"}}]}\n\n";
+        let (o, _) = observe(ApiFormat::Gemini, empty_part);
+        assert!(!o.first_token_seen);
+
+        let added = ev(
+            "response.output_item.added",
+            r#"{"type":"response.output_item.added","sequence_number":1,"output_index":0,"item":{"type":"message","id":"m","role":"assistant","content":[]}}"#,
+        ) + &ev(
+            "response.output_text.delta",
+            r#"{"type":"response.output_text.delta","sequence_number":2,"delta":""}"#,
+        );
+        let (o, _) = observe(ApiFormat::OpenAiResponses, &added);
+        assert!(!o.first_token_seen);
+        let reasoned = ev(
+            "response.output_item.done",
+            r#"{"type":"response.output_item.done","sequence_number":3,"output_index":0,"item":{"type":"reasoning","id":"r","summary":[]}}"#,
+        );
+        let (o, _) = observe(ApiFormat::OpenAiResponses, &reasoned);
+        assert!(o.first_token_seen, "a finished reasoning item is progress");
     }
 }

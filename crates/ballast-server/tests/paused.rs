@@ -613,3 +613,41 @@ async fn a_role_chunk_alone_is_not_a_first_token() {
     assert_eq!(got.header("x-ballast-target"), "backup/gpt-4.1-mini");
     assert!(got.body.contains("from backup") && got.body.contains("[DONE]"));
 }
+
+/// The first token is the first content: a provider that opens its stream (`message_start`, an
+/// empty text block, a ping) and then falls silent is abandoned under the first-token timeout,
+/// before anything is committed, and the route falls over.
+#[tokio::test(start_paused = true)]
+async fn a_stream_that_opens_and_falls_silent_falls_over_before_its_first_token() {
+    let r = rig("[policy]\nretries = 0\nfirst_token_timeout = \"2s\"\n");
+    let opening = [
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "event: ping\ndata: {\"type\":\"ping\"}\n\n",
+    ];
+    r.upstream.set(
+        "claude.test",
+        Reply::Stream {
+            chunks: opening
+                .iter()
+                .map(|c| (Duration::ZERO, Bytes::from_static(c.as_bytes())))
+                .collect(),
+            hang: true,
+        },
+    );
+    r.upstream.script("backup.test", |_, _| {
+        Reply::stream(&[&chat_chunk("from the backup"), &chat_end()])
+    });
+    let body = serde_json::json!({"model": "claude", "max_tokens": 64, "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let got = r.call("/v1/messages", &body).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(
+        got.header("x-ballast-target"),
+        "backup/gpt-4.1-mini",
+        "{}",
+        got.body
+    );
+    assert!(got.body.contains("from the backup"), "{}", got.body);
+    assert!(got.body.contains("message_stop"), "{}", got.body);
+}
