@@ -88,7 +88,7 @@ impl ChatRequest {
             chars = chars
                 .saturating_add(t.name.len())
                 .saturating_add(t.description.as_ref().map_or(0, String::len))
-                .saturating_add(t.parameters.to_string().len());
+                .saturating_add(json_len(&t.parameters));
         }
         let framing = u64::try_from(self.messages.len())
             .unwrap_or(u64::MAX)
@@ -257,4 +257,21 @@ pub enum StreamEvent {
     Error { kind: String, message: String },
     /// The provider's terminal event (`message_stop`, `[DONE]`, Gemini's final chunk).
     Done,
+}
+
+/// The length of a JSON value's compact text, counted without building it.
+fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(buf.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
 }
