@@ -111,8 +111,10 @@ impl ModelRules {
                 prefill: false,
                 ..ModelRules::PERMISSIVE
             },
+            // A conversation ending with a model turn is answered, not continued.
             ProviderKind::Gemini => ModelRules {
                 token_limit: TokenLimit::MaxTokens,
+                prefill: false,
                 ..ModelRules::PERMISSIVE
             },
         }

@@ -13,6 +13,8 @@ pub mod capability;
 pub mod client_error;
 pub mod config;
 #[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+pub mod continuation;
+#[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub mod envelope;
 pub mod model;
 #[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]

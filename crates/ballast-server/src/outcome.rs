@@ -90,6 +90,28 @@ impl Outcome {
         });
     }
 
+    /// The stream broke and continues on another target: the broken one's breaker is told, its
+    /// slot released, and the answer is from now on the new target's.
+    pub fn continue_on(
+        &mut self,
+        target: String,
+        target_state: usize,
+        ticket: Admitted,
+        slot: InFlight,
+        attempt_started: Instant,
+        attempts: u32,
+    ) {
+        self.record(false);
+        self.guards.retain(|g| !g.is_target());
+        self.guards.push(slot);
+        self.target = target;
+        self.target_state = target_state;
+        self.ticket = Some(ticket);
+        self.attempt_started = attempt_started;
+        self.attempts = attempts;
+        self.fallback = true;
+    }
+
     pub fn finish_body(mut self, obs: &Observation) {
         let latency = self.attempt_started.elapsed();
         lock(&self.st.runtime.targets[self.target_state].ewma).observe(Instant::now(), latency);

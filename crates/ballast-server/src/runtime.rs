@@ -329,6 +329,11 @@ impl InFlight {
         })
     }
 
+    /// A target's slot (not the gateway's).
+    pub fn is_target(&self) -> bool {
+        self.target.is_some()
+    }
+
     /// Occupies a slot of target `idx` (bulkhead); `None` when it is full.
     pub fn target(st: &Arc<AppState>, idx: usize, max: u32) -> Option<Self> {
         let t = &st.runtime.targets[idx];

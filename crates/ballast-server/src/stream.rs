@@ -20,9 +20,16 @@ use ballast_core::observe::StreamObserver;
 use ballast_core::sse::SseParser;
 use ballast_core::translate::StreamTranslator;
 
+use ballast_core::continuation::Delivery;
+
 use crate::outcome::Outcome;
+use crate::proxy::{Continued, Resumer, continue_stream};
 use crate::runtime::Reservation;
 use crate::upstream::{BodyStream, TimeoutKind, secs};
+
+/// A continuation being looked for: the resumer comes back with its result.
+type Continuing =
+    Pin<Box<dyn Future<Output = (Box<Resumer>, Result<Continued, String>)> + Send + 'static>>;
 
 /// Everything a stream needs once its attempt has been committed to the client.
 pub struct StreamStart {
@@ -47,6 +54,9 @@ pub struct StreamStart {
     /// Observes the time between chunks after the first (`time_per_output_chunk`).
     pub chunk_timer: Option<prometheus_client::metrics::histogram::Histogram>,
     pub outcome: Outcome,
+    /// Present when a stream that breaks after content reached the client is continued on another
+    /// target: what the client was sent, and how to find the next target.
+    pub continuation: Option<(Delivery, Box<Resumer>)>,
 }
 
 pub struct ObservedStream {
@@ -80,6 +90,14 @@ pub struct ObservedStream {
     idle: Pin<Box<Sleep>>,
     idle_after: Duration,
     outcome: Option<Outcome>,
+    /// What the client was sent (and a tool call held back until complete), when the stream can be
+    /// continued; its copy is held against the gateway's buffer budget.
+    delivery: Option<Delivery>,
+    delivery_held: Reservation,
+    resumer: Option<Box<Resumer>>,
+    continuing: Option<Continuing>,
+    /// Why the stream broke, while a continuation is looked for (or must be, at the next poll).
+    broken: Option<(ErrorKind, String)>,
 }
 
 struct Translation {
@@ -93,6 +111,7 @@ struct Translation {
 impl ObservedStream {
     pub fn new(s: StreamStart) -> Self {
         let prefix_bytes = s.prefix.iter().map(Bytes::len).sum();
+        let delivery_held = s.outcome.st.runtime.buffered.reserve();
         Self {
             inner: s.inner,
             format: s.client_format,
@@ -119,8 +138,112 @@ impl ObservedStream {
             deadline_after: s.deadline_after,
             idle: Box::pin(tokio::time::sleep(s.idle)),
             idle_after: s.idle,
+            delivery_held,
             outcome: Some(s.outcome),
+            delivery: None,
+            resumer: None,
+            continuing: None,
+            broken: None,
         }
+        .with_continuation(s.continuation)
+    }
+
+    fn with_continuation(mut self, c: Option<(Delivery, Box<Resumer>)>) -> Self {
+        if let Some((d, r)) = c {
+            self.delivery = Some(d);
+            self.resumer = Some(r);
+        }
+        self
+    }
+
+    /// Passes client-bound events through the delivery (when the stream can be continued): a
+    /// tool call is held until complete, and the provider's error event stops the stream.
+    fn deliver(&mut self, out: Bytes) -> Option<Bytes> {
+        let Some(d) = &mut self.delivery else {
+            return (!out.is_empty()).then_some(out);
+        };
+        let mut sent = Vec::with_capacity(out.len());
+        if d.push(&out, &mut sent).error && self.broken.is_none() {
+            self.broken = Some((
+                ErrorKind::BadGateway,
+                "the provider sent an error event".to_owned(),
+            ));
+        }
+        if !self.delivery_held.set(d.buffered()) {
+            // No room to keep a copy: the stream goes on, but can no longer be continued.
+            d.flush(&mut sent);
+            self.delivery = None;
+            self.resumer = None;
+            self.delivery_held.set(0);
+        }
+        (!sent.is_empty()).then(|| Bytes::from(sent))
+    }
+
+    /// Whatever the delivery still holds, at a clean end.
+    fn flush_delivery(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Some(d) = &mut self.delivery {
+            d.flush(&mut out);
+        }
+        out
+    }
+
+    /// The stream broke after content reached the client: look for a continuation when one is
+    /// possible (the next poll drives it), else end with an error event now.
+    fn break_off(&mut self, kind: ErrorKind, cause: String) -> Option<Bytes> {
+        if let (Some(d), Some(o)) = (self.delivery.as_mut(), self.outcome.as_ref())
+            && let Some(rp) = d.resume_point()
+            && let Some(r) = self.resumer.take()
+        {
+            tracing::info!(
+                request_id = &*o.request_id,
+                target = o.target.as_str(),
+                "stream broke after content reached the client ({cause}); continuing elsewhere"
+            );
+            self.continuing = Some(Box::pin(continue_stream(r, rp, o.request_id.clone())));
+            self.broken = Some((kind, cause));
+            return None;
+        }
+        Some(self.fail(kind, cause))
+    }
+
+    /// The continuation started: its stream replaces the broken one, joined to the client's.
+    fn install(&mut self, c: Continued, r: Box<Resumer>) {
+        let prefix_bytes = c.held.prefix.iter().map(Bytes::len).sum();
+        self.inner = c.held.inner;
+        self.upstream_format = c.upstream_format;
+        self.observer = c.held.observer;
+        self.prefix = c.held.prefix.into();
+        self.prefix_bytes = prefix_bytes;
+        self.held = c.held.held;
+        self.translation = Some(Translation {
+            parser: SseParser::with_limit(self.max_event_bytes),
+            translator: c.translator,
+            malformed: 0,
+            exceeded: None,
+        });
+        self.pending = BytesMut::new();
+        self.pending_scanned = 0;
+        self.malformed_skipped = 0;
+        self.deadline.as_mut().reset(c.end);
+        self.deadline_kind = c.end_kind;
+        self.deadline_after = c.end_after;
+        self.idle
+            .as_mut()
+            .reset(Instant::now().checked_add(self.idle_after).unwrap_or(c.end));
+        self.last_chunk = Instant::now();
+        if let Some(o) = &mut self.outcome {
+            o.continue_on(
+                c.label,
+                c.target_state,
+                c.ticket,
+                c.slot,
+                c.attempt_started,
+                r.attempts,
+            );
+        }
+        self.resumer = Some(r);
+        self.broken = None;
     }
 
     /// Once the upstream's closing sentinel went by (`[DONE]`, `message_stop`), the answer is
@@ -131,6 +254,16 @@ impl ObservedStream {
         if !(obs.done && self.pending.is_empty() && self.upstream_format != ApiFormat::Gemini) {
             return out;
         }
+        if obs.error.is_some() && self.delivery.is_some() {
+            // The provider's failure event (`response.failed`), held back: continue elsewhere.
+            if self.broken.is_none() {
+                self.broken = Some((
+                    ErrorKind::BadGateway,
+                    "the provider sent an error event".to_owned(),
+                ));
+            }
+            return out;
+        }
         if obs.error.is_some() {
             // The provider's own failure event (already passed on, or translated): a failed stream.
             if let Some(o) = self.outcome.take() {
@@ -138,7 +271,8 @@ impl ObservedStream {
             }
             return out;
         }
-        let tail = self.closing_events(true);
+        let mut tail = self.flush_delivery();
+        tail.extend(self.closing_events(true));
         self.complete();
         match (out, tail.is_empty()) {
             (out, true) => out.or(Some(Bytes::new())),
@@ -214,7 +348,7 @@ impl ObservedStream {
                     })
                 });
             }
-            return (!out.is_empty()).then(|| Bytes::from(out));
+            return self.deliver(Bytes::from(out));
         }
         let out = if self.pending.is_empty() {
             match last_event_end(&chunk, 0) {
@@ -245,7 +379,7 @@ impl ObservedStream {
         };
         let out = self.skip_malformed(out);
         let out = self.repair_utf8(out);
-        (!out.is_empty()).then_some(out)
+        self.deliver(out)
     }
 
     /// Holds back the start of an event whose end has not arrived yet.
@@ -433,6 +567,40 @@ impl Stream for ObservedStream {
             if this.outcome.is_none() {
                 return Poll::Ready(None);
             }
+            if let Some(fut) = this.continuing.as_mut() {
+                let Poll::Ready((r, result)) = fut.as_mut().poll(cx) else {
+                    return Poll::Pending;
+                };
+                this.continuing = None;
+                match result {
+                    Ok(c) => {
+                        if let Some(o) = &this.outcome {
+                            tracing::info!(
+                                request_id = &*o.request_id,
+                                target = c.label.as_str(),
+                                "stream continued on {}",
+                                c.label
+                            );
+                        }
+                        this.install(c, r);
+                        continue;
+                    }
+                    Err(why) => {
+                        let (kind, cause) = this
+                            .broken
+                            .take()
+                            .unwrap_or((ErrorKind::BadGateway, "stream broke".to_owned()));
+                        let ev = this.fail(kind, format!("{cause}; not continued: {why}"));
+                        return Poll::Ready(Some(Ok(ev)));
+                    }
+                }
+            }
+            if let Some((kind, cause)) = this.broken.take() {
+                match this.break_off(kind, cause) {
+                    Some(ev) => return Poll::Ready(Some(Ok(ev))),
+                    None => continue,
+                }
+            }
             if let Some(cause) = this.violation.take() {
                 let ev = this.fail(ErrorKind::BadGateway, cause);
                 return Poll::Ready(Some(Ok(ev)));
@@ -457,8 +625,10 @@ impl Stream for ObservedStream {
             }
             if this.idle.as_mut().poll(cx).is_ready() {
                 let cause = format!("idle timeout: no data for {}", secs(this.idle_after));
-                let ev = this.fail(ErrorKind::Timeout, cause);
-                return Poll::Ready(Some(Ok(ev)));
+                match this.break_off(ErrorKind::Timeout, cause) {
+                    Some(ev) => return Poll::Ready(Some(Ok(ev))),
+                    None => continue,
+                }
             }
             match this.inner.as_mut().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
@@ -488,12 +658,22 @@ impl Stream for ObservedStream {
                     }
                 }
                 Poll::Ready(Some(Err(failure))) => {
-                    let ev = this.fail(ErrorKind::BadGateway, format!("stream broke: {failure}"));
-                    return Poll::Ready(Some(Ok(ev)));
+                    match this.break_off(ErrorKind::BadGateway, format!("stream broke: {failure}"))
+                    {
+                        Some(ev) => return Poll::Ready(Some(Ok(ev))),
+                        None => continue,
+                    }
                 }
                 Poll::Ready(None) => {
                     let cut_mid_event = this.observer.finish() || !this.pending.is_empty();
                     let obs = this.observer.observation();
+                    if obs.error.is_some() && this.delivery.is_some() {
+                        let cause = "the provider sent an error event".to_owned();
+                        match this.break_off(ErrorKind::BadGateway, cause) {
+                            Some(ev) => return Poll::Ready(Some(Ok(ev))),
+                            None => continue,
+                        }
+                    }
                     if obs.error.is_some() {
                         // The provider ended the stream with its own error event: already forwarded.
                         if let Some(o) = this.outcome.take() {
@@ -507,18 +687,20 @@ impl Stream for ObservedStream {
                     // A clean end with the answer's stop reason but no closing sentinel: finalise it
                     // at once rather than call a complete answer broken.
                     if !cut_mid_event && (obs.done || obs.stop_reason.is_some()) {
-                        let tail = this.closing_events(obs.done);
+                        let done = obs.done;
+                        let mut tail = this.flush_delivery();
+                        tail.extend(this.closing_events(done));
                         this.complete();
                         if tail.is_empty() {
                             return Poll::Ready(None);
                         }
                         return Poll::Ready(Some(Ok(Bytes::from(tail))));
                     }
-                    let ev = this.fail(
-                        ErrorKind::BadGateway,
-                        "stream ended before the answer was complete".to_owned(),
-                    );
-                    return Poll::Ready(Some(Ok(ev)));
+                    let cause = "stream ended before the answer was complete".to_owned();
+                    match this.break_off(ErrorKind::BadGateway, cause) {
+                        Some(ev) => return Poll::Ready(Some(Ok(ev))),
+                        None => continue,
+                    }
                 }
             }
         }
@@ -638,6 +820,7 @@ mod tests {
             held: st.runtime.buffered.reserve(),
             chunk_timer: None,
             outcome,
+            continuation: None,
         });
         (tx, stream)
     }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 
 use crate::provider::ProviderKind;
-pub use policy::{CacheMode, ContentPolicyAction, Policy};
+pub use policy::{CacheMode, ContentPolicyAction, Policy, StreamRecovery};
 pub use raw::Strategy;
 use raw::{RawConfig, RawTarget};
 

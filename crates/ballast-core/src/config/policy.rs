@@ -36,6 +36,7 @@ pub struct RawPolicy {
     pub retry_budget_min_per_second: Option<f64>,
     pub max_in_flight_per_target: Option<u32>,
     pub content_policy: Option<ContentPolicyAction>,
+    pub stream_recovery: Option<StreamRecovery>,
     pub cache: Option<CacheMode>,
     #[serde(default, with = "humantime_serde::option")]
     pub cache_ttl: Option<Duration>,
@@ -70,6 +71,21 @@ pub enum ContentPolicyAction {
     Fallback,
 }
 
+/// What happens to a stream that breaks (cut, stalled past the idle timeout, an error event, an end
+/// without its terminal event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StreamRecovery {
+    /// Before its first token it falls over transparently; after it, the answer is continued on the
+    /// route's next eligible target, joined to what the client already has (the default).
+    Continue,
+    /// Before its first token it falls over; after it, the client's stream ends with an error event.
+    Off,
+    /// Nothing is sent until the upstream stream ended cleanly, then all of it: a broken stream falls
+    /// over transparently like a failed request, at the cost of time to first token.
+    Complete,
+}
+
 /// Per-route response caching.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -102,6 +118,7 @@ pub struct Policy {
     pub breaker: BreakerConfig,
     pub max_in_flight_per_target: u32,
     pub content_policy: ContentPolicyAction,
+    pub stream_recovery: StreamRecovery,
     pub cache: CacheMode,
     pub cache_ttl: Duration,
     /// How long past its TTL a cached answer may still be served by `stale-on-error`.
@@ -128,6 +145,7 @@ impl Default for Policy {
             breaker: BreakerConfig::default(),
             max_in_flight_per_target: 1024,
             content_policy: ContentPolicyAction::Return,
+            stream_recovery: StreamRecovery::Continue,
             cache: CacheMode::Off,
             cache_ttl: Duration::from_secs(300),
             cache_stale_ttl: Duration::from_secs(24 * 3600),
@@ -153,6 +171,7 @@ impl Policy {
             retries,
             max_in_flight_per_target,
             content_policy,
+            stream_recovery,
             cache,
             cache_ttl,
             cache_stale_ttl

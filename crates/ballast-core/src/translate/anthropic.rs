@@ -24,6 +24,7 @@ use super::{
     note_unknown, prefixed_id, safe_id, to_body, write_sse,
 };
 use crate::api::ApiFormat;
+use crate::continuation::ResumePoint;
 use crate::model::{
     ChatRequest, ChatResponse, Image, Message, Part, ResponseFormat, Role, StopReason, StreamEvent,
     ToolCall, ToolChoice, ToolResult, ToolSpec, Usage,
@@ -1190,6 +1191,16 @@ impl EventEncoder {
 
     pub(crate) fn set_input_estimate(&mut self, tokens: u64) {
         self.input_estimate = Some(tokens);
+    }
+
+    /// Carries on a stream the client has up to `rp`: its `message_start` was sent, its blocks are
+    /// numbered after the client's, and an open text block is continued as canonical part 0.
+    pub(crate) fn resume(&mut self, rp: &ResumePoint) {
+        self.started = true;
+        self.id = rp.id.clone().unwrap_or_default();
+        self.next_block = rp.blocks;
+        self.open = rp.open_text_block.map(|b| (0, b, BlockKind::Text));
+        self.usage = rp.usage;
     }
 
     fn ensure_started(&mut self, id: Option<&str>, out: &mut Vec<u8>) {

@@ -28,6 +28,7 @@ use super::{
     note_unknown, safe_id, to_body, write_sse,
 };
 use crate::api::ApiFormat;
+use crate::continuation::ResumePoint;
 use crate::model::{
     ChatRequest, ChatResponse, Image, Message, Part, ResponseFormat, Role, StopReason, StreamEvent,
     ToolCall, ToolChoice, ToolResult, ToolSpec, Usage,
@@ -1273,6 +1274,16 @@ impl ChunkEncoder {
             saw_tool: false,
             stop: None,
             usage: Usage::default(),
+        }
+    }
+
+    /// Carries on a stream the client has up to `rp`: same response id and model version.
+    pub(crate) fn resume(&mut self, rp: &ResumePoint) {
+        if let Some(id) = &rp.id {
+            self.id.clone_from(id);
+        }
+        if let Some(m) = &rp.model {
+            self.opts.model.clone_from(m);
         }
     }
 

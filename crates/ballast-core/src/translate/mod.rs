@@ -64,6 +64,7 @@ use serde_json::value::RawValue;
 
 use crate::api::ApiFormat;
 use crate::capability::{ModelRules, Sampling};
+use crate::continuation::{ResumePoint, Splice};
 use crate::model::{
     ChatRequest, ChatResponse, Message, NamespacedTool, Part, ResponseFormat, Role, StopReason,
     StreamEvent, ToolChoice, Usage,
@@ -680,6 +681,19 @@ impl StreamEncoder {
         self
     }
 
+    /// An encoder of `format` that carries on a stream its client has up to `rp` (same ids,
+    /// numbering after what it has, no second opening): see [`crate::continuation`].
+    pub fn resume(format: ApiFormat, opts: StreamOptions, rp: &ResumePoint) -> Self {
+        let mut e = Self::new(format, opts);
+        match &mut e.inner {
+            EncoderKind::OpenAi(x) => x.resume(rp),
+            EncoderKind::Anthropic(x) => x.resume(rp),
+            EncoderKind::Gemini(x) => x.resume(rp),
+            EncoderKind::Responses(x) => x.resume(rp),
+        }
+        e
+    }
+
     /// Fixes the `created` (`created_at`) timestamp OpenAI chunks and Responses objects carry
     /// (deterministic output for tests and replays).
     pub fn with_created(mut self, created: u64) -> Self {
@@ -768,6 +782,9 @@ pub struct StreamTranslator {
     decoder: StreamDecoder,
     encoder: StreamEncoder,
     scratch: Vec<StreamEvent>,
+    /// A continuation's events are joined to the client's stream through this.
+    splice: Option<Box<Splice>>,
+    spliced: Vec<StreamEvent>,
 }
 
 impl StreamTranslator {
@@ -782,7 +799,17 @@ impl StreamTranslator {
             decoder: StreamDecoder::new(from).with_limits(encoder.guard.limits),
             encoder,
             scratch: Vec::new(),
+            splice: None,
+            spliced: Vec::new(),
         }
+    }
+
+    /// A continuation from a target speaking `from`, joined through `splice` to a client stream
+    /// that `encoder` (resumed) carries on.
+    pub fn continuation(from: ApiFormat, encoder: StreamEncoder, splice: Splice) -> Self {
+        let mut t = Self::with_encoder(from, encoder);
+        t.splice = Some(Box::new(splice));
+        t
     }
 
     /// Replaces the default [`StreamLimits`] of the decoder and the encoder. (The caller's
@@ -804,6 +831,13 @@ impl StreamTranslator {
         }
         self.scratch.clear();
         let res = self.decoder.push(ev, &mut self.scratch);
+        if let Some(splice) = &mut self.splice {
+            self.spliced.clear();
+            for e in self.scratch.drain(..) {
+                splice.push(e, &mut self.spliced);
+            }
+            std::mem::swap(&mut self.scratch, &mut self.spliced);
+        }
         for e in &self.scratch {
             self.encoder.try_push(e, out)?;
         }
@@ -821,6 +855,14 @@ impl StreamTranslator {
     }
 
     pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if let Some(splice) = &mut self.splice {
+            // Text still waiting for the overlap decision goes out before the end.
+            self.spliced.clear();
+            splice.settle(&mut self.spliced);
+            for e in &self.spliced {
+                let _ = self.encoder.try_push(e, out);
+            }
+        }
         self.encoder.finish(out);
     }
 

@@ -24,6 +24,7 @@ use super::{
 };
 use crate::api::ApiFormat;
 use crate::capability::TokenLimit;
+use crate::continuation::ResumePoint;
 use crate::model::{
     ChatRequest, ChatResponse, Image, Message, Part, ResponseFormat, Role, StopReason, StreamEvent,
     ToolCall, ToolChoice, ToolResult, ToolSpec, Usage,
@@ -1217,6 +1218,23 @@ impl ChunkEncoder {
 
     pub(crate) fn set_created(&mut self, created: u64) {
         self.created = created;
+    }
+
+    /// Carries on a stream the client has up to `rp`: same id, `created` and model, and tool calls
+    /// numbered after the ones it has.
+    pub(crate) fn resume(&mut self, rp: &ResumePoint) {
+        self.started = true;
+        self.id = rp.id.clone().unwrap_or_default();
+        if let Some(c) = rp.created {
+            self.created = c;
+        }
+        if let Some(m) = &rp.model {
+            self.opts.model.clone_from(m);
+        }
+        // Placeholder keys (never canonical indices of a continuation) hold the client's numbers.
+        for k in 0..rp.tool_calls {
+            self.tools.insert(usize::MAX.saturating_sub(k), k);
+        }
     }
 
     fn chunk(&self, out: &mut Vec<u8>, delta: OutDelta<'_>, finish: Option<&'static str>) {

@@ -47,6 +47,7 @@ use super::{
     write_sse,
 };
 use crate::api::ApiFormat;
+use crate::continuation::{ResumeItem, ResumePoint};
 use crate::model::{
     ChatRequest, ChatResponse, Image, Message, NamespacedTool, Part, ResponseFormat, Role,
     StopReason, StreamEvent, ToolCall, ToolChoice, ToolResult, ToolSpec, Usage,
@@ -1339,6 +1340,8 @@ enum OutItem<'a> {
         namespace: Option<&'a str>,
         arguments: &'a str,
     },
+    #[serde(untagged)]
+    Verbatim(&'a serde_json::value::RawValue),
 }
 
 /// An `output_text` content part.
@@ -1930,6 +1933,8 @@ enum ItemBody {
         namespace: Option<String>,
         arguments: String,
     },
+    /// An item a resumed stream's client already has whole, repeated as it was.
+    Verbatim(Box<serde_json::value::RawValue>),
 }
 
 /// One output item sent to the client, and everything sent of it (the final response repeats it).
@@ -1976,6 +1981,7 @@ impl Item {
                 namespace: namespace.as_deref(),
                 arguments: if whole { arguments } else { "" },
             },
+            ItemBody::Verbatim(raw) => OutItem::Verbatim(raw),
         }
     }
 }
@@ -2016,6 +2022,46 @@ impl EventEncoder {
 
     pub(crate) fn set_created(&mut self, created_at: u64) {
         self.created_at = created_at;
+    }
+
+    /// Carries on a stream the client has up to `rp`: same response id, sequence numbers after
+    /// the last it saw, its items kept for the final response, an open message item continued.
+    pub(crate) fn resume(&mut self, rp: &ResumePoint) {
+        self.started = true;
+        self.id = rp
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("resp_{}", fallback_id()));
+        if let Some(c) = rp.created {
+            self.created_at = c;
+        }
+        if let Some(m) = &rp.model {
+            self.opts.model.clone_from(m);
+        }
+        self.next_sequence = rp.last_sequence_number.map_or(0, |n| n.saturating_add(1));
+        self.usage = rp.usage;
+        for it in &rp.items {
+            let k = self.items.len();
+            let (id, open, body) = match it {
+                ResumeItem::Message { id, text, open } => {
+                    (id.clone(), *open, ItemBody::Message { text: text.clone() })
+                }
+                ResumeItem::Verbatim(raw) => {
+                    (String::new(), false, ItemBody::Verbatim(raw.clone()))
+                }
+            };
+            if open {
+                self.open = Some(k);
+            }
+            self.items.push(Item {
+                // The open message continues as canonical part 0; finished items take no part.
+                index: if open { 0 } else { usize::MAX },
+                id,
+                open,
+                incomplete: false,
+                body,
+            });
+        }
     }
 
     pub(crate) fn set_names(&mut self, names: Vec<NamespacedTool>) {
@@ -2064,7 +2110,7 @@ impl EventEncoder {
         let k = self.items.len();
         let prefix = match body {
             ItemBody::Message { .. } => "msg",
-            ItemBody::Call { .. } => "fc",
+            ItemBody::Call { .. } | ItemBody::Verbatim(_) => "fc",
         };
         let item = Item {
             index,
@@ -2177,6 +2223,7 @@ impl EventEncoder {
                 );
                 seq()
             }
+            ItemBody::Verbatim(_) => seq(),
         };
         emit(
             out,

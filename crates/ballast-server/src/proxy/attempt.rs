@@ -95,15 +95,29 @@ fn upstream_request(
 
 /// One attempt at one target: send under the attempt's time limits, and on success commit the answer
 /// to the client (whole, or as a stream once its first token arrived).
+/// Where the request stands when an attempt starts.
+pub(super) struct Tally<'a> {
+    /// Upstream attempts so far, this one included.
+    pub attempts: u32,
+    /// Targets that failed before this one.
+    pub earlier_failures: usize,
+    /// The route's targets tried so far (this one included).
+    pub tried: &'a [bool],
+}
+
 pub(super) async fn attempt(
     ctx: &mut Ctx<'_>,
     target: &PreparedTarget,
     prepared: &Prepared,
-    attempts: u32,
+    tally: Tally<'_>,
     ticket: &mut Option<Admitted>,
     slot: &mut Option<InFlight>,
-    earlier_failures: usize,
 ) -> Result<Response, Failure> {
+    let Tally {
+        attempts,
+        earlier_failures,
+        tried,
+    } = tally;
     let st = ctx.st;
     let req = upstream_request(ctx, target, prepared);
     let clock = Clock::start(ctx);
@@ -143,12 +157,34 @@ pub(super) async fn attempt(
             .map(|_| ctx.model.into()),
     };
     let mut r = if ctx.stream {
-        let held = hold_until_first_token(ctx, target, resp.body, &clock).await?;
+        let provider = &st.providers[target.provider];
+        let observer = StreamObserver::new(provider.format)
+            .with_max_event_bytes(st.config.limits.max_event_bytes)
+            .with_scripts(ctx.scripts)
+            .with_json_check(ctx.wants_json);
+        let held =
+            hold_until_first_token(st, observer, resp.body, clock.first, clock.too_late()).await?;
         outcome.ticket = ticket.take();
         outcome.first_token();
         outcome.guards.extend(ctx.guard.take());
         outcome.guards.extend(slot.take());
-        stream_response(ctx, target, prepared, held, &clock, outcome, content_type)
+        let continuation = (ctx.policy.stream_recovery == StreamRecovery::Continue).then(|| {
+            let tools = ctx
+                .env
+                .field("tools")
+                .is_some_and(|v| !matches!(v.trim(), "[]" | "null"));
+            (
+                Delivery::new(ctx.format, tools, st.config.limits.max_answer_bytes),
+                Resumer::new(ctx, tried, target.state, attempts),
+            )
+        });
+        let commit = Commit {
+            held,
+            outcome,
+            content_type,
+            continuation,
+        };
+        stream_response(ctx, target, prepared, commit, &clock)
     } else {
         let (body, observed) = whole_answer(ctx, target, prepared, resp, &clock).await?;
         outcome.ticket = ticket.take();
@@ -178,37 +214,32 @@ pub(super) async fn attempt(
 }
 
 /// A stream's start, held back until its first token.
-struct Held {
-    observer: StreamObserver,
-    prefix: Vec<Bytes>,
-    held: crate::runtime::Reservation,
-    inner: upstream::BodyStream,
+pub(crate) struct Held {
+    pub observer: StreamObserver,
+    pub prefix: Vec<Bytes>,
+    pub held: crate::runtime::Reservation,
+    pub inner: upstream::BodyStream,
 }
 
 /// Reads a stream until its first token, holding the chunks back: a stream that fails before that
-/// falls over transparently, since the client has seen nothing yet. Bounded in time (the first-token
-/// limit) and in bytes (`limits.max_first_token_bytes`, and the gateway's buffer budget).
-async fn hold_until_first_token(
-    ctx: &Ctx<'_>,
-    target: &PreparedTarget,
+/// falls over transparently, since the client has seen nothing yet. Bounded in time (`first`; past
+/// it the attempt fails with `too_late`) and in bytes (`limits.max_first_token_bytes`, and the
+/// gateway's buffer budget).
+pub(crate) async fn hold_until_first_token(
+    st: &AppState,
+    mut observer: StreamObserver,
     mut inner: upstream::BodyStream,
-    clock: &Clock,
+    first: Instant,
+    too_late: Failure,
 ) -> Result<Held, Failure> {
-    let st = ctx.st;
     let limits = &st.config.limits;
-    let provider = &st.providers[target.provider];
-    let mut observer = StreamObserver::new(provider.format)
-        .with_max_event_bytes(limits.max_event_bytes)
-        .with_scripts(ctx.scripts)
-        .with_json_check(ctx.wants_json);
     let mut prefix = Vec::new();
     let mut prefix_bytes = 0usize;
     let mut held = st.runtime.buffered.reserve();
     while !observer.observation().first_token_seen && !observer.observation().done {
-        let next =
-            tokio::time::timeout_at(clock.first, futures_util::StreamExt::next(&mut inner)).await;
+        let next = tokio::time::timeout_at(first, futures_util::StreamExt::next(&mut inner)).await;
         match next {
-            Err(_) => return Err(clock.too_late()),
+            Err(_) => return Err(too_late),
             Ok(Some(Ok(chunk))) => {
                 // Held back until the first token: bounded in bytes, not only in time.
                 prefix_bytes = prefix_bytes.saturating_add(chunk.len());
@@ -248,15 +279,28 @@ async fn hold_until_first_token(
 
 /// The client's streaming response, committed: the held chunks, then the rest as it arrives
 /// (translated when the target speaks another format), under the attempt's deadline.
+/// What a stream is committed with: its held start, its outcome, the upstream's content type, and
+/// what it needs to be continued elsewhere.
+struct Commit {
+    held: Held,
+    outcome: Outcome,
+    content_type: Option<HeaderValue>,
+    continuation: Option<(Delivery, Box<Resumer>)>,
+}
+
 fn stream_response(
     ctx: &Ctx<'_>,
     target: &PreparedTarget,
     prepared: &Prepared,
-    held: Held,
+    commit: Commit,
     clock: &Clock,
-    outcome: Outcome,
-    content_type: Option<HeaderValue>,
 ) -> Response {
+    let Commit {
+        held,
+        outcome,
+        content_type,
+        continuation,
+    } = commit;
     let st = ctx.st;
     let limits = &st.config.limits;
     let provider = &st.providers[target.provider];
@@ -295,6 +339,7 @@ fn stream_response(
             .telemetry
             .chunk_timer(ctx.route_idx, target.state, ctx.format),
         outcome,
+        continuation,
     });
     let mut r = Response::new(Body::from_stream(body));
     let h = r.headers_mut();

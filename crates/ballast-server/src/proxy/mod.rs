@@ -16,7 +16,9 @@ use tokio::time::Instant;
 
 use ballast_core::api::ApiFormat;
 use ballast_core::client_error::{ClientError, ErrorKind};
-use ballast_core::config::{CacheMode, ContentPolicyAction, Policy, Route, Strategy, Tier};
+use ballast_core::config::{
+    CacheMode, ContentPolicyAction, Policy, Route, Strategy, StreamRecovery, Tier,
+};
 use ballast_core::envelope::Envelope;
 use ballast_core::model::ChatRequest;
 use ballast_core::observe::StreamObserver;
@@ -39,12 +41,16 @@ use crate::runtime::{Admitted, InFlight, lock};
 use crate::state::{AppState, PreparedTarget};
 use crate::stream::{ObservedStream, StreamStart};
 use crate::upstream::{self, Failure, Next, TimeoutKind};
+use ballast_core::continuation::Delivery;
 
 mod attempt;
 mod errors;
+mod resume;
 mod targets;
 
-use attempt::attempt;
+pub(crate) use resume::{Continued, Resumer, continue_stream};
+
+use attempt::{Tally, attempt};
 use errors::{all_failed, upstream_client_error};
 use targets::attempt_targets;
 

@@ -62,7 +62,7 @@ pub(super) fn pick(
 }
 
 /// Whether a target may be tried now, and on what terms.
-enum Admit {
+pub(super) enum Admit {
     /// Yes: its breaker ticket and its in-flight slot.
     Go(Admitted, InFlight),
     /// Not this one; the route moves on.
@@ -73,8 +73,14 @@ enum Admit {
 
 /// The checks before an attempt, in order: the operators' kill switches, an open incident (while
 /// another target can serve), the request's remaining time, the breaker, the target's bulkhead.
-fn admit(ctx: &Ctx<'_>, targets: &[PreparedTarget], ti: usize, tried: &[bool]) -> Admit {
-    let st = ctx.st;
+pub(super) fn admit(
+    st: &Arc<AppState>,
+    policy: &Policy,
+    deadline: Instant,
+    targets: &[PreparedTarget],
+    ti: usize,
+    tried: &[bool],
+) -> Admit {
     let rt = &st.runtime;
     let target = &targets[ti];
     let ts = &rt.targets[target.state];
@@ -88,7 +94,7 @@ fn admit(ctx: &Ctx<'_>, targets: &[PreparedTarget], ti: usize, tried: &[bool]) -
     // still gets a trial request now and then, so its recovery can be seen).
     if st.config.signal.eject
         && st.telemetry.incidents.avoid(target.state, now)
-        && healthy_target_ahead(ctx, targets, tried)
+        && healthy_target_ahead(st, targets, tried)
     {
         return Admit::Skip(skipped(
             "ejected: an availability incident is open",
@@ -98,14 +104,14 @@ fn admit(ctx: &Ctx<'_>, targets: &[PreparedTarget], ti: usize, tried: &[bool]) -
     // A provider that asked for less traffic (429) gets none until its `retry-after` while
     // another target can serve.
     if let Some(until) = ts.rate_limited(now)
-        && healthy_target_ahead(ctx, targets, tried)
+        && healthy_target_ahead(st, targets, tried)
     {
         return Admit::Skip(skipped(
             "rate limited by the provider (429): paused for its retry-after",
             Some(until.saturating_duration_since(now)),
         ));
     }
-    if ctx.deadline.saturating_duration_since(now) < MIN_ATTEMPT_TIME {
+    if deadline.saturating_duration_since(now) < MIN_ATTEMPT_TIME {
         return Admit::Stop(Failure::OutOfTime);
     }
     let ticket = match lock(&ts.breaker).admit(now) {
@@ -122,7 +128,7 @@ fn admit(ctx: &Ctx<'_>, targets: &[PreparedTarget], ti: usize, tried: &[bool]) -
         }
     };
     let ticket = Admitted::new(st, target.state, ticket);
-    match InFlight::target(st, target.state, ctx.policy.max_in_flight_per_target) {
+    match InFlight::target(st, target.state, policy.max_in_flight_per_target) {
         Some(slot) => Admit::Go(ticket, slot),
         None => Admit::Skip(skipped(
             "at capacity (policy.max_in_flight_per_target)",
@@ -152,7 +158,7 @@ pub(super) async fn attempt_targets(
             tried[ti] = true;
             let target = &targets[ti];
             let ts = &rt.targets[target.state];
-            let (ticket, slot) = match admit(&ctx, targets, ti, &tried) {
+            let (ticket, slot) = match admit(st, ctx.policy, ctx.deadline, targets, ti, &tried) {
                 Admit::Go(ticket, slot) => (ticket, slot),
                 Admit::Skip(f) => {
                     failures.push((target, f));
@@ -209,10 +215,13 @@ pub(super) async fn attempt_targets(
                     &mut ctx,
                     target,
                     &prepared,
-                    attempts,
+                    Tally {
+                        attempts,
+                        earlier_failures: failures.len(),
+                        tried: &tried,
+                    },
                     &mut ticket,
                     &mut slot,
-                    failures.len(),
                 )
                 .await;
                 let failure = match result {
@@ -454,18 +463,18 @@ pub(super) fn prepare(
 
 /// Whether an untried target of the route is neither disabled, nor open-circuited, nor ejected.
 pub(super) fn healthy_target_ahead(
-    ctx: &Ctx<'_>,
+    st: &AppState,
     targets: &[PreparedTarget],
     tried: &[bool],
 ) -> bool {
-    let rt = &ctx.st.runtime;
+    let rt = &st.runtime;
     let now = Instant::now();
     targets.iter().zip(tried).any(|(t, &done)| {
         let ts = &rt.targets[t.state];
         !done
             && !ts.disabled.load(Ordering::Relaxed)
             && !rt.provider_disabled[t.provider].load(Ordering::Relaxed)
-            && !ctx.st.telemetry.incidents.ejected(t.state)
+            && !st.telemetry.incidents.ejected(t.state)
             && ts.rate_limited(now).is_none()
             && lock(&ts.breaker).snapshot(now).state != ballast_core::policy::State::Open
     })

@@ -37,6 +37,8 @@ pub enum Reply {
         chunks: Vec<(Duration, Bytes)>,
         hang: bool,
     },
+    /// 200 `text/event-stream`: these chunks, then the connection breaks.
+    Cut(Vec<Bytes>),
 }
 
 impl Reply {
@@ -46,6 +48,16 @@ impl Reply {
             retry_after: None,
             body: r#"{"error":{"message":"scripted failure","type":"server_error"}}"#,
         }
+    }
+
+    /// A stream whose chunks arrive at once, then the connection breaks.
+    pub fn cut(chunks: &[&str]) -> Self {
+        Reply::Cut(
+            chunks
+                .iter()
+                .map(|c| Bytes::copy_from_slice(c.as_bytes()))
+                .collect(),
+        )
     }
 
     /// A stream whose chunks all arrive at once.
@@ -144,6 +156,14 @@ impl Transport for Scripted {
                     headers.insert("content-type", HeaderValue::from_static("application/json"));
                     Ok(response(200, headers, once(Bytes::from(body))))
                 }
+                Reply::Cut(chunks) => {
+                    let mut headers = HeaderMap::new();
+                    headers.insert(
+                        "content-type",
+                        HeaderValue::from_static("text/event-stream"),
+                    );
+                    Ok(response(200, headers, cut(chunks)))
+                }
                 Reply::Stream { chunks, hang } => {
                     let mut headers = HeaderMap::new();
                     headers.insert(
@@ -170,6 +190,17 @@ impl Transport for Scripted {
             }
         })
     }
+}
+
+fn cut(chunks: Vec<Bytes>) -> ballast_server::BodyStream {
+    let items: Vec<Result<Bytes, Failure>> = chunks
+        .into_iter()
+        .map(Ok)
+        .chain(std::iter::once(Err(Failure::Transport(
+            "connection reset by peer".to_owned(),
+        ))))
+        .collect();
+    Box::pin(futures_util::stream::iter(items))
 }
 
 fn once(b: Bytes) -> ballast_server::BodyStream {
