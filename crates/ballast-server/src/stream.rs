@@ -251,7 +251,11 @@ impl ObservedStream {
     /// last chunk carries the finish reason and maybe more): it ends at the end of the body.
     fn end_if_done(&mut self, out: Option<Bytes>) -> Option<Bytes> {
         let obs = self.observer.observation();
-        if !(obs.done && self.pending.is_empty() && self.upstream_format != ApiFormat::Gemini) {
+        if !(obs.done
+            && self.pending.is_empty()
+            && self.prefix.is_empty()
+            && self.upstream_format != ApiFormat::Gemini)
+        {
             return out;
         }
         if obs.error.is_some() && self.delivery.is_some() {
@@ -520,8 +524,36 @@ impl ObservedStream {
         if let Some(o) = self.outcome.take() {
             o.finish_stream(self.observer.observation(), None);
         }
+        self.drain_upstream();
+    }
+
+    /// The answer is complete, but the upstream's HTTP body may not have ended yet (its last chunk
+    /// often follows the terminal event a moment later). Read it to its end off the client's path,
+    /// bounded in bytes and time, so the connection goes back to the pool instead of being closed.
+    fn drain_upstream(&mut self) {
+        let mut inner: BodyStream =
+            std::mem::replace(&mut self.inner, Box::pin(futures_util::stream::empty()));
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let mut left = DRAIN_MAX_BYTES;
+            let read = async {
+                while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut inner).await {
+                    left = left.saturating_sub(chunk.len());
+                    if left == 0 {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIME, read).await;
+        });
     }
 }
+
+/// At most this much of an upstream body is read after the answer's end, within this time.
+const DRAIN_MAX_BYTES: usize = 64 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
 
 const BUFFERS_FULL: &str =
     "the gateway holds limits.max_buffered_bytes of provider answers already";

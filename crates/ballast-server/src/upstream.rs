@@ -171,6 +171,8 @@ pub enum TimeoutKind {
     Attempt,
     /// The request's deadline.
     Deadline,
+    /// Streams held whole: no data for `policy.idle_timeout`.
+    Idle,
 }
 
 impl TimeoutKind {
@@ -181,6 +183,7 @@ impl TimeoutKind {
             TimeoutKind::Response => "response timeout",
             TimeoutKind::Attempt => "attempt timeout",
             TimeoutKind::Deadline => "deadline exceeded",
+            TimeoutKind::Idle => "idle timeout",
         }
     }
 }

@@ -397,3 +397,48 @@ async fn without_a_fallback_or_with_recovery_off_the_client_gets_a_clean_error()
         assert!(!got.body.contains("rest"), "{}", got.body);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn complete_or_nothing_falls_over_a_broken_stream_before_the_client_sees_any_of_it() {
+    let r = rig("[routes.chat.policy]\nstream_recovery = \"complete\"");
+    r.upstream.set(
+        "primary.test",
+        Reply::cut(&[&chat_chunk("Broken "), &chat_chunk("answer")]),
+    );
+    r.upstream.set(
+        "backup.test",
+        Reply::stream(&[&chat_chunk("Whole "), &chat_chunk("answer."), &chat_end()]),
+    );
+    let got = r
+        .call("/v1/chat/completions", &chat("chat", "x", true))
+        .await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("x-ballast-target"), "backup/gpt-4.1-mini");
+    let (text, complete) = chat_text(&got.body);
+    assert_eq!(text, "Whole answer.");
+    assert!(complete);
+    // The backup was asked the original request, not a continuation.
+    let (role, _) = last_message(&r.upstream.requests("backup.test")[0].body);
+    assert_eq!(role, "user");
+    assert_eq!(r.upstream.requests("backup.test").len(), 1);
+
+    // A stream that stalls after its first token is abandoned at the idle timeout, whole.
+    let r = rig("[policy]\nstream_recovery = \"complete\"\nidle_timeout = \"3s\"");
+    r.upstream.set(
+        "primary.test",
+        Reply::Stream {
+            chunks: vec![(Duration::ZERO, Bytes::from(chat_chunk("Stalled ")))],
+            hang: true,
+        },
+    );
+    r.upstream.set(
+        "backup.test",
+        Reply::stream(&[&chat_chunk("Fine."), &chat_end()]),
+    );
+    let t0 = tokio::time::Instant::now();
+    let got = r
+        .call("/v1/chat/completions", &chat("chat", "x", true))
+        .await;
+    assert_eq!(t0.elapsed(), Duration::from_secs(3));
+    assert_eq!(chat_text(&got.body), ("Fine.".to_owned(), true));
+}

@@ -162,8 +162,23 @@ pub(super) async fn attempt(
             .with_max_event_bytes(st.config.limits.max_event_bytes)
             .with_scripts(ctx.scripts)
             .with_json_check(ctx.wants_json);
-        let held =
-            hold_until_first_token(st, observer, resp.body, clock.first, clock.too_late()).await?;
+        // Complete-or-nothing: the whole stream is held to its clean end, so a failure anywhere
+        // in it falls over like a failed request.
+        let whole = (ctx.policy.stream_recovery == StreamRecovery::Complete).then_some(Whole {
+            idle: ctx.policy.idle_timeout,
+            end: clock.end,
+            end_kind: clock.end_kind,
+            end_after: clock.end_after,
+        });
+        let held = hold(
+            st,
+            observer,
+            resp.body,
+            clock.first,
+            clock.too_late(),
+            whole,
+        )
+        .await?;
         outcome.ticket = ticket.take();
         outcome.first_token();
         outcome.guards.extend(ctx.guard.take());
@@ -227,27 +242,82 @@ pub(crate) struct Held {
 /// gateway's buffer budget).
 pub(crate) async fn hold_until_first_token(
     st: &AppState,
+    observer: StreamObserver,
+    inner: upstream::BodyStream,
+    first: Instant,
+    too_late: Failure,
+) -> Result<Held, Failure> {
+    hold(st, observer, inner, first, too_late, None).await
+}
+
+/// How long a whole stream may take when it is held to its end (`stream_recovery = "complete"`).
+struct Whole {
+    idle: Duration,
+    end: Instant,
+    /// Which limit `end` is, and its length.
+    end_kind: TimeoutKind,
+    end_after: Duration,
+}
+
+/// Reads a stream until its first token (`whole` absent) or to its clean end, holding the chunks.
+async fn hold(
+    st: &AppState,
     mut observer: StreamObserver,
     mut inner: upstream::BodyStream,
     first: Instant,
     too_late: Failure,
+    whole: Option<Whole>,
 ) -> Result<Held, Failure> {
     let limits = &st.config.limits;
     let mut prefix = Vec::new();
     let mut prefix_bytes = 0usize;
     let mut held = st.runtime.buffered.reserve();
-    while !observer.observation().first_token_seen && !observer.observation().done {
-        let next = tokio::time::timeout_at(first, futures_util::StreamExt::next(&mut inner)).await;
+    let (cap, cap_name) = if whole.is_some() {
+        (limits.max_answer_bytes, "limits.max_answer_bytes")
+    } else {
+        (limits.max_first_token_bytes, "limits.max_first_token_bytes")
+    };
+    let mut last_chunk = Instant::now();
+    loop {
+        let obs = observer.observation();
+        let enough = match &whole {
+            None => obs.first_token_seen || obs.done,
+            Some(_) => obs.done,
+        };
+        if enough {
+            break;
+        }
+        // Before the first token the first-token limit; after it (whole streams) the idle limit.
+        let until = match &whole {
+            Some(w) if obs.first_token_seen => (last_chunk + w.idle).min(w.end),
+            _ => first,
+        };
+        let next = tokio::time::timeout_at(until, futures_util::StreamExt::next(&mut inner)).await;
         match next {
-            Err(_) => return Err(too_late),
+            Err(_) => {
+                return Err(match &whole {
+                    Some(w) if observer.observation().first_token_seen => {
+                        if until >= w.end {
+                            Failure::Timeout(w.end_kind, w.end_after)
+                        } else {
+                            Failure::Timeout(TimeoutKind::Idle, w.idle)
+                        }
+                    }
+                    _ => too_late,
+                });
+            }
             Ok(Some(Ok(chunk))) => {
-                // Held back until the first token: bounded in bytes, not only in time.
+                last_chunk = Instant::now();
+                // Held back: bounded in bytes, not only in time.
                 prefix_bytes = prefix_bytes.saturating_add(chunk.len());
-                if prefix_bytes > limits.max_first_token_bytes {
-                    return Err(Failure::BadResponse(format!(
-                        "no first token in the first {} bytes of the stream (limits.max_first_token_bytes)",
-                        limits.max_first_token_bytes
-                    )));
+                if prefix_bytes > cap {
+                    return Err(Failure::BadResponse(if whole.is_some() {
+                        format!("the streamed answer is larger than {cap} bytes ({cap_name})")
+                    } else {
+                        format!(
+                            "no first token in the first {cap} bytes of the stream ({cap_name})"
+                        )
+                    }));
                 }
                 observer.feed(&chunk);
                 // The chunks held back, and the observer's copy of the event in progress.
@@ -263,8 +333,19 @@ pub(crate) async fn hold_until_first_token(
             }
             Ok(Some(Err(f))) => return Err(f),
             Ok(None) => {
+                let cut = observer.finish();
+                let obs = observer.observation();
+                // A whole stream that ended cleanly with its stop reason but no sentinel is whole.
+                if whole.is_some() && !cut && obs.stop_reason.is_some() && obs.error.is_none() {
+                    break;
+                }
                 return Err(Failure::BadResponse(
-                    "the stream ended before its first token".to_owned(),
+                    if whole.is_some() && obs.first_token_seen {
+                        "the stream ended before the answer was complete"
+                    } else {
+                        "the stream ended before its first token"
+                    }
+                    .to_owned(),
                 ));
             }
         }
