@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 /// The JSON data of every SSE event in `body` (`[DONE]` as a string).
 fn events(body: &str) -> Vec<(String, Value)> {
     let mut out = Vec::new();
+    let body = body.replace("\r\n", "\n");
     for block in body.split("\n\n") {
         let mut name = String::new();
         let mut data = String::new();
@@ -441,4 +442,168 @@ async fn complete_or_nothing_falls_over_a_broken_stream_before_the_client_sees_a
         .await;
     assert_eq!(t0.elapsed(), Duration::from_secs(3));
     assert_eq!(chat_text(&got.body), ("Fine.".to_owned(), true));
+}
+
+const MORE_PROVIDERS: &str = r#"
+[providers.resp]
+kind = "openai"
+api = "responses"
+base_url = "http://resp.test/v1"
+api_key = "k"
+[providers.gem]
+kind = "gemini"
+base_url = "http://gem.test"
+api_key = "k"
+[routes.r-same]
+targets = ["resp/gpt-5.1", "backup/gpt-4.1-mini"]
+[routes.g-same]
+targets = ["gem/gemini-2.5-flash", "backup/gpt-4.1-mini"]
+"#;
+
+fn responses_chunks(texts: &[&str]) -> String {
+    let mut seq = 0u64;
+    let mut ev = |name: &str, mut v: Value| {
+        v["type"] = json!(name);
+        v["sequence_number"] = json!(seq);
+        seq += 1;
+        format!("event: {name}\ndata: {v}\n\n")
+    };
+    let resp = json!({"id": "resp_orig", "object": "response", "created_at": 5, "status": "in_progress",
+        "model": "gpt-5.1", "output": []});
+    let mut s = ev("response.created", json!({"response": resp}));
+    s.push_str(&ev("response.in_progress", json!({"response": resp})));
+    s.push_str(&ev(
+        "response.output_item.added",
+        json!({"output_index": 0, "item": {"type": "reasoning", "id": "rs_1", "summary": []}}),
+    ));
+    s.push_str(&ev(
+        "response.output_item.done",
+        json!({"output_index": 0, "item": {"type": "reasoning", "id": "rs_1", "summary": []}}),
+    ));
+    s.push_str(&ev(
+        "response.output_item.added",
+        json!({"output_index": 1, "item": {"type": "message", "id": "msg_orig", "status": "in_progress", "role": "assistant", "content": []}}),
+    ));
+    s.push_str(&ev(
+        "response.content_part.added",
+        json!({"item_id": "msg_orig", "output_index": 1, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+    ));
+    for t in texts {
+        s.push_str(&ev(
+            "response.output_text.delta",
+            json!({"item_id": "msg_orig", "output_index": 1, "content_index": 0, "delta": t, "logprobs": []}),
+        ));
+    }
+    s
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_responses_stream_is_continued_with_its_items_ids_and_sequence_numbers() {
+    let r = rig(MORE_PROVIDERS);
+    r.upstream.set(
+        "resp.test",
+        Reply::cut(&[&responses_chunks(&["Hello ", "wor"])]),
+    );
+    r.upstream.set(
+        "backup.test",
+        Reply::stream(&[&chat_chunk("ld, again."), &chat_end()]),
+    );
+    let body = json!({"model": "r-same", "stream": true, "input": "hi", "store": false});
+    let got = r.call("/v1/responses", &body).await;
+    assert_eq!(got.status, 200);
+    let evs = events(&got.body);
+    let seqs: Vec<u64> = evs
+        .iter()
+        .map(|(_, v)| v["sequence_number"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    let text: String = evs
+        .iter()
+        .filter(|(n, _)| n == "response.output_text.delta")
+        .map(|(_, v)| {
+            assert_eq!(v["item_id"], "msg_orig");
+            assert_eq!(v["output_index"], 1);
+            v["delta"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(text, "Hello world, again.");
+    let (last, done) = evs.last().unwrap();
+    assert_eq!(last, "response.completed", "{}", got.body);
+    assert_eq!(done["response"]["id"], "resp_orig");
+    let output = done["response"]["output"].as_array().unwrap();
+    assert_eq!(output.len(), 2, "{output:?}");
+    assert_eq!(output[0]["type"], "reasoning");
+    assert_eq!(output[1]["id"], "msg_orig");
+    assert_eq!(output[1]["content"][0]["text"], "Hello world, again.");
+    let text_done = evs
+        .iter()
+        .find(|(n, _)| n == "response.output_text.done")
+        .unwrap();
+    assert_eq!(text_done.1["text"], "Hello world, again.");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_responses_client_served_by_translation_is_continued_too() {
+    let r = rig("");
+    r.upstream.set(
+        "primary.test",
+        Reply::cut(&[&chat_chunk("One, "), &chat_chunk("two, ")]),
+    );
+    r.upstream.set(
+        "backup.test",
+        Reply::stream(&[&chat_chunk("three."), &chat_end()]),
+    );
+    let body = json!({"model": "chat", "stream": true, "input": "count", "store": false});
+    let got = r.call("/v1/responses", &body).await;
+    let evs = events(&got.body);
+    let (last, done) = evs.last().unwrap();
+    assert_eq!(last, "response.completed", "{}", got.body);
+    assert_eq!(
+        done["response"]["output"][0]["content"][0]["text"],
+        "One, two, three."
+    );
+    let created: Vec<&Value> = evs
+        .iter()
+        .filter(|(n, _)| n == "response.created")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0]["response"]["id"], done["response"]["id"]);
+}
+
+fn gemini_chunk(text: &str) -> String {
+    format!(
+        "data: {}\r\n\r\n",
+        json!({"candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}],
+            "modelVersion": "gemini-2.5-flash", "responseId": "gem-orig"})
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gemini_stream_is_continued_under_its_response_id() {
+    let r = rig(MORE_PROVIDERS);
+    r.upstream.set(
+        "gem.test",
+        Reply::cut(&[&gemini_chunk("Sky is "), &gemini_chunk("bl")]),
+    );
+    r.upstream.set(
+        "backup.test",
+        Reply::stream(&[&chat_chunk("ue today."), &chat_end()]),
+    );
+    let body = json!({"contents": [{"role": "user", "parts": [{"text": "sky?"}]}]});
+    let got = r
+        .call("/v1beta/models/g-same:streamGenerateContent?alt=sse", &body)
+        .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    let evs = events(&got.body);
+    let text: String = evs
+        .iter()
+        .filter_map(|(_, v)| v.pointer("/candidates/0/content/parts/0/text")?.as_str())
+        .collect();
+    assert_eq!(text, "Sky is blue today.");
+    for (_, v) in &evs {
+        assert_eq!(v["responseId"], "gem-orig", "{v}");
+    }
+    let last = &evs.last().unwrap().1;
+    assert_eq!(last.pointer("/candidates/0/finishReason").unwrap(), "STOP");
 }
