@@ -604,6 +604,9 @@ impl Stream for ObservedStream {
                     return Poll::Pending;
                 };
                 this.continuing = None;
+                if let Some(o) = &this.outcome {
+                    o.st.telemetry.continuation(o.route_idx, result.is_ok());
+                }
                 match result {
                     Ok(c) => {
                         if let Some(o) = &this.outcome {

@@ -214,6 +214,12 @@ struct Names {
     targets: Vec<(String, String, &'static str)>,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ContinuationLabels {
+    route: String,
+    result: &'static str,
+}
+
 pub struct Telemetry {
     registry: Registry,
     names: Names,
@@ -223,6 +229,8 @@ pub struct Telemetry {
     attempts: Vec<Counter>,
     /// `[route]`: answered by a target after an earlier one failed.
     fallbacks: Vec<Counter>,
+    /// `[route][continued, failed]`: streams that broke after content reached the client.
+    continuations: Vec<[Counter; 2]>,
     genai: Vec<OnceLock<GenAiSeries>>,
     op_duration: Family<GenAiLabels, Histogram, fn() -> Histogram>,
     ttfc: Family<GenAiLabels, Histogram, fn() -> Histogram>,
@@ -379,6 +387,25 @@ impl Telemetry {
                     .clone()
             })
             .collect();
+        let continuations_family = Family::<ContinuationLabels, Counter>::default();
+        registry.register(
+            "ballast_stream_continuations",
+            "Streams that broke after content reached the client, by whether another target continued them",
+            continuations_family.clone(),
+        );
+        let continuations = routes
+            .iter()
+            .map(|r| {
+                ["continued", "failed"].map(|result| {
+                    continuations_family
+                        .get_or_create(&ContinuationLabels {
+                            route: r.clone(),
+                            result,
+                        })
+                        .clone()
+                })
+            })
+            .collect();
         let breaker_state = Family::<TargetLabel, Gauge>::default();
         registry.register(
             "ballast_breaker_state",
@@ -496,6 +523,7 @@ impl Telemetry {
             requests,
             attempts,
             fallbacks,
+            continuations,
             genai: (0..slots).map(|_| OnceLock::new()).collect(),
             op_duration,
             ttfc,
@@ -585,6 +613,13 @@ impl Telemetry {
     }
 
     /// One upstream attempt ended.
+    /// A stream broke after content reached the client; another target continued it, or none could.
+    pub fn continuation(&self, route: usize, continued: bool) {
+        if let Some([ok, failed]) = self.continuations.get(route) {
+            if continued { ok } else { failed }.inc();
+        }
+    }
+
     pub fn attempt(&self, r: &AttemptRecord) {
         let i = r
             .target

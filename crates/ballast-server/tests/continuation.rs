@@ -136,6 +136,12 @@ async fn a_cut_chat_stream_is_continued_on_the_fallback_as_one_answer() {
         messages[messages.len() - 2]["content"],
         "The quick brown fox"
     );
+    let (_, metrics) = r.get_text("/metrics").await;
+    assert!(
+        metrics
+            .contains("ballast_stream_continuations_total{route=\"chat\",result=\"continued\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -396,6 +402,15 @@ async fn without_a_fallback_or_with_recovery_off_the_client_gets_a_clean_error()
         assert!(got.body.contains("error"), "{route}: {}", got.body);
         assert!(!got.body.contains("[DONE]"), "{}", got.body);
         assert!(!got.body.contains("rest"), "{}", got.body);
+        if route == "solo" {
+            let (_, metrics) = r.get_text("/metrics").await;
+            assert!(
+                metrics.contains(
+                    "ballast_stream_continuations_total{route=\"solo\",result=\"failed\"} 1"
+                ),
+                "{metrics}"
+            );
+        }
     }
 }
 
