@@ -323,9 +323,9 @@ pub struct ResumePoint {
     pub created: Option<u64>,
     /// The answer's text so far (every text part, in order).
     pub text: String,
-    /// Anthropic: content blocks opened, and the index of the text block still open.
+    /// Anthropic: content blocks opened, the index of the block still open, and whether it is text.
     pub blocks: usize,
-    pub open_text_block: Option<usize>,
+    pub open_block: Option<(usize, bool)>,
     /// OpenAI Chat: tool calls sent.
     pub tool_calls: usize,
     /// Responses: the output items sent, and the last sequence number.
@@ -365,13 +365,11 @@ impl ResumePoint {
                 Some("content_block_start") => {
                     self.blocks = self.blocks.saturating_add(1);
                     let b = v.get("content_block").unwrap_or(&Value::Null);
-                    self.open_text_block = None;
-                    if b.get("type").and_then(Value::as_str) == Some("text") {
-                        let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
-                        self.open_text_block = usize::try_from(index).ok();
-                        if let Some(t) = b.get("text").and_then(Value::as_str) {
-                            self.text.push_str(t);
-                        }
+                    let text = b.get("type").and_then(Value::as_str) == Some("text");
+                    let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                    self.open_block = usize::try_from(index).ok().map(|i| (i, text));
+                    if text && let Some(t) = b.get("text").and_then(Value::as_str) {
+                        self.text.push_str(t);
                     }
                 }
                 Some("content_block_delta") => {
@@ -382,7 +380,7 @@ impl ResumePoint {
                         self.text.push_str(t);
                     }
                 }
-                Some("content_block_stop") => self.open_text_block = None,
+                Some("content_block_stop") => self.open_block = None,
                 _ => {}
             },
             ApiFormat::OpenAiChat => {
@@ -867,7 +865,7 @@ mod tests {
         let rp = d.resume_point().unwrap();
         assert_eq!(rp.text, "Let me look.");
         assert_eq!(rp.blocks, 1);
-        assert_eq!(rp.open_text_block, None);
+        assert_eq!(rp.open_block, None);
     }
 
     #[test]

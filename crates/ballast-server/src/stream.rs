@@ -191,6 +191,15 @@ impl ObservedStream {
     /// The stream broke after content reached the client: look for a continuation when one is
     /// possible (the next poll drives it), else end with an error event now.
     fn break_off(&mut self, kind: ErrorKind, cause: String) -> Option<Bytes> {
+        let obs = self.observer.observation();
+        if obs.stop_reason.is_some() && obs.error.is_none() && self.pending.is_empty() {
+            // The answer was complete (its stop reason arrived); only its closing was lost.
+            let done = obs.done;
+            let mut tail = self.flush_delivery();
+            tail.extend(self.closing_events(done));
+            self.complete();
+            return Some(Bytes::from(tail));
+        }
         if let (Some(d), Some(o)) = (self.delivery.as_mut(), self.outcome.as_ref())
             && let Some(rp) = d.resume_point()
             && let Some(r) = self.resumer.take()

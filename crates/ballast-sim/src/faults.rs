@@ -29,7 +29,8 @@ pub struct Faults {
     /// Latency (time to first token and delay between tokens) is multiplied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow: Option<SlowFault>,
-    /// The answer is cut off mid-way (clean end of body, or a cut connection).
+    /// The answer is cut off mid-way, or after a number of tokens: then the body ends cleanly, the
+    /// connection is cut, the provider's mid-stream error event comes, or nothing more comes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncate: Option<TruncateFault>,
     /// The answer's text comes back partly in the wrong script.
@@ -43,6 +44,13 @@ pub struct Faults {
     /// UTF-8, deep nesting, a trickle …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostile: Option<HostileFault>,
+    /// A conversation that ends with an assistant turn (a prefill) is refused with the provider's
+    /// 400, as models without prefill support refuse it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject_prefill: Option<RejectPrefillFault>,
+    /// The answer opens (status, headers, the stream's opening events) and then nothing more comes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_then_silence: Option<RoleThenSilenceFault>,
 }
 
 fn one() -> f64 {
@@ -130,13 +138,24 @@ pub struct SlowFault {
     pub api: Option<Api>,
 }
 
-/// `truncate`: cut the answer off mid-way.
+/// `truncate`: cut the answer off mid-way, or after `after_tokens` streamed pieces.
+///
+/// JSON: `{"truncate": {"mode": "error_event", "after_tokens": 5, "rate": 0.5, "api": "anthropic"}}`
+/// (every field optional). Flag: `truncate[:MODE][,after_tokens=N][@RATE][/API]`, e.g.
+/// `truncate:reset`, `truncate:stall,after_tokens=3/openai`, `truncate:after_tokens=0`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TruncateFault {
-    /// How the answer ends: a clean end of body (`eof`, default) or a cut connection (`reset`).
+    /// How the answer ends: a clean end of body (`eof`, default), a cut connection (`reset`), the
+    /// provider's mid-stream error event (`error_event`) or silence on an open connection (`stall`).
     #[serde(default)]
     pub mode: TruncateMode,
+    /// Streams: cut right before the `after_tokens + 1`-th streamed piece (a text delta, a tool
+    /// call's argument fragment, a Gemini chunk), so exactly that many pieces arrive; an answer with
+    /// no more pieces than that is cut right after its last one, and the terminal event never comes.
+    /// Unset: about half the events. Non-streamed answers ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_tokens: Option<u64>,
     /// Probability per request.
     #[serde(default = "one")]
     pub rate: f64,
@@ -152,6 +171,41 @@ pub struct CorruptFault {
     /// The wrong script.
     #[serde(default)]
     pub script: Script,
+    /// Probability per request.
+    #[serde(default = "one")]
+    pub rate: f64,
+    /// Only requests to this API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<Api>,
+}
+
+/// `reject_prefill`: refuse, with the provider's 400, a request whose conversation ends with an
+/// assistant turn (Anthropic: `This model does not support assistant message prefill. The
+/// conversation must end with a user message.`). Other requests are answered as usual.
+///
+/// JSON: `{"reject_prefill": {"rate": 1, "api": "anthropic"}}`. Flag: `reject_prefill[@RATE][/API]`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RejectPrefillFault {
+    /// Probability per request.
+    #[serde(default = "one")]
+    pub rate: f64,
+    /// Only requests to this API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<Api>,
+}
+
+/// `role_then_silence`: the answer starts and then falls silent with the connection open. A stream
+/// sends its API's opening events and no content (Chat: the role chunk; Anthropic: `message_start`,
+/// an empty text `content_block_start`, `ping`; Responses: `response.created`,
+/// `response.in_progress`, the added message item and its empty part; Gemini: a chunk with an empty
+/// text part); a non-streamed answer sends its status and headers and no body.
+///
+/// JSON: `{"role_then_silence": {"rate": 1, "api": "openai"}}`. Flag:
+/// `role_then_silence[@RATE][/API]`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RoleThenSilenceFault {
     /// Probability per request.
     #[serde(default = "one")]
     pub rate: f64,
@@ -508,7 +562,7 @@ pub(crate) struct Hostile {
 
 /// How a truncated answer ends.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum TruncateMode {
     /// The body ends cleanly (final chunk sent) without the terminal event: a silent cut that only a
     /// client checking for `message_stop` / `[DONE]` / `finishReason` notices.
@@ -516,21 +570,65 @@ pub enum TruncateMode {
     Eof,
     /// The connection is closed mid-body: the client sees an incomplete-body error.
     Reset,
+    /// Streams: the provider's own mid-stream error event, in the API's real shape, then the body
+    /// ends (Anthropic `event: error` with `overloaded_error`; Chat a `data: {"error": …}` chunk;
+    /// Responses an `error` event then `response.failed`; Gemini an `{"error": …}` chunk).
+    /// Non-streamed: the error the stream would carry, as an error response (Anthropic 529
+    /// `overloaded_error`, OpenAI 500 `server_error`, Gemini 503 `UNAVAILABLE`).
+    ErrorEvent,
+    /// Nothing more is sent and the connection stays open until the client goes away.
+    Stall,
+}
+
+impl TruncateMode {
+    /// Every mode, in documentation order.
+    pub const ALL: [TruncateMode; 4] = [
+        TruncateMode::Eof,
+        TruncateMode::Reset,
+        TruncateMode::ErrorEvent,
+        TruncateMode::Stall,
+    ];
+
+    /// The snake_case name used in JSON and flags.
+    pub fn name(self) -> &'static str {
+        match self {
+            TruncateMode::Eof => "eof",
+            TruncateMode::Reset => "reset",
+            TruncateMode::ErrorEvent => "error_event",
+            TruncateMode::Stall => "stall",
+        }
+    }
+}
+
+impl fmt::Display for TruncateMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl FromStr for TruncateMode {
     type Err = FaultFlagError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "eof" => Ok(TruncateMode::Eof),
-            "reset" => Ok(TruncateMode::Reset),
-            _ => Err(FaultFlagError::BadParam {
+        let wanted = s.trim().to_ascii_lowercase().replace('-', "_");
+        TruncateMode::ALL
+            .into_iter()
+            .find(|m| m.name() == wanted)
+            .ok_or_else(|| FaultFlagError::BadParam {
                 fault: "truncate",
                 param: s.to_owned(),
-                expected: "a mode: eof (clean end, default) or reset (cut connection)",
-            }),
-        }
+                expected: "a mode: eof (clean end, default), reset (cut connection), error_event \
+                           (the provider's mid-stream error) or stall (silence, connection open), \
+                           optionally followed by `,after_tokens=N`",
+            })
     }
+}
+
+/// A drawn `truncate` fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Truncate {
+    pub mode: TruncateMode,
+    /// Cut after this many streamed pieces instead of about half the events.
+    pub after_tokens: Option<u64>,
 }
 
 /// A writing system that corrupted answers drift into.
@@ -609,6 +707,23 @@ impl Default for TruncateFault {
     fn default() -> Self {
         TruncateFault {
             mode: TruncateMode::Eof,
+            after_tokens: None,
+            rate: 1.0,
+            api: None,
+        }
+    }
+}
+impl Default for RejectPrefillFault {
+    fn default() -> Self {
+        RejectPrefillFault {
+            rate: 1.0,
+            api: None,
+        }
+    }
+}
+impl Default for RoleThenSilenceFault {
+    fn default() -> Self {
+        RoleThenSilenceFault {
             rate: 1.0,
             api: None,
         }
@@ -669,6 +784,8 @@ impl Faults {
             FaultFlag::Corrupt(f) => self.corrupt = Some(f),
             FaultFlag::Hostile(f) => self.hostile = Some(f),
             FaultFlag::Degrade(f) => self.degrade = Some(f),
+            FaultFlag::RejectPrefill(f) => self.reject_prefill = Some(f),
+            FaultFlag::RoleThenSilence(f) => self.role_then_silence = Some(f),
         }
     }
 
@@ -689,6 +806,14 @@ impl Faults {
             ("corrupt", self.corrupt.as_ref().map(|f| f.rate)),
             ("hostile", self.hostile.as_ref().map(|f| f.rate)),
             ("degrade", self.degrade.as_ref().map(|f| f.rate)),
+            (
+                "reject_prefill",
+                self.reject_prefill.as_ref().map(|f| f.rate),
+            ),
+            (
+                "role_then_silence",
+                self.role_then_silence.as_ref().map(|f| f.rate),
+            ),
         ];
         for (fault, rate) in rates {
             if let Some(rate) = rate
@@ -749,10 +874,12 @@ impl FromIterator<FaultFlag> for Faults {
 /// One `--fault` flag of `ballast sim`: `NAME[:PARAM][@RATE][/API]`.
 ///
 /// `down`, `down@0.5`, `down:30` (down for 30 s), `hang@0.2`, `error:503@0.16`, `rate_limit:1`
-/// (retry-after seconds), `slow:10` (factor), `truncate@0.3`, `truncate:reset`, `corrupt:thai@0.1`,
-/// `error:529/anthropic` (only Anthropic requests), `hostile:huge_index`,
+/// (retry-after seconds), `slow:10` (factor), `truncate@0.3`, `truncate:reset`,
+/// `truncate:error_event,after_tokens=5/anthropic`, `truncate:stall,after_tokens=3`,
+/// `corrupt:thai@0.1`, `error:529/anthropic` (only Anthropic requests), `hostile:huge_index`,
 /// `hostile:trickle,interval_ms=50@0.5/openai` (mode, then `KEY=VALUE` parameters), `degrade:empty`,
-/// `degrade:repeat@0.2/gemini`, `degrade:short`, `degrade:invalid_json`.
+/// `degrade:repeat@0.2/gemini`, `degrade:short`, `degrade:invalid_json`, `reject_prefill/anthropic`,
+/// `role_then_silence@0.1`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FaultFlag {
     /// `down[:SECS][@RATE]`
@@ -765,7 +892,7 @@ pub enum FaultFlag {
     RateLimit(RateLimitFault),
     /// `slow[:FACTOR][@RATE][/API]`
     Slow(SlowFault),
-    /// `truncate[:eof|reset][@RATE][/API]`
+    /// `truncate[:eof|reset|error_event|stall][,after_tokens=N][@RATE][/API]`
     Truncate(TruncateFault),
     /// `corrupt[:SCRIPT][@RATE][/API]`
     Corrupt(CorruptFault),
@@ -773,6 +900,10 @@ pub enum FaultFlag {
     Hostile(HostileFault),
     /// `degrade:empty|repeat|short|invalid_json[@RATE][/API]`
     Degrade(DegradeFault),
+    /// `reject_prefill[@RATE][/API]`
+    RejectPrefill(RejectPrefillFault),
+    /// `role_then_silence[@RATE][/API]`
+    RoleThenSilence(RoleThenSilenceFault),
 }
 
 /// Why a `--fault` flag did not parse.
@@ -780,8 +911,9 @@ pub enum FaultFlag {
 pub enum FaultFlagError {
     /// Not one of the known fault names.
     #[error(
-        "unknown fault `{0}`: expected down, hang, error, rate_limit, slow, truncate, corrupt, hostile or \
-         degrade (syntax NAME[:PARAM][@RATE][/API], e.g. error:503@0.16)"
+        "unknown fault `{0}`: expected down, hang, error, rate_limit, slow, truncate, corrupt, hostile, \
+         degrade, reject_prefill or role_then_silence (syntax NAME[:PARAM][@RATE][/API], e.g. \
+         error:503@0.16)"
     )]
     UnknownFault(String),
     /// A parameter that does not fit the fault.
@@ -870,11 +1002,43 @@ impl FromStr for FaultFlag {
                 Ok(FaultFlag::Hang(HangFault { rate, api }))
             }
             "truncate" => {
-                let mode = param
-                    .map(TruncateMode::from_str)
-                    .transpose()?
-                    .unwrap_or_default();
-                Ok(FaultFlag::Truncate(TruncateFault { mode, rate, api }))
+                let mut fault = TruncateFault {
+                    rate,
+                    api,
+                    ..TruncateFault::default()
+                };
+                for (i, item) in param.into_iter().flat_map(|p| p.split(',')).enumerate() {
+                    match item.split_once('=') {
+                        Some((key, value)) => {
+                            let key = key.trim().to_ascii_lowercase().replace('-', "_");
+                            if key != "after_tokens" {
+                                return Err(FaultFlagError::BadParam {
+                                    fault: "truncate",
+                                    param: item.to_owned(),
+                                    expected: "`after_tokens=N` (the only key)",
+                                });
+                            }
+                            let n = value.trim().parse::<u64>().map_err(|_| {
+                                FaultFlagError::BadParam {
+                                    fault: "truncate",
+                                    param: item.to_owned(),
+                                    expected: "a whole number of tokens, as in `after_tokens=5`",
+                                }
+                            })?;
+                            fault.after_tokens = Some(n);
+                        }
+                        None if i == 0 => fault.mode = TruncateMode::from_str(item)?,
+                        None => {
+                            return Err(FaultFlagError::BadParam {
+                                fault: "truncate",
+                                param: item.to_owned(),
+                                expected: "the mode first, then `after_tokens=N`, as in \
+                                           `truncate:error_event,after_tokens=5`",
+                            });
+                        }
+                    }
+                }
+                Ok(FaultFlag::Truncate(fault))
             }
             "error" => {
                 let p = param.ok_or(FaultFlagError::MissingParam {
@@ -972,6 +1136,17 @@ impl FromStr for FaultFlag {
                 let mode = DegradeMode::from_str(p)?;
                 Ok(FaultFlag::Degrade(DegradeFault { mode, rate, api }))
             }
+            "reject_prefill" => {
+                no_param("reject_prefill", param)?;
+                Ok(FaultFlag::RejectPrefill(RejectPrefillFault { rate, api }))
+            }
+            "role_then_silence" => {
+                no_param("role_then_silence", param)?;
+                Ok(FaultFlag::RoleThenSilence(RoleThenSilenceFault {
+                    rate,
+                    api,
+                }))
+            }
             _ => Err(FaultFlagError::UnknownFault(s.to_owned())),
         }
     }
@@ -991,8 +1166,15 @@ impl fmt::Display for FaultFlag {
             ),
             FaultFlag::Slow(s) => ("slow", Some(s.factor.to_string()), s.rate, s.api),
             FaultFlag::Truncate(t) => {
-                let mode = (t.mode == TruncateMode::Reset).then(|| "reset".to_owned());
-                ("truncate", mode, t.rate, t.api)
+                let mut items = Vec::new();
+                if t.mode != TruncateMode::Eof {
+                    items.push(t.mode.name().to_owned());
+                }
+                if let Some(n) = t.after_tokens {
+                    items.push(format!("after_tokens={n}"));
+                }
+                let param = (!items.is_empty()).then(|| items.join(","));
+                ("truncate", param, t.rate, t.api)
             }
             FaultFlag::Corrupt(c) => (
                 "corrupt",
@@ -1015,6 +1197,8 @@ impl fmt::Display for FaultFlag {
                 ("hostile", Some(param), h.rate, h.api)
             }
             FaultFlag::Degrade(d) => ("degrade", Some(d.mode.name().to_owned()), d.rate, d.api),
+            FaultFlag::RejectPrefill(r) => ("reject_prefill", None, r.rate, r.api),
+            FaultFlag::RoleThenSilence(r) => ("role_then_silence", None, r.rate, r.api),
         };
         f.write_str(name)?;
         if let Some(p) = param {
@@ -1076,13 +1260,17 @@ pub(crate) struct Decision {
     /// Multiply latency by this factor.
     pub slow: Option<f64>,
     /// Cut the answer off, ending it this way.
-    pub truncate: Option<TruncateMode>,
+    pub truncate: Option<Truncate>,
     /// Corrupt the answer's text into this script.
     pub corrupt: Option<Script>,
     /// Answer with malicious or broken bytes.
     pub hostile: Option<Hostile>,
     /// Degrade the answer's text this way.
     pub degrade: Option<DegradeMode>,
+    /// Refuse a conversation that ends with an assistant turn.
+    pub reject_prefill: bool,
+    /// Open the answer, then fall silent.
+    pub role_then_silence: bool,
 }
 
 /// Draws the faults for one request to `api`. Every configured fault that applies to `api` takes one
@@ -1110,7 +1298,10 @@ pub(crate) fn decide(faults: &Faults, api: Api, rng: &mut fastrand::Rng) -> Deci
         .truncate
         .as_ref()
         .filter(|f| hit(f.rate, f.api))
-        .map(|f| f.mode);
+        .map(|f| Truncate {
+            mode: f.mode,
+            after_tokens: f.after_tokens,
+        });
     let corrupt = faults
         .corrupt
         .as_ref()
@@ -1128,6 +1319,15 @@ pub(crate) fn decide(faults: &Faults, api: Api, rng: &mut fastrand::Rng) -> Deci
         .as_ref()
         .filter(|f| hit(f.rate, f.api))
         .map(|f| f.mode);
+    // After `degrade`, for the same reason.
+    let reject_prefill = faults
+        .reject_prefill
+        .as_ref()
+        .is_some_and(|f| hit(f.rate, f.api));
+    let role_then_silence = faults
+        .role_then_silence
+        .as_ref()
+        .is_some_and(|f| hit(f.rate, f.api));
     Decision {
         hang,
         error,
@@ -1137,6 +1337,8 @@ pub(crate) fn decide(faults: &Faults, api: Api, rng: &mut fastrand::Rng) -> Deci
         corrupt,
         hostile,
         degrade,
+        reject_prefill,
+        role_then_silence,
     }
 }
 
@@ -1237,15 +1439,66 @@ mod tests {
         check(
             "truncate@0.3",
             FaultFlag::Truncate(TruncateFault {
-                mode: TruncateMode::Eof,
                 rate: 0.3,
-                api: None,
+                ..TruncateFault::default()
             }),
         );
         check(
             "truncate:reset/openai",
             FaultFlag::Truncate(TruncateFault {
                 mode: TruncateMode::Reset,
+                api: Some(Api::OpenAi),
+                ..TruncateFault::default()
+            }),
+        );
+        check(
+            "truncate:error_event,after_tokens=5@0.5/anthropic",
+            FaultFlag::Truncate(TruncateFault {
+                mode: TruncateMode::ErrorEvent,
+                after_tokens: Some(5),
+                rate: 0.5,
+                api: Some(Api::Anthropic),
+            }),
+        );
+        check(
+            "truncate:after_tokens=0",
+            FaultFlag::Truncate(TruncateFault {
+                after_tokens: Some(0),
+                ..TruncateFault::default()
+            }),
+        );
+        check(
+            "truncate:stall,after-tokens=3/gemini",
+            FaultFlag::Truncate(TruncateFault {
+                mode: TruncateMode::Stall,
+                after_tokens: Some(3),
+                api: Some(Api::Gemini),
+                ..TruncateFault::default()
+            }),
+        );
+        for mode in TruncateMode::ALL {
+            check(
+                &format!("truncate:{mode}"),
+                FaultFlag::Truncate(TruncateFault {
+                    mode,
+                    ..TruncateFault::default()
+                }),
+            );
+        }
+        check(
+            "reject_prefill",
+            FaultFlag::RejectPrefill(RejectPrefillFault::default()),
+        );
+        check(
+            "reject-prefill@0.5/anthropic",
+            FaultFlag::RejectPrefill(RejectPrefillFault {
+                rate: 0.5,
+                api: Some(Api::Anthropic),
+            }),
+        );
+        check(
+            "role_then_silence/openai",
+            FaultFlag::RoleThenSilence(RoleThenSilenceFault {
                 rate: 1.0,
                 api: Some(Api::OpenAi),
             }),
@@ -1334,6 +1587,13 @@ mod tests {
             ("hang@x", "bad rate"),
             ("hang:3", "takes no"),
             ("truncate:sideways", "a mode"),
+            ("truncate:after_tokens=x", "whole number"),
+            ("truncate:after_tokens=-1", "whole number"),
+            ("truncate:eof,speed=1", "the only key"),
+            ("truncate:after_tokens=1,reset", "the mode first"),
+            ("reject_prefill:1", "takes no"),
+            ("role_then_silence:yes", "takes no"),
+            ("role_then_silence@2", "bad rate"),
             ("slow:0", "positive factor"),
             ("corrupt:klingon", "script"),
             ("error:503/bedrock", "bad API"),
@@ -1374,9 +1634,8 @@ mod tests {
         assert_eq!(
             faults.truncate,
             Some(TruncateFault {
-                mode: TruncateMode::Eof,
                 rate: 0.3,
-                api: None
+                ..TruncateFault::default()
             })
         );
         assert!(faults.hang.is_none());
@@ -1493,6 +1752,69 @@ mod tests {
         assert!(serde_json::from_str::<Faults>(r#"{"degrade": {"mode": "loud"}}"#).is_err());
         let bad: Faults =
             serde_json::from_str(r#"{"degrade": {"mode": "short", "rate": -1}}"#).unwrap();
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn truncate_and_prefill_json_shapes() {
+        let faults: Faults = serde_json::from_str(
+            r#"{"truncate": {"mode": "error_event", "after_tokens": 4, "api": "gemini"},
+                "reject_prefill": {"rate": 0.5, "api": "anthropic"}, "role_then_silence": {}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            faults.truncate,
+            Some(TruncateFault {
+                mode: TruncateMode::ErrorEvent,
+                after_tokens: Some(4),
+                rate: 1.0,
+                api: Some(Api::Gemini)
+            })
+        );
+        assert_eq!(
+            faults.reject_prefill,
+            Some(RejectPrefillFault {
+                rate: 0.5,
+                api: Some(Api::Anthropic)
+            })
+        );
+        assert_eq!(
+            faults.role_then_silence,
+            Some(RoleThenSilenceFault::default())
+        );
+        assert!(faults.validate().is_ok());
+        assert_eq!(
+            serde_json::to_value(Faults::from_flags([
+                "truncate:stall,after_tokens=2".parse().unwrap(),
+                "truncate".parse().unwrap(),
+            ]))
+            .unwrap(),
+            serde_json::json!({"truncate": {"mode": "eof", "rate": 1.0}})
+        );
+        assert_eq!(
+            serde_json::to_value(Faults::from_flags(["truncate:stall,after_tokens=2"
+                .parse()
+                .unwrap()]))
+            .unwrap(),
+            serde_json::json!({"truncate": {"mode": "stall", "after_tokens": 2, "rate": 1.0}})
+        );
+        for bad in [
+            r#"{"truncate": {"mode": "sideways"}}"#,
+            r#"{"truncate": {"after_tokens": -1}}"#,
+            r#"{"truncate": {"after": 1}}"#,
+            r#"{"reject_prefill": {"mode": "x"}}"#,
+            r#"{"role_then_silence": {"api": "bedrock"}}"#,
+        ] {
+            assert!(serde_json::from_str::<Faults>(bad).is_err(), "{bad}");
+        }
+        let bad: Faults = serde_json::from_str(r#"{"role_then_silence": {"rate": 1.5}}"#).unwrap();
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("role_then_silence.rate")
+        );
+        let bad: Faults = serde_json::from_str(r#"{"reject_prefill": {"rate": -1}}"#).unwrap();
         assert!(bad.validate().is_err());
     }
 

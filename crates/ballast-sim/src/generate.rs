@@ -2,8 +2,14 @@
 //!
 //! Every API module turns its request into a [`Prompt`] and renders the [`Answer`] in its own wire
 //! format, so the conventions (echo, tool calls, the `[[ballast-sim:call NAME {ARGS}]]` directive, tool
-//! results, stop sequences, `max_tokens`) behave the same on every API. The faults that change an
-//! answer's text (`corrupt`, `degrade`) are applied here too, so they look alike on every API.
+//! results, stop sequences, `max_tokens`, continuations) behave the same on every API. The faults that
+//! change an answer's text (`corrupt`, `degrade`) are applied here too, so they look alike on every API.
+//!
+//! Answers are seeded by the *logical* conversation ([`Prompt::conversation_key`]): who said what,
+//! whatever the wire shape, so the same conversation gets the same answer through every API and under
+//! every model name. A request that asks to continue an answer (an assistant prefill, or an assistant
+//! turn followed by a user turn asking to continue) gets the rest of that answer
+//! ([`Prompt::continuation`], [`continue_answer`]).
 
 use std::ops::RangeInclusive;
 
@@ -50,13 +56,91 @@ pub(crate) enum ToolChoice {
     Named(String),
 }
 
+/// Who a message of the conversation comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// A system or developer message (Chat, Responses); instructions outside the list are in
+    /// [`Prompt::system`].
+    System,
+    /// The user, tool results included (as Anthropic and Gemini carry them).
+    User,
+    /// The model: text and tool calls.
+    Assistant,
+    /// An item that is no message (Responses `reasoning`, `item_reference` …): ignored.
+    Other,
+}
+
+/// What a message says, whatever its wire shape.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Part {
+    Text(String),
+    Call {
+        name: String,
+        arguments: Value,
+    },
+    /// A tool result's text.
+    Result(String),
+}
+
+/// One item of the request's conversation list (Anthropic `messages`, Chat `messages`, Responses
+/// `input`, Gemini `contents`), in provider-neutral terms.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Message {
+    pub role: Role,
+    pub parts: Vec<Part>,
+}
+
+impl Message {
+    pub fn new(role: Role, parts: Vec<Part>) -> Message {
+        Message { role, parts }
+    }
+
+    /// A message saying `text` (no part when it is empty).
+    pub fn text(role: Role, text: String) -> Message {
+        let parts = if text.is_empty() {
+            Vec::new()
+        } else {
+            vec![Part::Text(text)]
+        };
+        Message { role, parts }
+    }
+
+    /// The text of a message that says only text (no tool call or result); `""` when it says nothing.
+    pub fn only_text(&self) -> Option<String> {
+        let mut text = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => text.push_str(t),
+                Part::Call { .. } | Part::Result(_) => return None,
+            }
+        }
+        Some(text)
+    }
+}
+
+/// Tool-call arguments sent as a JSON string (Chat, Responses), as a value; a string that is no JSON
+/// stays a string.
+pub(crate) fn arguments_value(arguments: Option<&Value>) -> Value {
+    match arguments {
+        Some(Value::String(s)) => {
+            serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone()))
+        }
+        Some(other) => other.clone(),
+        None => Value::Object(Map::new()),
+    }
+}
+
 /// A request reduced to what answer generation needs.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Prompt {
     pub model: String,
     pub stream: bool,
-    /// Serialized conversation (system + messages): seeds the answer.
-    pub conversation: String,
+    /// System instructions given outside the conversation list (Anthropic `system`, Responses
+    /// `instructions`, Gemini `systemInstruction`).
+    pub system: Vec<String>,
+    /// The conversation list, one entry per item of the request's list (so an index into it is an
+    /// index into the request's list). With [`Prompt::system`], it seeds the answer.
+    pub messages: Vec<Message>,
     /// Characters of request text (system, messages, tools): estimates input tokens.
     pub input_chars: usize,
     /// Text of the last user message.
@@ -72,6 +156,152 @@ pub(crate) struct Prompt {
     pub stop_sequences: Vec<String>,
     /// Structured output asked for: text answers (except echoes) become this JSON.
     pub json_output: Option<JsonOutput>,
+}
+
+/// How a request asks to continue an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ContinueKind {
+    /// The conversation ends with an assistant turn holding the text said so far (Anthropic
+    /// Messages honours it).
+    Prefill,
+    /// An assistant turn holding the text said so far, then a user turn asking to continue (its
+    /// text contains `continue`, in any case).
+    Instruction,
+}
+
+/// A request to continue an answer: the conversation before `cut` (an index into
+/// [`Prompt::messages`]) is the one answered, `delivered` the text of it already said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Continuation {
+    pub kind: ContinueKind,
+    pub cut: usize,
+    pub delivered: String,
+}
+
+/// The word a user turn uses to ask to continue (matched in any case).
+const CONTINUE_WORD: &str = "continue";
+
+impl Prompt {
+    /// The logical conversation as a string: system texts, then turns (consecutive messages of one
+    /// role merged) with their texts, tool calls (name and arguments) and tool results. Whitespace is
+    /// dropped and ids, images, reasoning and the model name are left out, so the same conversation
+    /// gives the same key whatever API or wire shape carries it (a system prompt split in blocks or
+    /// joined, tool results as blocks or messages). It seeds the answer.
+    pub fn conversation_key(&self) -> String {
+        let mut key = String::from("system:");
+        let system_messages = self
+            .messages
+            .iter()
+            .filter(|m| m.role == Role::System)
+            .flat_map(|m| &m.parts)
+            .filter_map(|p| match p {
+                Part::Text(t) => Some(t.as_str()),
+                _ => None,
+            });
+        for text in self
+            .system
+            .iter()
+            .map(String::as_str)
+            .chain(system_messages)
+        {
+            push_squeezed(&mut key, text);
+        }
+        let mut turns: Vec<(Role, Vec<&Part>)> = Vec::new();
+        for m in &self.messages {
+            if !matches!(m.role, Role::User | Role::Assistant) {
+                continue;
+            }
+            let parts = m.parts.iter().filter(|p| match p {
+                Part::Text(t) => t.chars().any(|c| !c.is_whitespace()),
+                _ => true,
+            });
+            match turns.last_mut() {
+                Some((role, said)) if *role == m.role => said.extend(parts),
+                _ => {
+                    let said: Vec<&Part> = parts.collect();
+                    if !said.is_empty() {
+                        turns.push((m.role, said));
+                    }
+                }
+            }
+        }
+        for (role, parts) in turns {
+            key.push_str(match role {
+                Role::Assistant => "\u{1}assistant:",
+                _ => "\u{1}user:",
+            });
+            // Texts, then calls, then results: the order each API keeps within a turn.
+            for part in &parts {
+                if let Part::Text(t) = part {
+                    push_squeezed(&mut key, t);
+                }
+            }
+            for part in &parts {
+                if let Part::Call { name, arguments } = part {
+                    key.push_str("\u{2}call:");
+                    key.push_str(name);
+                    push_squeezed(&mut key, &arguments.to_string());
+                }
+            }
+            for part in &parts {
+                if let Part::Result(r) = part {
+                    key.push_str("\u{3}result:");
+                    push_squeezed(&mut key, r);
+                }
+            }
+        }
+        key
+    }
+
+    /// Whether the conversation ends with an assistant turn (system and non-message items after it
+    /// aside): a prefill, as `reject_prefill` refuses it.
+    pub fn ends_with_assistant(&self) -> bool {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| matches!(m.role, Role::User | Role::Assistant))
+            .is_some_and(|m| m.role == Role::Assistant)
+    }
+
+    /// Whether the request asks to continue an answer: a last message from the assistant saying only
+    /// text (when the API honours a prefill), or an assistant message saying only text followed by
+    /// user messages saying only text, one of which contains `continue` (any case; system and
+    /// non-message items in between are skipped).
+    pub fn continuation(&self, prefill: bool) -> Option<Continuation> {
+        let last = self.messages.len().checked_sub(1)?;
+        let message = self.messages.get(last)?;
+        if prefill && message.role == Role::Assistant {
+            return Some(Continuation {
+                kind: ContinueKind::Prefill,
+                cut: last,
+                delivered: message.only_text()?,
+            });
+        }
+        let mut asks = false;
+        for (at, m) in self.messages.iter().enumerate().rev() {
+            match m.role {
+                Role::System | Role::Other => {}
+                Role::User => {
+                    let text = m.only_text()?;
+                    asks |= text.to_lowercase().contains(CONTINUE_WORD);
+                }
+                Role::Assistant if asks => {
+                    return m.only_text().map(|delivered| Continuation {
+                        kind: ContinueKind::Instruction,
+                        cut: at,
+                        delivered,
+                    });
+                }
+                Role::Assistant => return None,
+            }
+        }
+        None
+    }
+}
+
+/// Appends `text` without its whitespace.
+fn push_squeezed(key: &mut String, text: &str) {
+    key.extend(text.chars().filter(|c| !c.is_whitespace()));
 }
 
 /// A structured-output request: Chat `response_format`, Responses `text.format`, Anthropic
@@ -256,6 +486,77 @@ pub(crate) fn text_chars(value: &Value) -> usize {
     }
 }
 
+/// The generator of a prompt's answer: seeded by the seed and the logical conversation only (not the
+/// model, nor the API).
+fn seeded(seed: u64, prompt: &Prompt) -> fastrand::Rng {
+    fastrand::Rng::with_seed(seed ^ stable_hash(&[&prompt.conversation_key()]))
+}
+
+/// Answers a request that asks to continue an answer. `base` is the request's prompt with the
+/// conversation cut where the continuation starts ([`Continuation::cut`]); its answer `A` (without
+/// `max_tokens`) is the answer being continued:
+///
+/// - `A` says text that starts with the delivered text (strictly, for an instruction): the rest of
+///   it, split into pieces again, under this request's `max_tokens` (the new tokens only, as usage
+///   counts them) and faults, ending as `A` ends;
+/// - `A` calls a tool and the delivered text is empty or `A`'s preamble: `A` again (without the
+///   preamble already said);
+/// - otherwise, a prefill gets `A` as usual (cut by `max_tokens`, faults applied) and an
+///   instruction gets `None`: the request is answered as any other.
+pub(crate) fn continue_answer(
+    seed: u64,
+    prompt: &Prompt,
+    base: &Prompt,
+    continuation: &Continuation,
+    corrupt: Option<Script>,
+    degrade: Option<DegradeMode>,
+) -> Option<Answer> {
+    let input_tokens = estimate_tokens(prompt.input_chars);
+    let unlimited = Prompt {
+        max_tokens: None,
+        ..base.clone()
+    };
+    let full = answer(seed, &unlimited, None, None);
+    let delivered = continuation.delivered.as_str();
+    match &full.content {
+        Content::Text(pieces) => {
+            let text = pieces.concat();
+            let rest = text
+                .strip_prefix(delivered)
+                .filter(|rest| continuation.kind == ContinueKind::Prefill || !rest.is_empty());
+            if let Some(rest) = rest {
+                let mut rng = seeded(seed, prompt);
+                let mut continued = TextAnswer {
+                    prose: rest.to_owned(),
+                    json: None,
+                    input_tokens,
+                }
+                .finish(prompt, corrupt, degrade, &mut rng);
+                if continued.finish == Finish::EndTurn && degrade.is_none() {
+                    continued.finish = full.finish.clone();
+                }
+                return Some(continued);
+            }
+        }
+        Content::ToolCall { .. } => {
+            let preamble = full.preamble.concat();
+            if delivered.is_empty() || delivered == preamble {
+                let mut again = full;
+                if !delivered.is_empty() {
+                    again.preamble.clear();
+                }
+                again.input_tokens = input_tokens;
+                return Some(again);
+            }
+        }
+    }
+    (continuation.kind == ContinueKind::Prefill).then(|| {
+        let mut answer = answer(seed, base, corrupt, degrade);
+        answer.input_tokens = input_tokens;
+        answer
+    })
+}
+
 /// Answers a prompt. Same seed and prompt, same answer; `corrupt` swaps words into another script and
 /// `degrade` spoils a text answer (tool calls are left alone).
 pub(crate) fn answer(
@@ -264,8 +565,7 @@ pub(crate) fn answer(
     corrupt: Option<Script>,
     degrade: Option<DegradeMode>,
 ) -> Answer {
-    let hash = stable_hash(&[&prompt.model, &prompt.conversation]);
-    let mut rng = fastrand::Rng::with_seed(seed ^ hash);
+    let mut rng = seeded(seed, prompt);
     let input_tokens = estimate_tokens(prompt.input_chars);
 
     let forced = !matches!(prompt.tool_choice, ToolChoice::Auto | ToolChoice::None);
@@ -725,7 +1025,7 @@ mod tests {
     fn prompt(user: &str) -> Prompt {
         Prompt {
             model: "m".into(),
-            conversation: user.into(),
+            messages: vec![Message::text(Role::User, user.into())],
             input_chars: user.chars().count(),
             last_user_text: Some(user.into()),
             turn_text: user.into(),
@@ -749,6 +1049,268 @@ mod tests {
         );
         assert_eq!(a.finish, Finish::EndTurn);
         assert!(a.text().ends_with('.'));
+    }
+
+    fn conversation(turns: &[(Role, &str)]) -> Prompt {
+        let messages: Vec<Message> = turns
+            .iter()
+            .map(|(role, text)| Message::text(*role, (*text).to_owned()))
+            .collect();
+        let last_user_text = turns
+            .iter()
+            .rev()
+            .find(|(role, _)| *role == Role::User)
+            .map(|(_, text)| (*text).to_owned());
+        Prompt {
+            model: "m".into(),
+            messages,
+            input_chars: 10,
+            last_user_text,
+            ..Prompt::default()
+        }
+    }
+
+    #[test]
+    fn the_logical_conversation_seeds_the_answer() {
+        let a = conversation(&[(Role::User, "hello there")]);
+        // The model and whitespace do not count; system prompts are one, wherever they are.
+        let b = Prompt {
+            model: "other".into(),
+            messages: vec![Message::new(
+                Role::User,
+                vec![Part::Text("hello".into()), Part::Text(" there ".into())],
+            )],
+            ..a.clone()
+        };
+        assert_eq!(a.conversation_key(), b.conversation_key());
+        assert_eq!(answer(3, &a, None, None), answer(3, &b, None, None));
+        let split = Prompt {
+            system: vec!["Be brief.".into()],
+            ..a.clone()
+        };
+        let mut listed = a.clone();
+        listed
+            .messages
+            .insert(0, Message::text(Role::System, "Be\nbrief.".into()));
+        assert_eq!(split.conversation_key(), listed.conversation_key());
+        assert_ne!(split.conversation_key(), a.conversation_key());
+        // Consecutive messages of one role are one turn; empty ones and non-messages say nothing.
+        let merged = conversation(&[(Role::User, "hello"), (Role::User, "there")]);
+        let mut padded = merged.clone();
+        padded.messages.push(Message::new(Role::Other, Vec::new()));
+        padded
+            .messages
+            .insert(1, Message::text(Role::Assistant, String::new()));
+        assert_eq!(merged.conversation_key(), a.conversation_key());
+        assert_eq!(padded.conversation_key(), a.conversation_key());
+        // Roles, calls and results count.
+        let asked = conversation(&[(Role::Assistant, "hello there")]);
+        assert_ne!(asked.conversation_key(), a.conversation_key());
+        let call = |arguments: Value| {
+            let mut p = a.clone();
+            p.messages.push(Message::new(
+                Role::Assistant,
+                vec![Part::Call {
+                    name: "f".into(),
+                    arguments,
+                }],
+            ));
+            p.messages
+                .push(Message::new(Role::User, vec![Part::Result("ok".into())]));
+            p.conversation_key()
+        };
+        assert_eq!(call(json!({"a": 1})), call(json!({"a": 1})));
+        assert_ne!(call(json!({"a": 1})), call(json!({"a": 2})));
+        assert_ne!(call(json!({"a": 1})), a.conversation_key());
+    }
+
+    #[test]
+    fn continuations_are_recognised() {
+        let prefill = conversation(&[(Role::User, "hi"), (Role::Assistant, "Some")]);
+        assert_eq!(
+            prefill.continuation(true),
+            Some(Continuation {
+                kind: ContinueKind::Prefill,
+                cut: 1,
+                delivered: "Some".into()
+            })
+        );
+        assert_eq!(prefill.continuation(false), None);
+        assert!(prefill.ends_with_assistant());
+        let asked = conversation(&[
+            (Role::User, "hi"),
+            (Role::Assistant, "Some"),
+            (Role::System, "reminder"),
+            (Role::User, "Please CONTINUE exactly where you stopped."),
+        ]);
+        let expected = Some(Continuation {
+            kind: ContinueKind::Instruction,
+            cut: 1,
+            delivered: "Some".into(),
+        });
+        assert_eq!(asked.continuation(true), expected);
+        assert_eq!(asked.continuation(false), expected);
+        assert!(!asked.ends_with_assistant());
+        // No `continue`, or a tool call where the text should be: a conversation like any other.
+        let plain = conversation(&[
+            (Role::User, "hi"),
+            (Role::Assistant, "Some"),
+            (Role::User, "go on"),
+        ]);
+        assert_eq!(plain.continuation(true), None);
+        let mut called = asked.clone();
+        called.messages[1].parts.push(Part::Call {
+            name: "f".into(),
+            arguments: json!({}),
+        });
+        assert_eq!(called.continuation(true), None);
+        let mut result = asked.clone();
+        result.messages[3].parts.push(Part::Result("x".into()));
+        assert_eq!(result.continuation(true), None);
+        assert_eq!(
+            conversation(&[(Role::User, "continue")]).continuation(true),
+            None
+        );
+    }
+
+    /// The pieces of `answer`'s text.
+    fn pieces(answer: &Answer) -> Vec<String> {
+        match &answer.content {
+            Content::Text(pieces) => pieces.clone(),
+            Content::ToolCall { .. } => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_continuation_says_exactly_the_rest() {
+        let base = conversation(&[(Role::User, "tell me something")]);
+        let full = answer(5, &base, None, None);
+        let all = pieces(&full);
+        assert!(all.len() >= MIN_TOKENS);
+        for kind in [ContinueKind::Prefill, ContinueKind::Instruction] {
+            for n in [0, 1, 5, all.len() - 1] {
+                let continuation = Continuation {
+                    kind,
+                    cut: 1,
+                    delivered: all[..n].concat(),
+                };
+                let mut prompt = base.clone();
+                prompt.input_chars = 400;
+                let rest = continue_answer(5, &prompt, &base, &continuation, None, None).unwrap();
+                assert_eq!(pieces(&rest), all[n..].to_vec(), "{kind:?} {n}");
+                assert_eq!(rest.output_tokens as usize, all.len() - n);
+                assert_eq!(rest.input_tokens, 100);
+                assert_eq!(rest.finish, Finish::EndTurn);
+                // `max_tokens` counts the new tokens only.
+                prompt.max_tokens = Some(2);
+                let cut = continue_answer(5, &prompt, &base, &continuation, None, None).unwrap();
+                let left = all.len() - n;
+                assert_eq!(pieces(&cut), all[n..n + left.min(2)].to_vec());
+                let finish = if left > 2 {
+                    Finish::MaxTokens
+                } else {
+                    Finish::EndTurn
+                };
+                assert_eq!(cut.finish, finish);
+            }
+        }
+        // All of it delivered: a prefill gets nothing more, an instruction a new answer.
+        let everything = |kind| Continuation {
+            kind,
+            cut: 1,
+            delivered: all.concat(),
+        };
+        let done = continue_answer(
+            5,
+            &base,
+            &base,
+            &everything(ContinueKind::Prefill),
+            None,
+            None,
+        )
+        .unwrap();
+        assert!(pieces(&done).is_empty() && done.output_tokens == 0);
+        assert_eq!(
+            continue_answer(
+                5,
+                &base,
+                &base,
+                &everything(ContinueKind::Instruction),
+                None,
+                None
+            ),
+            None
+        );
+        // Text that is not the answer's start: a prefill gets the answer, an instruction nothing.
+        let other = |kind| Continuation {
+            kind,
+            cut: 1,
+            delivered: "Unrelated words".into(),
+        };
+        assert_eq!(
+            continue_answer(5, &base, &base, &other(ContinueKind::Prefill), None, None),
+            Some(full.clone())
+        );
+        assert_eq!(
+            continue_answer(
+                5,
+                &base,
+                &base,
+                &other(ContinueKind::Instruction),
+                None,
+                None
+            ),
+            None
+        );
+        // The answer ended by a stop sequence ends the same way after a continuation.
+        let mut stopped = base.clone();
+        stopped.stop_sequences = vec![all[4].trim().to_owned()];
+        let stop_full = answer(5, &stopped, None, None);
+        let stop_pieces = pieces(&stop_full);
+        let rest = continue_answer(
+            5,
+            &stopped,
+            &stopped,
+            &Continuation {
+                kind: ContinueKind::Instruction,
+                cut: 1,
+                delivered: stop_pieces[..1].concat(),
+            },
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(pieces(&rest), stop_pieces[1..].to_vec());
+        assert_eq!(rest.finish, stop_full.finish);
+        assert!(matches!(rest.finish, Finish::StopSequence(_)));
+    }
+
+    #[test]
+    fn a_tool_call_is_made_again() {
+        let mut base = conversation(&[(Role::User, "go")]);
+        base.tools = vec![Tool {
+            name: "f".into(),
+            schema: json!({"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}),
+        }];
+        base.tool_choice = ToolChoice::Required;
+        let full = answer(0, &base, None, None);
+        assert!(matches!(full.content, Content::ToolCall { .. }));
+        for kind in [ContinueKind::Prefill, ContinueKind::Instruction] {
+            let again = |delivered: &str| {
+                let continuation = Continuation {
+                    kind,
+                    cut: 1,
+                    delivered: delivered.into(),
+                };
+                continue_answer(0, &base, &base, &continuation, None, None)
+            };
+            assert_eq!(again(""), Some(full.clone()));
+            let other = again("Let me");
+            match kind {
+                ContinueKind::Prefill => assert_eq!(other, Some(full.clone())),
+                ContinueKind::Instruction => assert_eq!(other, None),
+            }
+        }
     }
 
     #[test]

@@ -1,13 +1,18 @@
 //! Ballast's provider simulator: fake Anthropic, OpenAI and Gemini APIs on one port, with fault injection.
 //!
 //! The simulator answers at the real APIs' paths with bodies and event streams shaped like the real
-//! ones, so the official SDKs parse everything it sends. Answers are deterministic: the same request to
-//! a simulator started with the same seed always gets the same answer. Faults (connection refusal,
+//! ones, so the official SDKs parse everything it sends. Answers are deterministic: the same
+//! conversation sent to a simulator started with the same seed always gets the same answer, through
+//! any of its APIs and under any model name. Faults (connection refusal,
 //! hangs, error statuses, rate limits, slowness, truncated and corrupted answers, degraded answers —
 //! empty, looping, cut at a token limit, broken JSON — and hostile bytes: huge numbers, endless events
 //! and headers, invalid UTF-8, deep nesting, trickles) are decided per
 //! request with a seeded random generator and can be changed at run time, through [`SimHandle`] or the
-//! HTTP control plane under `/_sim/`.
+//! HTTP control plane under `/_sim/`. Streams can be cut after a chosen number of tokens (ending
+//! cleanly, with a cut connection, with the provider's mid-stream error event, or in silence), open
+//! and fall silent, and prefills can be refused, to exercise mid-stream failover; a request that asks
+//! to continue an answer (an assistant prefill, or an assistant turn then a user turn asking to
+//! continue) gets exactly the rest of it.
 //!
 //! It serves the gateway's tests (start on port 0, assert on [`SimHandle::recent_requests`]),
 //! `ballast demo`, the benchmarks, and users who run `ballast sim` in staging for chaos experiments.
@@ -40,8 +45,8 @@ use std::time::Duration;
 pub use api::Api;
 pub use faults::{
     CorruptFault, DegradeFault, DegradeMode, DownFault, ErrorFault, FaultFlag, FaultFlagError,
-    Faults, FaultsError, HangFault, HostileFault, HostileMode, RateLimitFault, Script, SlowFault,
-    TruncateFault, TruncateMode,
+    Faults, FaultsError, HangFault, HostileFault, HostileMode, RateLimitFault, RejectPrefillFault,
+    RoleThenSilenceFault, Script, SlowFault, TruncateFault, TruncateMode,
 };
 pub use server::{SimHandle, start};
 pub use stats::{ApiCounts, OutcomeCounts, RECENT_REQUESTS_CAPACITY, RecordedRequest, Stats};

@@ -43,9 +43,9 @@ pub struct OutcomeCounts {
     pub error: u64,
     /// Failed by the `rate_limit` fault.
     pub rate_limited: u64,
-    /// Never answered (the `hang` fault).
+    /// Never answered (the `hang` fault), or opened and left silent (`role_then_silence`).
     pub hang: u64,
-    /// Cut off by the `truncate` fault.
+    /// Cut off by the `truncate` fault (any mode: clean end, cut connection, error event, stall).
     pub truncated: u64,
     /// Answered with text in the wrong script (the `corrupt` fault).
     pub corrupted: u64,
@@ -58,7 +58,8 @@ pub struct OutcomeCounts {
     pub degraded: u64,
     /// Connections reset by `down` below rate 1 (refusals at rate 1 never reach the simulator).
     pub refused: u64,
-    /// Rejected as the real API would: malformed body, missing field, bad key, unknown path.
+    /// Rejected as the real API would: malformed body, missing field, bad key, unknown path, and
+    /// prefills refused under `reject_prefill`.
     pub invalid: u64,
 }
 

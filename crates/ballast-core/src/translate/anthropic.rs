@@ -1199,7 +1199,11 @@ impl EventEncoder {
         self.started = true;
         self.id = rp.id.clone().unwrap_or_default();
         self.next_block = rp.blocks;
-        self.open = rp.open_text_block.map(|b| (0, b, BlockKind::Text));
+        // An open text block continues as canonical part 0; another open block (thinking) takes
+        // no canonical part, so the next content closes it first.
+        self.open = rp
+            .open_block
+            .map(|(b, text)| (if text { 0 } else { usize::MAX }, b, BlockKind::Text));
         self.usage = rp.usage;
     }
 

@@ -13,8 +13,8 @@ use super::{
     intake, json_response, json_status, params, string_list,
 };
 use crate::generate::{
-    Answer, Content, Finish, JsonOutput, Prompt, Tool, ToolChoice, Turn, estimate_tokens,
-    json_fragments, latest_turn_text, text_chars,
+    Answer, Content, Finish, JsonOutput, Message, Part, Prompt, Role, Tool, ToolChoice, Turn,
+    estimate_tokens, json_fragments, latest_turn_text, text_chars,
 };
 use crate::sse::{Frame, named_event};
 use crate::state::SimState;
@@ -146,7 +146,8 @@ fn parse(json: &Value, require_max_tokens: bool) -> Result<Prompt, Failure> {
     Ok(Prompt {
         model: model.to_owned(),
         stream: json.get("stream").and_then(Value::as_bool).unwrap_or(false),
-        conversation: json!({"system": system, "messages": messages}).to_string(),
+        system: vec![content_text(&system)],
+        messages: logical(messages),
         input_chars: text_chars(&system)
             + text_chars(&Value::Array(messages.clone()))
             + text_chars(&tools_json),
@@ -159,6 +160,68 @@ fn parse(json: &Value, require_max_tokens: bool) -> Result<Prompt, Failure> {
         stop_sequences: string_list(json.get("stop_sequences")),
         json_output: json_output(json),
     })
+}
+
+/// The conversation in provider-neutral terms: text blocks, `tool_use` calls and `tool_result`s
+/// (thinking and images say nothing here).
+fn logical(messages: &[Value]) -> Vec<Message> {
+    messages
+        .iter()
+        .map(|m| {
+            let role = match m.get("role").and_then(Value::as_str) {
+                Some("assistant") => Role::Assistant,
+                Some("system") => Role::System,
+                _ => Role::User,
+            };
+            let parts = match m.get("content") {
+                Some(Value::String(s)) => vec![Part::Text(s.clone())],
+                Some(Value::Array(blocks)) => blocks.iter().filter_map(block_part).collect(),
+                _ => Vec::new(),
+            };
+            Message::new(role, parts)
+        })
+        .collect()
+}
+
+fn block_part(block: &Value) -> Option<Part> {
+    if let Value::String(s) = block {
+        return Some(Part::Text(s.clone()));
+    }
+    match block.get("type").and_then(Value::as_str) {
+        Some("text") | None => block
+            .get("text")
+            .and_then(Value::as_str)
+            .map(|t| Part::Text(t.to_owned())),
+        Some("tool_use" | "server_tool_use") => Some(Part::Call {
+            name: block
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            arguments: block.get("input").cloned().unwrap_or_else(|| json!({})),
+        }),
+        Some("tool_result") => Some(Part::Result(content_text(
+            block.get("content").unwrap_or(&Value::Null),
+        ))),
+        _ => None,
+    }
+}
+
+/// The API refuses a prefill whose last text ends with whitespace.
+fn check_prefill(messages: &[Message]) -> Result<(), Failure> {
+    let Some(last) = messages.last().filter(|m| m.role == Role::Assistant) else {
+        return Ok(());
+    };
+    let trailing = last.parts.iter().rev().find_map(|p| match p {
+        Part::Text(t) => Some(t.ends_with(char::is_whitespace)),
+        _ => None,
+    });
+    if trailing == Some(true) {
+        return Err(Failure::invalid(
+            "messages: final assistant content cannot end with trailing whitespace",
+        ));
+    }
+    Ok(())
 }
 
 /// Structured outputs: `output_config.format` = `{"type": "json_schema", "schema": …}`, or the
@@ -228,8 +291,29 @@ fn ping() -> Frame {
     Frame::plain(named_event("ping", &json!({"type": "ping"})))
 }
 
+fn message_start(answer: &Answer, meta: &Meta) -> Frame {
+    Frame::plain(named_event(
+        "message_start",
+        &json!({"type": "message_start", "message": message(answer, meta, json!([]), None, 1)}),
+    ))
+}
+
+fn block_start(index: usize, block: &Value) -> Frame {
+    Frame::plain(named_event(
+        "content_block_start",
+        &json!({"type": "content_block_start", "index": index, "content_block": block}),
+    ))
+}
+
+/// What models without prefill support answer a conversation that ends with an assistant turn.
+const PREFILL_REFUSED: &str = "This model does not support assistant message prefill. The \
+                               conversation must end with a user message.";
+
 impl Dialect for Anthropic {
     const API: crate::Api = crate::Api::Anthropic;
+    const CONVERSATION: &'static str = "messages";
+    const PREFILL: bool = true;
+    const STREAM_ERROR_STATUS: u16 = 529;
     type Options = ();
 
     fn authorize(parts: &Parts, key: &str) -> Result<(), Failure> {
@@ -282,6 +366,7 @@ impl Dialect for Anthropic {
     fn prompt(request: &Inbound) -> Result<(Prompt, ()), Failure> {
         let prompt = parse(&request.json, true)?;
         if request.strict_params {
+            check_prefill(&prompt.messages)?;
             params::anthropic(&request.json)?;
         }
         Ok((prompt, ()))
@@ -311,10 +396,7 @@ impl Dialect for Anthropic {
     }
 
     fn frames(answer: &Answer, meta: &Meta, _: &()) -> Vec<Frame> {
-        let mut frames = vec![Frame::plain(named_event(
-            "message_start",
-            &json!({"type": "message_start", "message": message(answer, meta, json!([]), None, 1)}),
-        ))];
+        let mut frames = vec![message_start(answer, meta)];
         // One content block per part of the answer: its text, then its tool call.
         let mut blocks: Vec<(Value, Vec<Value>)> = Vec::new();
         if let Some(pieces) = said(answer) {
@@ -336,10 +418,7 @@ impl Dialect for Anthropic {
             ));
         }
         for (index, (block, deltas)) in blocks.into_iter().enumerate() {
-            frames.push(Frame::plain(named_event(
-                "content_block_start",
-                &json!({"type": "content_block_start", "index": index, "content_block": block}),
-            )));
+            frames.push(block_start(index, &block));
             if index == 0 {
                 frames.push(ping());
             }
@@ -372,6 +451,25 @@ impl Dialect for Anthropic {
             &json!({"type": "message_stop"}),
         )));
         frames
+    }
+
+    fn opening(answer: &Answer, meta: &Meta, _: &()) -> Vec<Frame> {
+        vec![
+            message_start(answer, meta),
+            block_start(0, &json!({"type": "text", "text": ""})),
+            ping(),
+        ]
+    }
+
+    fn stream_error(_: &Answer, _: &Meta, _: &(), _: usize) -> Vec<Frame> {
+        vec![Frame::plain(named_event(
+            "error",
+            &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+        ))]
+    }
+
+    fn prefill_refused(_: &Prompt) -> Failure {
+        Failure::invalid(PREFILL_REFUSED)
     }
 }
 

@@ -14,8 +14,8 @@ use super::{
     json_status, query_param, string_list,
 };
 use crate::generate::{
-    Answer, Content, Finish, JsonOutput, Prompt, Tool, ToolChoice, Turn, estimate_tokens,
-    latest_turn_text, text_chars,
+    Answer, Content, Finish, JsonOutput, Message, Part, Prompt, Role, Tool, ToolChoice, Turn,
+    estimate_tokens, latest_turn_text, text_chars,
 };
 use crate::sse::{Frame, data_event_crlf};
 use crate::state::SimState;
@@ -23,6 +23,9 @@ use crate::stats::Outcome;
 
 /// The Gemini wire format.
 pub(crate) struct Gemini;
+
+/// What Gemini says when it is overloaded (503 `UNAVAILABLE`).
+const OVERLOADED_MESSAGE: &str = "The model is overloaded. Please try again later.";
 
 /// What only Gemini renders.
 pub(crate) struct Options {
@@ -137,6 +140,75 @@ fn parts_text(content: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// A `functionResponse`'s text: the value of a lone `output` or `error` key (a string as is, else its
+/// JSON), a lone string `result` or `content`, else the whole `response` object as JSON (the forms a
+/// translated tool result takes, so it reads the same as on the other APIs).
+fn result_text(function_response: &Value) -> String {
+    let Some(response) = function_response.get("response") else {
+        return function_response.to_string();
+    };
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match response.as_object() {
+        Some(map) if map.is_empty() => String::new(),
+        Some(map) if map.len() == 1 => {
+            if let Some(v) = map.get("output").or_else(|| map.get("error")) {
+                text(v)
+            } else if let Some(Value::String(s)) = map.get("result").or_else(|| map.get("content"))
+            {
+                s.clone()
+            } else {
+                response.to_string()
+            }
+        }
+        _ => response.to_string(),
+    }
+}
+
+/// The contents in provider-neutral terms: text parts (thoughts left out), `functionCall`s and
+/// `functionResponse`s.
+fn logical(contents: &[Value]) -> Vec<Message> {
+    contents
+        .iter()
+        .map(|c| {
+            let role = match c.get("role").and_then(Value::as_str) {
+                Some("model") => Role::Assistant,
+                _ => Role::User,
+            };
+            let parts = c
+                .get("parts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|p| {
+                    if let Some(call) = field(p, "functionCall", "function_call") {
+                        return Some(Part::Call {
+                            name: call
+                                .get("name")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_owned(),
+                            arguments: call.get("args").cloned().unwrap_or_else(|| json!({})),
+                        });
+                    }
+                    if let Some(response) = field(p, "functionResponse", "function_response") {
+                        return Some(Part::Result(result_text(response)));
+                    }
+                    if p.get("thought").and_then(Value::as_bool) == Some(true) {
+                        return None;
+                    }
+                    p.get("text")
+                        .and_then(Value::as_str)
+                        .map(|t| Part::Text(t.to_owned()))
+                })
+                .collect();
+            Message::new(role, parts)
+        })
+        .collect()
+}
+
 fn parse(json: &Value, model: String, stream: bool) -> Result<Prompt, Failure> {
     let contents = match json.get("contents") {
         Some(Value::Array(c)) if !c.is_empty() => c,
@@ -201,19 +273,16 @@ fn parse(json: &Value, model: String, stream: bool) -> Result<Prompt, Failure> {
         .and_then(|c| c.get("parts"))
         .and_then(Value::as_array)
         .and_then(|parts| {
-            parts.iter().rev().find_map(|p| {
-                let response = field(p, "functionResponse", "function_response")?;
-                Some(
-                    response
-                        .get("response")
-                        .map_or_else(|| response.to_string(), Value::to_string),
-                )
-            })
+            parts
+                .iter()
+                .rev()
+                .find_map(|p| field(p, "functionResponse", "function_response").map(result_text))
         });
     Ok(Prompt {
         model,
         stream,
-        conversation: json!({"system": system, "contents": contents}).to_string(),
+        system: vec![parts_text(&system)],
+        messages: logical(contents),
         input_chars: text_chars(&system)
             + text_chars(&Value::Array(contents.clone()))
             + text_chars(&tools_json),
@@ -289,6 +358,8 @@ fn status_name(status: u16) -> &'static str {
 
 impl Dialect for Gemini {
     const API: crate::Api = crate::Api::Gemini;
+    const CONVERSATION: &'static str = "contents";
+    const STREAM_ERROR_STATUS: u16 = 503;
     type Options = Options;
 
     fn authorize(parts: &Parts, key: &str) -> Result<(), Failure> {
@@ -332,7 +403,7 @@ impl Dialect for Gemini {
                     "retryDelay": format!("{retry_after_secs}s")
                 }])),
             ),
-            Failure::Injected(503) => (503, "The model is overloaded. Please try again later.".to_owned(), None),
+            Failure::Injected(503) => (503, OVERLOADED_MESSAGE.to_owned(), None),
             Failure::Injected(s) => (*s, format!("An internal error has occurred (ballast-sim injected {s})."), None),
         };
         let mut error = json!({"code": status, "message": message, "status": status_name(status)});
@@ -423,6 +494,38 @@ impl Dialect for Gemini {
                 Frame::token(bytes::Bytes::from(format!("{open}{c}{close}")))
             })
             .collect()
+    }
+
+    fn opening(_: &Answer, meta: &Meta, options: &Options) -> Vec<Frame> {
+        let chunk = response(meta, json!([{"text": ""}]), None, None);
+        let bytes = if options.sse {
+            data_event_crlf(&chunk)
+        } else {
+            bytes::Bytes::from(format!("[{chunk}"))
+        };
+        vec![Frame::plain(bytes)]
+    }
+
+    /// An `{"error": …}` chunk, 503 `UNAVAILABLE`; in a JSON-array stream, the array's last element.
+    fn stream_error(_: &Answer, _: &Meta, options: &Options, sent: usize) -> Vec<Frame> {
+        let error = json!({"error": {
+            "code": 503, "message": OVERLOADED_MESSAGE, "status": "UNAVAILABLE",
+        }});
+        let bytes = if options.sse {
+            data_event_crlf(&error)
+        } else {
+            let open = if sent == 0 { "[" } else { ",\r\n" };
+            bytes::Bytes::from(format!("{open}{error}]"))
+        };
+        vec![Frame::plain(bytes)]
+    }
+
+    fn prefill_refused(prompt: &Prompt) -> Failure {
+        Failure::invalid(if prompt.messages.len() > 1 {
+            "Please ensure that multiturn requests ends with a user role or a function response."
+        } else {
+            "Please ensure that single turn requests end with a user role or the role field is empty."
+        })
     }
 
     fn stream_content_type(options: &Options) -> &'static str {

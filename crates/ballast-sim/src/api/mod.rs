@@ -1,10 +1,11 @@
 //! The provider APIs: the request pipeline they share and the [`Dialect`] each one implements.
 //!
 //! A request goes: read the body (bounded) → record it → check the key → parse JSON → draw faults →
-//! validate into a [`Prompt`] (with the model's [`params`] rules) → generate → render in the
-//! dialect's wire format (JSON or SSE), or, under the `hostile` fault, rewrite that rendering into
-//! broken bytes ([`hostile`]). Adding an API is one new module implementing [`Dialect`] plus a route
-//! (as `responses` did).
+//! validate into a [`Prompt`] (with the model's [`params`] rules; `reject_prefill` refuses a prefill
+//! here) → generate (continuing an answer when asked to: [`Prompt::continuation`]) → render in the
+//! dialect's wire format (JSON or SSE, cut by `truncate`, or only opened under `role_then_silence`),
+//! or, under the `hostile` fault, rewrite that rendering into broken bytes ([`hostile`]). Adding an
+//! API is one new module implementing [`Dialect`] plus a route (as `responses` did).
 
 pub(crate) mod anthropic;
 pub(crate) mod gemini;
@@ -28,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::faults::{Decision, TruncateMode};
-use crate::generate::{Answer, Prompt, answer};
-use crate::sse::{Frame, paced_body, truncated_body};
+use crate::generate::{Answer, Prompt, answer, continue_answer};
+use crate::sse::{Ending, Frame, cut_len, paced_body, truncated_body};
 use crate::state::SimState;
 use crate::stats::{Outcome, RecordedRequest};
 
@@ -144,6 +145,14 @@ pub(crate) struct Meta {
 pub(crate) trait Dialect {
     /// Where requests are counted.
     const API: Api;
+    /// The request field holding the conversation list (`messages`, `input`, `contents`).
+    const CONVERSATION: &'static str;
+    /// Whether the API continues a conversation that ends with an assistant turn (a prefill) rather
+    /// than answering it afresh: Anthropic Messages does.
+    const PREFILL: bool = false;
+    /// The status a non-streamed answer fails with where a stream would end in the provider's
+    /// mid-stream error event (`truncate:error_event`).
+    const STREAM_ERROR_STATUS: u16;
     /// Options that only this dialect renders (e.g. OpenAI's `stream_options.include_usage`).
     type Options: Send;
 
@@ -161,6 +170,17 @@ pub(crate) trait Dialect {
     fn body(answer: &Answer, meta: &Meta, options: &Self::Options) -> Value;
     /// A streamed answer's frames, terminal event last.
     fn frames(answer: &Answer, meta: &Meta, options: &Self::Options) -> Vec<Frame>;
+    /// The events a stream opens with before any content (`role_then_silence`).
+    fn opening(answer: &Answer, meta: &Meta, options: &Self::Options) -> Vec<Frame>;
+    /// The provider's mid-stream error event, ending a stream after `sent` of its frames.
+    fn stream_error(
+        answer: &Answer,
+        meta: &Meta,
+        options: &Self::Options,
+        sent: usize,
+    ) -> Vec<Frame>;
+    /// The 400 refusing a prefill (`reject_prefill`).
+    fn prefill_refused(prompt: &Prompt) -> Failure;
     /// The content type of a streamed answer.
     fn stream_content_type(_options: &Self::Options) -> &'static str {
         "text/event-stream; charset=utf-8"
@@ -314,7 +334,7 @@ pub(crate) async fn generate<D: Dialect>(
     req: Request,
     path: PathInfo,
 ) -> Response {
-    let (inbound, decision) = match intake::<D>(&sim, req, path, true).await {
+    let (mut inbound, decision) = match intake::<D>(&sim, req, path, true).await {
         Ok(ok) => ok,
         Err(response) => return response,
     };
@@ -322,11 +342,18 @@ pub(crate) async fn generate<D: Dialect>(
         Ok(ok) => ok,
         Err(failure) => return fail::<D>(&sim, &failure, &inbound.request_id),
     };
+    if decision.reject_prefill && prompt.ends_with_assistant() {
+        return fail::<D>(&sim, &D::prefill_refused(&prompt), &inbound.request_id);
+    }
     // A hostile answer replaces `corrupt`, `degrade` (and `truncate`): it is built from the clean
     // answer.
     let corrupt = decision.corrupt.filter(|_| decision.hostile.is_none());
     let degrade = decision.degrade.filter(|_| decision.hostile.is_none());
-    let answer = answer(sim.seed, &prompt, corrupt, degrade);
+    let continued = prompt.continuation(D::PREFILL).and_then(|continuation| {
+        let base = cut_conversation::<D>(&mut inbound, continuation.cut)?;
+        continue_answer(sim.seed, &prompt, &base, &continuation, corrupt, degrade)
+    });
+    let answer = continued.unwrap_or_else(|| answer(sim.seed, &prompt, corrupt, degrade));
     let (id_prefix, tool_prefix) = D::id_prefixes();
     let meta = Meta {
         id: sim.new_id(id_prefix, 24),
@@ -335,6 +362,20 @@ pub(crate) async fn generate<D: Dialect>(
         model: prompt.model.clone(),
     };
     let pacing = sim.pacing(decision.slow);
+    if decision.role_then_silence {
+        sim.count(Some(D::API), Outcome::Hang);
+        let mut response = if prompt.stream {
+            let frames = D::opening(&answer, &meta, &options);
+            stream_response::<D>(paced_body(frames, pacing, Ending::Silence), &options)
+        } else {
+            if !pacing.ttft.is_zero() {
+                tokio::time::sleep(pacing.ttft).await;
+            }
+            json_body(paced_body(Vec::new(), pacing, Ending::Silence))
+        };
+        D::headers(response.headers_mut(), &inbound.request_id);
+        return response;
+    }
     let outcome = if decision.hostile.is_some() {
         Outcome::Hostile
     } else if decision.truncate.is_some() {
@@ -353,32 +394,70 @@ pub(crate) async fn generate<D: Dialect>(
     }
 
     let mut response = if prompt.stream {
-        let frames = D::frames(&answer, &meta, &options);
-        let mut response = paced_body(frames, pacing, decision.truncate).into_response();
-        let headers = response.headers_mut();
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static(D::stream_content_type(&options)),
-        );
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        response
+        let mut frames = D::frames(&answer, &meta, &options);
+        let ending = match decision.truncate {
+            None => Ending::Close,
+            Some(cut) => {
+                let kept = cut_len(&frames, cut.after_tokens);
+                frames.truncate(kept);
+                if cut.mode == TruncateMode::ErrorEvent {
+                    frames.extend(D::stream_error(&answer, &meta, &options, kept));
+                }
+                Ending::of(cut.mode)
+            }
+        };
+        stream_response::<D>(paced_body(frames, pacing, ending), &options)
     } else {
         if !pacing.ttft.is_zero() {
             tokio::time::sleep(pacing.ttft).await;
         }
-        json_response(&D::body(&answer, &meta, &options), decision.truncate)
+        match decision.truncate.map(|cut| cut.mode) {
+            Some(TruncateMode::ErrorEvent) => D::failure(
+                &Failure::Injected(D::STREAM_ERROR_STATUS),
+                &inbound.request_id,
+            ),
+            mode => json_response(&D::body(&answer, &meta, &options), mode.map(Ending::of)),
+        }
     };
     D::headers(response.headers_mut(), &inbound.request_id);
     response
 }
 
-/// A JSON response; with `truncate`, only half the body is sent.
-pub(crate) fn json_response(value: &Value, truncate: Option<TruncateMode>) -> Response {
+/// The prompt of the request with its conversation list cut before `cut` (the conversation an
+/// answer being continued answered), validated as any request; `None` when it is not valid (a
+/// prefill with nothing before it).
+fn cut_conversation<D: Dialect>(inbound: &mut Inbound, cut: usize) -> Option<Prompt> {
+    let mut json = inbound.json.clone();
+    json.get_mut(D::CONVERSATION)?.as_array_mut()?.truncate(cut);
+    let whole = std::mem::replace(&mut inbound.json, json);
+    let base = D::prompt(inbound).ok().map(|(prompt, _)| prompt);
+    inbound.json = whole;
+    base
+}
+
+/// A streamed answer's response: `body` with the dialect's content type.
+fn stream_response<D: Dialect>(body: Body, options: &D::Options) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(D::stream_content_type(options)),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// A JSON response; with `truncate`, only half the body is sent, then it ends as `truncate` says.
+pub(crate) fn json_response(value: &Value, truncate: Option<Ending>) -> Response {
     let bytes = Bytes::from(value.to_string());
-    let body = match truncate {
-        Some(mode) => truncated_body(bytes, mode),
+    json_body(match truncate {
+        Some(ending) => truncated_body(bytes, ending),
         None => Body::from(bytes),
-    };
+    })
+}
+
+/// A response with a JSON content type around `body`.
+fn json_body(body: Body) -> Response {
     let mut response = Response::new(body);
     response
         .headers_mut()

@@ -13,8 +13,8 @@ use super::{
     string_list,
 };
 use crate::generate::{
-    Answer, Content, Finish, JsonOutput, Prompt, Tool, ToolChoice, Turn, json_fragments,
-    latest_turn_text, text_chars,
+    Answer, Content, Finish, JsonOutput, Message, Part, Prompt, Role, Tool, ToolChoice, Turn,
+    arguments_value, json_fragments, latest_turn_text, text_chars,
 };
 use crate::sse::{Frame, data_event, data_literal};
 use crate::state::SimState;
@@ -30,6 +30,15 @@ pub(crate) struct Options {
 
 /// A fixed fingerprint, as the real API reports per backend configuration.
 const SYSTEM_FINGERPRINT: &str = "fp_ballastsim";
+
+/// The message of the API's own mid-stream error.
+pub(crate) const STREAM_ERROR_MESSAGE: &str =
+    "The server had an error while processing your request. Sorry about that!";
+
+/// The refusal of a prefill under `reject_prefill` (the OpenAI APIs accept one; this is what an
+/// OpenAI-compatible server without prefill support says, in Anthropic's words).
+pub(crate) const PREFILL_REFUSED: &str = "This model does not support assistant message prefill. \
+                                          The conversation must end with a user message.";
 
 /// `POST /v1/chat/completions`
 pub(crate) async fn chat_completions(State(sim): State<Arc<SimState>>, req: Request) -> Response {
@@ -98,8 +107,47 @@ fn parse_tool_choice(choice: Option<&Value>) -> ToolChoice {
     }
 }
 
+/// The conversation in provider-neutral terms: system and developer messages, user text, assistant
+/// text and `tool_calls` (or a legacy `function_call`), `tool` / `function` results.
+fn logical(messages: &[Value]) -> Vec<Message> {
+    messages
+        .iter()
+        .map(|m| {
+            let text = content_text(m.get("content").unwrap_or(&Value::Null));
+            match m.get("role").and_then(Value::as_str) {
+                Some("system" | "developer") => Message::text(Role::System, text),
+                Some("tool" | "function") => Message::new(Role::User, vec![Part::Result(text)]),
+                Some("assistant") => {
+                    let mut message = Message::text(Role::Assistant, text);
+                    let calls = m
+                        .get("tool_calls")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|c| c.get("function"))
+                        .chain(m.get("function_call"));
+                    for function in calls {
+                        message.parts.push(Part::Call {
+                            name: function
+                                .get("name")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_owned(),
+                            arguments: arguments_value(function.get("arguments")),
+                        });
+                    }
+                    message
+                }
+                _ => Message::text(Role::User, text),
+            }
+        })
+        .collect()
+}
+
 impl Dialect for OpenAi {
     const API: crate::Api = crate::Api::OpenAi;
+    const CONVERSATION: &'static str = "messages";
+    const STREAM_ERROR_STATUS: u16 = 500;
     type Options = Options;
 
     fn authorize(parts: &Parts, key: &str) -> Result<(), Failure> {
@@ -247,7 +295,8 @@ impl Dialect for OpenAi {
         let prompt = Prompt {
             model: model.to_owned(),
             stream: json.get("stream").and_then(Value::as_bool).unwrap_or(false),
-            conversation: json!({"messages": messages}).to_string(),
+            system: Vec::new(),
+            messages: logical(messages),
             input_chars: text_chars(&Value::Array(messages.clone())) + text_chars(&tools_json),
             last_user_text,
             turn_text,
@@ -380,6 +429,29 @@ impl Dialect for OpenAi {
         }
         frames.push(Frame::plain(data_literal("[DONE]")));
         frames
+    }
+
+    fn opening(_: &Answer, meta: &Meta, options: &Options) -> Vec<Frame> {
+        let chunk = chunk(
+            meta,
+            choice(
+                json!({"role": "assistant", "content": "", "refusal": null}),
+                None,
+            ),
+            None,
+            options.include_usage,
+        );
+        vec![Frame::plain(data_event(&chunk))]
+    }
+
+    fn stream_error(_: &Answer, _: &Meta, _: &Options, _: usize) -> Vec<Frame> {
+        vec![Frame::plain(data_event(&json!({"error": {
+            "message": STREAM_ERROR_MESSAGE, "type": "server_error", "param": null, "code": null,
+        }})))]
+    }
+
+    fn prefill_refused(_: &Prompt) -> Failure {
+        Failure::invalid_param("messages", PREFILL_REFUSED)
     }
 }
 

@@ -12,11 +12,11 @@ use http::HeaderMap;
 use http::request::Parts;
 use serde_json::{Map, Value, json};
 
-use super::openai::OpenAi;
+use super::openai::{OpenAi, PREFILL_REFUSED, STREAM_ERROR_MESSAGE};
 use super::{Dialect, Failure, Inbound, Meta, PathInfo, content_text, generate, params};
 use crate::generate::{
-    Answer, Content, Finish, JsonOutput, Prompt, Tool, ToolChoice, Turn, json_fragments,
-    latest_turn_text, text_chars,
+    Answer, Content, Finish, JsonOutput, Message, Part, Prompt, Role, Tool, ToolChoice, Turn,
+    arguments_value, json_fragments, latest_turn_text, text_chars,
 };
 use crate::sse::{Frame, named_event};
 use crate::state::SimState;
@@ -193,6 +193,54 @@ fn unsupported(param: &'static str, json: &Value, what: &str) -> Result<(), Fail
     }
 }
 
+/// The input items in provider-neutral terms: messages, function (and custom tool) calls, and
+/// `*_call_output` results; other items (reasoning, references, built-in tool calls) say nothing.
+fn logical(items: &[Value], kind: impl Fn(&Value) -> String) -> Vec<Message> {
+    items
+        .iter()
+        .map(|item| {
+            let name = || {
+                item.get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            match kind(item).as_str() {
+                "message" => {
+                    let text = content_text(item.get("content").unwrap_or(&Value::Null));
+                    let role = match item.get("role").and_then(Value::as_str) {
+                        Some("assistant") => Role::Assistant,
+                        Some("system" | "developer") => Role::System,
+                        _ => Role::User,
+                    };
+                    Message::text(role, text)
+                }
+                "function_call" => Message::new(
+                    Role::Assistant,
+                    vec![Part::Call {
+                        name: name(),
+                        arguments: arguments_value(item.get("arguments")),
+                    }],
+                ),
+                "custom_tool_call" => Message::new(
+                    Role::Assistant,
+                    vec![Part::Call {
+                        name: name(),
+                        arguments: item.get("input").cloned().unwrap_or(Value::Null),
+                    }],
+                ),
+                k if k.ends_with("_call_output") => Message::new(
+                    Role::User,
+                    vec![Part::Result(output_text(
+                        item.get("output").unwrap_or(&Value::Null),
+                    ))],
+                ),
+                _ => Message::new(Role::Other, Vec::new()),
+            }
+        })
+        .collect()
+}
+
 fn item_id(meta: &Meta, prefix: &str) -> String {
     let suffix = meta.id.strip_prefix("resp_").unwrap_or(&meta.id);
     format!("{prefix}{suffix}")
@@ -318,6 +366,13 @@ struct Events {
 }
 
 impl Events {
+    /// `response.created` and `response.in_progress`.
+    fn open(&mut self, answer: &Answer, meta: &Meta, options: &Options) {
+        let started = response_object(answer, meta, options, false);
+        self.push("response.created", json!({"response": started}), false);
+        self.push("response.in_progress", json!({"response": started}), false);
+    }
+
     fn push(&mut self, name: &str, mut data: Value, token: bool) {
         if let Some(obj) = data.as_object_mut() {
             obj.insert("type".to_owned(), json!(name));
@@ -335,6 +390,8 @@ impl Events {
 
 impl Dialect for Responses {
     const API: crate::Api = crate::Api::OpenAi;
+    const CONVERSATION: &'static str = "input";
+    const STREAM_ERROR_STATUS: u16 = 500;
     type Options = Options;
 
     fn authorize(parts: &Parts, key: &str) -> Result<(), Failure> {
@@ -436,6 +493,7 @@ impl Dialect for Responses {
             .filter(|i| kind(i).ends_with("_call_output"))
             .map(|i| output_text(i.get("output").unwrap_or(&Value::Null)));
         let instructions = json.get("instructions").cloned().unwrap_or(Value::Null);
+        let messages = logical(&items, kind);
         let input = Value::Array(items);
 
         let mut echoed: Map<String, Value> = echoed_defaults()
@@ -457,7 +515,8 @@ impl Dialect for Responses {
         let prompt = Prompt {
             model: model.to_owned(),
             stream,
-            conversation: json!({"instructions": instructions, "input": input}).to_string(),
+            system: vec![content_text(&instructions)],
+            messages,
             input_chars: text_chars(&instructions) + text_chars(&input) + text_chars(&tools_json),
             last_user_text,
             turn_text,
@@ -484,9 +543,7 @@ impl Dialect for Responses {
             frames: Vec::new(),
             next: 0,
         };
-        let started = response_object(answer, meta, options, false);
-        ev.push("response.created", json!({"response": started}), false);
-        ev.push("response.in_progress", json!({"response": started}), false);
+        ev.open(answer, meta, options);
         for (output_index, item) in items(answer).into_iter().enumerate() {
             ev.push(
                 "response.output_item.added",
@@ -561,6 +618,58 @@ impl Dialect for Responses {
             false,
         );
         ev.frames
+    }
+
+    fn opening(answer: &Answer, meta: &Meta, options: &Options) -> Vec<Frame> {
+        let mut ev = Events {
+            frames: Vec::new(),
+            next: 0,
+        };
+        ev.open(answer, meta, options);
+        let item = output_item(Item::Message(&[]), answer, meta, options, false);
+        ev.push(
+            "response.output_item.added",
+            json!({"output_index": 0, "item": item}),
+            false,
+        );
+        ev.push(
+            "response.content_part.added",
+            json!({"item_id": item_id(meta, "msg_"), "output_index": 0, "content_index": 0, "part": text_part("")}),
+            false,
+        );
+        ev.frames
+    }
+
+    /// An `error` event (the documented flat fields, and the nested `error` object the API sends),
+    /// then the terminal `response.failed`, numbered after the `sent` events.
+    fn stream_error(answer: &Answer, meta: &Meta, options: &Options, sent: usize) -> Vec<Frame> {
+        let mut ev = Events {
+            frames: Vec::new(),
+            next: u64::try_from(sent).unwrap_or(u64::MAX),
+        };
+        let code = "server_error";
+        ev.push(
+            "error",
+            json!({
+                "code": code, "message": STREAM_ERROR_MESSAGE, "param": null,
+                "error": {"type": "server_error", "code": code, "message": STREAM_ERROR_MESSAGE, "param": null},
+            }),
+            false,
+        );
+        let mut failed = response_object(answer, meta, options, false);
+        if let Some(obj) = failed.as_object_mut() {
+            obj.insert("status".to_owned(), json!("failed"));
+            obj.insert(
+                "error".to_owned(),
+                json!({"code": code, "message": STREAM_ERROR_MESSAGE}),
+            );
+        }
+        ev.push("response.failed", json!({"response": failed}), false);
+        ev.frames
+    }
+
+    fn prefill_refused(_: &Prompt) -> Failure {
+        Failure::invalid_param("input", PREFILL_REFUSED)
     }
 }
 

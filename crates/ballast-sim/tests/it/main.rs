@@ -5,6 +5,7 @@ mod anthropic;
 mod control;
 mod degrade;
 mod directive;
+mod failover;
 mod faults;
 mod gemini;
 mod hostile;
