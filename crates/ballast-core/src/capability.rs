@@ -80,7 +80,7 @@ impl ModelRules {
                 },
                 top_k: true,
                 token_limit: TokenLimit::MaxTokens,
-                prefill: true,
+                prefill: !claude_refuses_prefill(m),
                 system_prompt: true,
                 forced_tool_choice: true,
                 parallel_tool_calls: true,
@@ -124,17 +124,31 @@ impl ModelRules {
 /// Claude models that refuse `temperature` with `top_p`: the 4.5 generation and later (Sonnet 4.5,
 /// Haiku 4.5, Opus 4.1, Opus 4.5, and any 4.x after .5 or a 5+ generation).
 fn claude_exclusive_sampling(m: &str) -> bool {
-    let Some(rest) = m.strip_prefix("claude-") else {
-        return false;
-    };
-    // `claude-sonnet-4-5-20250929`, `claude-opus-4-1`, `claude-haiku-4-5`; older names put the
-    // generation first (`claude-3-5-sonnet`) and are all permissive.
+    match claude_version(m) {
+        None | Some((_, 0..=3, _)) => false,
+        Some((family, 4, minor)) => minor >= 5 || (family == "opus" && minor >= 1),
+        Some(_) => true,
+    }
+}
+
+/// Claude models that refuse an assistant prefill ("This model does not support assistant message
+/// prefill"): the 4.6 generation and later.
+fn claude_refuses_prefill(m: &str) -> bool {
+    match claude_version(m) {
+        None | Some((_, 0..=3, _)) => false,
+        Some((_, 4, minor)) => minor >= 6,
+        Some(_) => true,
+    }
+}
+
+/// `claude-sonnet-4-5-20250929` → ("sonnet", 4, 5); `claude-opus-4-1` → ("opus", 4, 1). Older names
+/// put the generation first (`claude-3-5-sonnet`): `None`.
+fn claude_version(m: &str) -> Option<(&str, u32, u32)> {
+    let rest = m.strip_prefix("claude-")?;
     let mut parts = rest.split('-');
-    let Some(family) = parts.next() else {
-        return false;
-    };
+    let family = parts.next()?;
     if !matches!(family, "sonnet" | "opus" | "haiku") {
-        return false;
+        return None;
     }
     let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
     // A minor is one or two digits; an 8-digit date is not a minor.
@@ -143,11 +157,7 @@ fn claude_exclusive_sampling(m: &str) -> bool {
         .filter(|p| p.len() <= 2)
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
-    match major {
-        0..=3 => false,
-        4 => minor >= 5 || (family == "opus" && minor >= 1),
-        _ => true,
-    }
+    Some((family, major, minor))
 }
 
 /// OpenAI reasoning models: gpt-5 (not its `-chat` variant) and the o-series.
@@ -232,6 +242,28 @@ mod tests {
                 "{m}"
             );
         }
+    }
+
+    #[test]
+    fn claude_four_six_and_later_refuse_a_prefill() {
+        for (m, prefill) in [
+            ("claude-opus-4-6", false),
+            ("claude-sonnet-4-6-20260217", false),
+            ("us.anthropic.claude-opus-4-6-v1:0", false),
+            ("claude-opus-5", false),
+            ("claude-sonnet-4-5-20250929", true),
+            ("claude-opus-4-1", true),
+            ("claude-3-7-sonnet-latest", true),
+        ] {
+            assert_eq!(
+                ModelRules::of(ProviderKind::Anthropic, m).prefill,
+                prefill,
+                "{m}"
+            );
+        }
+        // Nor do Gemini or OpenAI models continue a trailing assistant turn.
+        assert!(!ModelRules::of(ProviderKind::Gemini, "gemini-2.5-pro").prefill);
+        assert!(!ModelRules::of(ProviderKind::OpenAi, "gpt-4.1").prefill);
     }
 
     #[test]
