@@ -145,9 +145,11 @@ targets = ["oa/gpt-4.1", "ob/gpt-4.1"]
 [routes.messages]
 targets = ["aa/claude-sonnet-4-5", "ab/claude-sonnet-4-5"]
 [routes.messages-to-chat]
-targets = ["aa/claude-sonnet-4-5", "ob/gpt-4.1"]
+targets = ["aa/claude-haiku-4-5", "ob/gpt-4.1"]
 """)
-    gw = spawn([BIN, "serve", "--config", cfg, "--listen", "127.0.0.1:0", "--log", "warn"],
+    # Each path's primary is a target of its own: the cuts of one path must not open the breaker of
+    # another's primary (then its requests would skip it, and nothing would be continued).
+    gw = spawn([BIN, "serve", "--config", cfg, "--listen", "127.0.0.1:0", "--log", os.environ.get("CONT_LOG", "warn")],
                os.path.join(logdir, "ballast.log"), r"ballast listening on (http://[0-9.:]+)")
 
     def fault(on: bool):

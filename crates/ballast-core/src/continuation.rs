@@ -13,6 +13,7 @@
 //!
 //! The copy is kept in memory for the life of the stream only, bounded in bytes, and never logged.
 
+use bytes::Bytes;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -93,6 +94,37 @@ impl Delivery {
         }
     }
 
+    /// Takes a run of whole SSE events bound for the client; returns what may go now. A run with
+    /// nothing to look at (no tool call held, no word that could open one or be an error) goes
+    /// through as it is, copied once; only the rest is read event by event.
+    pub fn push_bytes(&mut self, events: Bytes) -> (Bytes, Delivered) {
+        if !self.holding && !self.worth_a_look(&events) {
+            self.send_copy(&events);
+            return (events, Delivered::default());
+        }
+        let mut out = Vec::with_capacity(events.len());
+        let d = self.push(&events, &mut out);
+        (Bytes::from(out), d)
+    }
+
+    /// Whether `events` may hold an error event or a tool call's opening.
+    fn worth_a_look(&self, events: &[u8]) -> bool {
+        let found = |needle: &[u8]| memchr::memmem::find(events, needle).is_some();
+        if found(b"error") {
+            return true;
+        }
+        if self.format == ApiFormat::OpenAiResponses && found(b"response.failed") {
+            return true;
+        }
+        self.hold_tools
+            && match self.format {
+                ApiFormat::AnthropicMessages => found(b"tool_use"),
+                ApiFormat::OpenAiChat => found(b"tool_calls"),
+                ApiFormat::OpenAiResponses => found(b"_call"),
+                ApiFormat::Gemini => false,
+            }
+    }
+
     /// Takes a run of whole SSE events bound for the client and appends to `out` what may go now.
     pub fn push(&mut self, events: &[u8], out: &mut Vec<u8>) -> Delivered {
         let mut rest = events;
@@ -141,6 +173,11 @@ impl Delivery {
 
     fn send(&mut self, ev: &[u8], out: &mut Vec<u8>) {
         out.extend_from_slice(ev);
+        self.send_copy(ev);
+    }
+
+    /// Keeps the copy of what the client is sent.
+    fn send_copy(&mut self, ev: &[u8]) {
         if self.overflow {
             return;
         }
@@ -194,10 +231,7 @@ enum Class {
 /// The end of the first SSE event in `b` (just after its blank line).
 fn next_event_end(b: &[u8]) -> Option<usize> {
     let mut i = 0usize;
-    while let Some(k) = b
-        .get(i..)
-        .and_then(|s| s.iter().position(|&c| c == b'\n' || c == b'\r'))
-    {
+    while let Some(k) = b.get(i..).and_then(|s| memchr::memchr2(b'\n', b'\r', s)) {
         let at = i.saturating_add(k);
         let rest = b.get(at..).unwrap_or_default();
         let end = if rest.starts_with(b"\n\n") || rest.starts_with(b"\r\r") {
@@ -886,6 +920,23 @@ mod tests {
         let (out, _, error) = deliver(ApiFormat::OpenAiChat, false, &[text]);
         assert!(!error);
         assert_eq!(out, text);
+    }
+
+    #[test]
+    fn plain_text_passes_untouched_and_is_still_copied() {
+        let mut d = Delivery::new(ApiFormat::AnthropicMessages, true, 1 << 20);
+        let chunk = Bytes::from_static(A_TEXT.as_bytes());
+        let (out, got) = d.push_bytes(chunk.clone());
+        assert_eq!(out, chunk);
+        assert!(out.as_ptr() == chunk.as_ptr(), "copied when it need not be");
+        assert!(!got.error);
+        assert_eq!(d.resume_point().unwrap().text, "Let me look.");
+        // A run with a tool call or an error event takes the careful way.
+        let (out, _) = d.push_bytes(Bytes::from_static(A_TOOL_OPEN.as_bytes()));
+        assert!(out.is_empty());
+        let err = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\n";
+        let (_, got) = d.push_bytes(Bytes::from_static(err.as_bytes()));
+        assert!(got.error);
     }
 
     #[test]

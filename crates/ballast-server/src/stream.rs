@@ -162,8 +162,8 @@ impl ObservedStream {
         let Some(d) = &mut self.delivery else {
             return (!out.is_empty()).then_some(out);
         };
-        let mut sent = Vec::with_capacity(out.len());
-        if d.push(&out, &mut sent).error && self.broken.is_none() {
+        let (mut sent, delivered) = d.push_bytes(out);
+        if delivered.error && self.broken.is_none() {
             self.broken = Some((
                 ErrorKind::BadGateway,
                 "the provider sent an error event".to_owned(),
@@ -171,12 +171,14 @@ impl ObservedStream {
         }
         if !self.delivery_held.set(d.buffered()) {
             // No room to keep a copy: the stream goes on, but can no longer be continued.
-            d.flush(&mut sent);
+            let mut all = sent.to_vec();
+            d.flush(&mut all);
+            sent = Bytes::from(all);
             self.delivery = None;
             self.resumer = None;
             self.delivery_held.set(0);
         }
-        (!sent.is_empty()).then(|| Bytes::from(sent))
+        (!sent.is_empty()).then_some(sent)
     }
 
     /// Whatever the delivery still holds, at a clean end.

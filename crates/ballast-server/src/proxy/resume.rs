@@ -145,6 +145,21 @@ async fn try_target(
             rules: target.rules,
         };
         let encoded = match translate::encode_request(provider.format, &creq, &opts) {
+            // The client's headers went out with the first answer: a field this target would
+            // drop could no longer be named in `x-ballast-warning`, so it does not continue.
+            Ok(e) if !e.warnings.is_empty() => {
+                if let Some(t) = ticket.take() {
+                    t.cancel();
+                }
+                return Err(Failure::Untranslatable {
+                    message: format!(
+                        "it cannot honour the whole request ({})",
+                        e.warnings.join("; ")
+                    ),
+                    param: None,
+                    invalid: false,
+                });
+            }
             Ok(e) => e,
             Err(e) => {
                 if let Some(t) = ticket.take() {
