@@ -6,7 +6,7 @@
 //! records, so watching costs a lock and a few floating-point operations per attempt.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -25,11 +25,24 @@ use crate::runtime::{lock, rfc3339};
 use crate::store::{Row, StoreHandle};
 
 /// Consecutive failures that open a hard-failure incident.
-const HARD_FAILURES: u32 = 5;
+pub(crate) const HARD_FAILURES: u32 = 5;
 /// Incidents kept (open and resolved), oldest dropped first.
 const KEEP: usize = 1000;
 /// An ejected target still gets one request this often, so the evidence that it recovered can come.
 const TRIAL_EVERY: Duration = Duration::from_millis(500);
+/// While a target ejected for availability answers its trials they come faster: the interval halves
+/// for every `RAMP_STEP` attempts answered in a row, at most `RAMP_HALVINGS` times (500 ms down to
+/// 62.5 ms), and a failure starts it over. A recovered target gathers the 50 answers in a row that
+/// clear its incident in about ten seconds of traffic instead of 25; one still failing a sixth of its
+/// attempts (runs of about six) stays at about one trial every 500 ms; a dead one gets exactly that.
+const RAMP_STEP: u32 = 10;
+const RAMP_HALVINGS: u32 = 3;
+
+/// How often an ejected target gets a trial request, after `run` of its attempts were answered in a
+/// row.
+fn trial_every(run: u32) -> Duration {
+    TRIAL_EVERY / (1u32 << (run / RAMP_STEP).min(RAMP_HALVINGS))
+}
 
 /// What one answer says to the output-quality detectors (`None`: nothing, for that detector).
 #[derive(Clone, Copy, Debug, Default)]
@@ -133,6 +146,9 @@ pub struct Incidents {
     ejected: Vec<AtomicBool>,
     /// Per target: when its last trial request went out (ms since `epoch`).
     last_trial: Vec<AtomicU64>,
+    /// Per target: attempts answered in a row while no output-quality detector fires (0 while one
+    /// does: answering is not recovering from wrong answers), which paces trial requests.
+    answered_run: Vec<AtomicU32>,
     /// Per target: when its last client attempt was observed (ms since `epoch`, 0: never).
     last_evidence: Vec<AtomicU64>,
     epoch: Instant,
@@ -160,6 +176,7 @@ impl Incidents {
             }),
             ejected: (0..targets).map(|_| AtomicBool::new(false)).collect(),
             last_trial: (0..targets).map(|_| AtomicU64::new(0)).collect(),
+            answered_run: (0..targets).map(|_| AtomicU32::new(0)).collect(),
             last_evidence: (0..targets).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
             alerts,
@@ -203,8 +220,9 @@ impl Incidents {
     }
 
     /// Whether routes should go around `target` now. An ejected target is still let through for
-    /// one trial request every [`TRIAL_EVERY`] (that request is its evidence of recovery), and the
-    /// caller tries it anyway when no other target is left.
+    /// one trial request every [`TRIAL_EVERY`], more often while those are answered
+    /// ([`trial_every`]): that request is its evidence of recovery. The caller tries it anyway when
+    /// no other target is left.
     pub fn avoid(&self, target: usize, now: Instant) -> bool {
         let Some(flag) = self.ejected.get(target) else {
             return false;
@@ -218,7 +236,11 @@ impl Incidents {
         let now_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
             .unwrap_or(u64::MAX);
         let prev = last.load(Ordering::Relaxed);
-        let every = u64::try_from(TRIAL_EVERY.as_millis()).unwrap_or(u64::MAX);
+        let run = self
+            .answered_run
+            .get(target)
+            .map_or(0, |r| r.load(Ordering::Relaxed));
+        let every = u64::try_from(trial_every(run).as_millis()).unwrap_or(u64::MAX);
         if now_ms.saturating_sub(prev) >= every
             && last
                 .compare_exchange(prev, now_ms, Ordering::AcqRel, Ordering::Relaxed)
@@ -240,6 +262,22 @@ impl Incidents {
         self.ejected
             .get(target)
             .is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
+    /// Keeps `answered_run` in step with the detectors.
+    fn note_run(&self, target: usize, d: &Detectors) {
+        if let Some(run) = self.answered_run.get(target) {
+            let quality = d.wrong_script.firing()
+                || d.empty.firing()
+                || d.repetition.firing()
+                || d.invalid_json.firing();
+            let n = if quality {
+                0
+            } else {
+                d.availability.answered_in_row()
+            };
+            run.store(n, Ordering::Relaxed);
+        }
     }
 
     fn set_ejected(&self, target: usize, detectors: &Detectors) {
@@ -280,6 +318,7 @@ impl Incidents {
                 if !failed && r.stream {
                     changes[2].1 = d.latency.observe(r.duration);
                 }
+                self.note_run(r.target, &d);
             }
             if changes.iter().all(|(_, c)| c.is_none()) {
                 return;
@@ -333,6 +372,7 @@ impl Incidents {
                 return;
             }
             self.set_ejected(target, &d);
+            self.note_run(target, &d);
             (changes, Signal::ALL.map(|s| d.evidence(s)))
         };
         for (signal, change) in changes {
@@ -515,5 +555,86 @@ impl Incidents {
         });
         let all: Vec<Value> = list.into_iter().chain(earlier).collect();
         json!({ "incidents": all })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(target: usize, failed: bool) -> AttemptRecord {
+        AttemptRecord {
+            target,
+            result: if failed {
+                ballast_core::record::AttemptResult::ServerError
+            } else {
+                ballast_core::record::AttemptResult::Answered
+            },
+            duration: Duration::from_millis(100),
+            stream: false,
+            trace: None,
+        }
+    }
+
+    /// Trials let through `avoid` over `secs` seconds, asked every millisecond.
+    fn trials(i: &Incidents, t0: Instant, secs: u64) -> usize {
+        (0..secs * 1000)
+            .filter(|k| !i.avoid(0, t0 + Duration::from_millis(*k)))
+            .count()
+    }
+
+    #[test]
+    fn trial_requests_come_faster_while_answered_and_fall_back_on_a_failure() {
+        assert_eq!(trial_every(0), Duration::from_millis(500));
+        assert_eq!(trial_every(9), Duration::from_millis(500));
+        assert_eq!(trial_every(10), Duration::from_millis(250));
+        assert_eq!(trial_every(29), Duration::from_millis(125));
+        assert_eq!(trial_every(30), Duration::from_micros(62_500));
+        assert_eq!(trial_every(u32::MAX), Duration::from_micros(62_500));
+
+        let i = Incidents::new(1, Alerts::new(Vec::new()));
+        let t0 = Instant::now();
+        assert!(!i.avoid(0, t0), "not ejected");
+        for _ in 0..100 {
+            i.observe(&attempt(0, false), "t", true);
+        }
+        for _ in 0..10 {
+            i.observe(&attempt(0, true), "t", true);
+        }
+        assert!(i.ejected(0));
+        // Failing: two trials a second.
+        assert!((19..=20).contains(&trials(&i, t0, 10)));
+        // Answered 30 in a row (not yet the 50 that clear it): sixteen a second.
+        for _ in 0..30 {
+            i.observe(&attempt(0, false), "t", true);
+        }
+        assert!(i.ejected(0), "availability still firing");
+        let t1 = t0 + Duration::from_secs(20);
+        let n = trials(&i, t1, 10);
+        assert!((150..=170).contains(&n), "{n}");
+        // One failure starts over.
+        i.observe(&attempt(0, true), "t", true);
+        assert!((19..=20).contains(&trials(&i, t1 + Duration::from_secs(20), 10)));
+    }
+
+    #[test]
+    fn a_target_ejected_for_wrong_answers_gets_no_faster_trials() {
+        let i = Incidents::new(1, Alerts::new(Vec::new()));
+        let wrong = AnswerFacts {
+            wrong_script: true,
+            ..AnswerFacts::default()
+        };
+        for _ in 0..1_000 {
+            i.observe(&attempt(0, false), "t", true);
+            i.observe_answer(0, &wrong, "t");
+            if i.ejected(0) {
+                break;
+            }
+        }
+        assert!(i.ejected(0));
+        for _ in 0..100 {
+            i.observe(&attempt(0, false), "t", true);
+        }
+        assert!((19..=20).contains(&trials(&i, Instant::now(), 10)));
     }
 }

@@ -2,9 +2,15 @@
 //! tokens, in the target's own API) when its live traffic has given no evidence for an interval
 //! (jittered), so an idle target that goes down is seen within one interval and an ejected one is
 //! re-admitted by evidence. Capped per target per day; counted apart from client traffic.
+//!
+//! A failed probe is confirmed at once, up to the failures in a row that open a hard-failure
+//! incident. A target out of rotation (ejected, or its breaker open) is probed every
+//! [`RECOVERY_EVERY`] whatever its traffic, and nothing more: that is all a dead provider gets from
+//! probes. Each answered probe is evidence of recovery: it counts towards clearing the incident,
+//! and it ends an open breaker's cool-down so the next client request is its half-open trial.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,11 +22,17 @@ use ballast_core::observe::observe_body;
 use ballast_core::record::{AttemptRecord, AttemptResult};
 use ballast_core::translate::{self, EncodeOptions};
 
+use crate::incidents::HARD_FAILURES;
+use crate::runtime::lock;
 use crate::state::AppState;
 use crate::upstream::{Failure, UpstreamRequest, Url, read_body};
 
 /// How often due probes are looked for.
 const TICK: Duration = Duration::from_millis(250);
+/// How often a target out of rotation is probed (at most: `[probes] interval` when shorter): the
+/// longest a recovered provider waits for the evidence that lets it back, and, during an outage,
+/// 12 tiny requests a minute.
+const RECOVERY_EVERY: Duration = Duration::from_secs(5);
 /// One probe's time limit.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Output tokens a probe asks for.
@@ -34,8 +46,9 @@ struct ProbeTarget {
     url: Url,
     body: Bytes,
     busy: AtomicBool,
-    /// The last probe failed: confirm soon, so an idle target that died is seen within an interval.
-    confirm: AtomicBool,
+    /// Probes failed in a row. The first few are confirmed at once, so an idle target that died is
+    /// seen within an interval.
+    failed_in_row: AtomicU32,
 }
 
 fn probe_request() -> ChatRequest {
@@ -76,7 +89,7 @@ fn targets(st: &AppState) -> Vec<ProbeTarget> {
             url: t.url.clone(),
             body: Bytes::from(encoded.body),
             busy: AtomicBool::new(false),
-            confirm: AtomicBool::new(false),
+            failed_in_row: AtomicU32::new(0),
         });
     }
     out
@@ -98,6 +111,10 @@ pub async fn run(st: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>
         .collect();
     let mut day_start = start;
     let mut today = vec![0u32; targets.len()];
+    // Per target: when its last probe went out, and since when it has been out of rotation.
+    let mut last_sent: Vec<Option<Instant>> = vec![None; targets.len()];
+    let mut out_since: Vec<Option<Instant>> = vec![None; targets.len()];
+    let recovery_every = settings.interval.min(RECOVERY_EVERY);
     let mut tick = tokio::time::interval(TICK);
     loop {
         tokio::select! {
@@ -110,26 +127,39 @@ pub async fn run(st: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>
             today.iter_mut().for_each(|n| *n = 0);
         }
         for (i, t) in targets.iter().enumerate() {
-            // After a failed probe, the next goes out at once (one tick later): a dead target
-            // fails the five in a row that open a hard-failure incident within about a second.
-            let confirming = t.confirm.swap(false, Ordering::Relaxed);
-            if confirming && let Some(d) = due.get_mut(i) {
-                *d = now;
-            }
-            let heard = st.telemetry.incidents.last_evidence(t.state);
-            let next = due.get(i).copied().unwrap_or(now);
-            // Live traffic is evidence enough: push the probe back.
-            if !confirming
-                && let Some(heard) = heard
-                && heard + settings.interval > next
-            {
-                if let Some(d) = due.get_mut(i) {
-                    *d = heard + jitter(settings.interval, &mut rng);
-                }
+            if t.busy.load(Ordering::Relaxed) {
                 continue;
             }
-            let count = today.get(i).copied().unwrap_or(u32::MAX);
-            if next > now || count >= settings.max_per_day || t.busy.load(Ordering::Relaxed) {
+            let (Some(due_at), Some(sent_at), Some(out), Some(count)) = (
+                due.get_mut(i),
+                last_sent.get_mut(i),
+                out_since.get_mut(i),
+                today.get_mut(i),
+            ) else {
+                continue;
+            };
+            if out_of_rotation(&st, t.state, now) {
+                // Looking for recovery: `recovery_every` after it left the rotation or after the last
+                // probe, whatever the client traffic (an ejected target's failing trials say
+                // nothing new).
+                let since = *out.get_or_insert(now);
+                *due_at = sent_at.map_or(since, |s| s.max(since)) + recovery_every;
+            } else {
+                *out = None;
+                let failed = t.failed_in_row.load(Ordering::Relaxed);
+                if (1..HARD_FAILURES).contains(&failed) {
+                    // Confirming a failure: at once (one tick later), so a dead target fails the
+                    // five in a row that open a hard-failure incident within about a second.
+                    *due_at = now;
+                } else if let Some(heard) = st.telemetry.incidents.last_evidence(t.state)
+                    && heard + settings.interval > *due_at
+                {
+                    // Live traffic is evidence enough: push the probe back.
+                    *due_at = heard + jitter(settings.interval, &mut rng);
+                    continue;
+                }
+            }
+            if *due_at > now || *count >= settings.max_per_day {
                 continue;
             }
             if st.runtime.targets[t.state].disabled.load(Ordering::Relaxed)
@@ -137,12 +167,9 @@ pub async fn run(st: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>
             {
                 continue;
             }
-            if let Some(n) = today.get_mut(i) {
-                *n = n.saturating_add(1);
-            }
-            if let Some(d) = due.get_mut(i) {
-                *d = now + jitter(settings.interval, &mut rng);
-            }
+            *count = count.saturating_add(1);
+            *sent_at = Some(now);
+            *due_at = now + jitter(settings.interval, &mut rng);
             t.busy.store(true, Ordering::Relaxed);
             let (st, targets) = (st.clone(), targets.clone());
             // Bounded: one probe per target at a time, each under PROBE_TIMEOUT; ends with the loop's
@@ -155,6 +182,16 @@ pub async fn run(st: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>
             });
         }
     }
+}
+
+/// Whether client traffic goes around `target` now: an open incident ejects it, or its breaker
+/// opened (an operator's forced state is not a failure to recover from).
+fn out_of_rotation(st: &AppState, target: usize, now: Instant) -> bool {
+    st.telemetry.incidents.ejected(target)
+        || st.runtime.targets.get(target).is_some_and(|ts| {
+            let b = lock(&ts.breaker).snapshot(now);
+            b.state == ballast_core::policy::State::Open && b.forced.is_none()
+        })
 }
 
 /// `interval` ± 20%.
@@ -194,8 +231,24 @@ async fn probe(st: &AppState, t: &ProbeTarget) {
         Ok(Err(f)) => f.attempt_result().unwrap_or(AttemptResult::BadResponse),
         Err(_) => AttemptResult::Timeout,
     };
-    if result.health() == Some(true) {
-        t.confirm.store(true, Ordering::Relaxed);
+    match result.health() {
+        Some(true) => {
+            t.failed_in_row.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(false) => {
+            t.failed_in_row.store(0, Ordering::Relaxed);
+            // The target answered a request sent after its breaker opened (if it did): no need to
+            // wait out the cool-down, the next client request is its trial.
+            if let Some(ts) = st.runtime.targets.get(t.state)
+                && lock(&ts.breaker).vouch(Instant::now(), started)
+            {
+                tracing::info!(
+                    target = ts.label.as_str(),
+                    "probe answered: the circuit's cool-down ends, the next request is its trial"
+                );
+            }
+        }
+        None => {}
     }
     st.telemetry.probe(&AttemptRecord {
         target: t.state,

@@ -1,9 +1,12 @@
 //! The commands behind the CLI: `serve`, `check`, `demo` and `sim`. Each returns an error message for
-//! `main` to print; none exits the process itself.
+//! `main` to print; none exits the process itself. What they print goes through [`write_stdout`].
 
+use std::fmt;
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ballast_core::config::env::{ProcessEnv, default_config_toml};
@@ -12,6 +15,33 @@ use ballast_server::AppState;
 use tokio::net::TcpListener;
 
 use crate::cli::{CheckArgs, Command, DemoArgs, IncidentsArgs, ServeArgs, SimArgs, StatusArgs};
+
+/// Stdout could not be written: what follows is not written either.
+static STDOUT_DONE: AtomicBool = AtomicBool::new(false);
+/// Why, unless its reader went away.
+static STDOUT_ERROR: OnceLock<String> = OnceLock::new();
+
+/// Writes to stdout (the binary's `println!` and `print!`). When the reader has gone away
+/// (`ballast check | head -1`) the rest of the output is dropped and the command goes on to its
+/// normal end and status: a server keeps serving, a report run still reports its verdict by exit
+/// code. Any other failure to write is kept for [`stdout_result`]. Never panics.
+pub fn write_stdout(args: fmt::Arguments<'_>) {
+    if STDOUT_DONE.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        STDOUT_DONE.store(true, Ordering::Relaxed);
+        if e.kind() != io::ErrorKind::BrokenPipe {
+            let _ = STDOUT_ERROR.set(format!("cannot write to stdout: {e}"));
+        }
+    }
+}
+
+/// Whether everything printed was written (or its reader went away: a normal end of output).
+pub fn stdout_result() -> Result<(), String> {
+    STDOUT_ERROR.get().map_or(Ok(()), |e| Err(e.clone()))
+}
 
 pub async fn run(command: Command) -> Result<(), String> {
     match command {

@@ -1,5 +1,22 @@
 //! The `ballast` binary: parse the command line, set up logging, run the chosen command.
 
+// Every command's `println!` and `print!` (these shadow the standard ones, which panic when stdout
+// fails): a closed stdout is a normal end of output. Defined before the modules, which see them.
+macro_rules! println {
+    () => {
+        $crate::commands::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::commands::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::commands::write_stdout(format_args!($($arg)*))
+    };
+}
+
 mod chaos;
 mod cli;
 mod commands;
@@ -43,7 +60,7 @@ fn main() -> ExitCode {
             "note: {dropped} log lines were dropped because the log writer could not keep up"
         );
     }
-    match result {
+    match result.and_then(|()| commands::stdout_result()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -22,6 +22,12 @@
 //! - **Cool-down**: `cooldown × 2^k`, capped at `max_cooldown`, where `k` counts the openings since the
 //!   breaker last stayed closed for a whole window (re-opening from half-open, or opening again soon
 //!   after closing, doubles it; a healthy window resets it).
+//! - **Evidence** ([`Breaker::vouch`]): an answer from the target outside the breaker's tickets (a
+//!   probe sent after the breaker opened) ends the cool-down at once: the next admission is a
+//!   half-open trial, so a provider that came back is tried within a probe's interval rather than
+//!   after a cool-down grown to `max_cooldown`. If the trial it let in fails, such evidence is not
+//!   trusted again until the breaker closes (a target that answers probes but fails real requests
+//!   gets no more trials than the cool-downs give).
 //! - **Forced** ([`Breaker::force`]): forced open rejects everything; forced closed admits everything and
 //!   never trips (outcomes are still counted, for the snapshot). Back to automatic from forced open goes
 //!   through half-open (trials first); from forced closed it stays closed with the counts kept.
@@ -241,6 +247,12 @@ pub struct Breaker {
     cooldown: Duration,
     trials_in_flight: u32,
     last_trial_at: Option<Instant>,
+    /// When the current (or most recent) automatic opening happened.
+    opened_at: Option<Instant>,
+    /// The current cool-down was ended early by [`Breaker::vouch`].
+    vouched: bool,
+    /// A trial let in by `vouch` failed: no more early ends until the breaker closes.
+    vouch_failed: bool,
 }
 
 impl Breaker {
@@ -264,6 +276,9 @@ impl Breaker {
             openings: 0,
             trials_in_flight: 0,
             last_trial_at: None,
+            opened_at: None,
+            vouched: false,
+            vouch_failed: false,
         }
     }
 
@@ -355,6 +370,7 @@ impl Breaker {
                 if success {
                     Some(self.close(now))
                 } else {
+                    self.vouch_failed |= self.vouched;
                     Some(self.open(now))
                 }
             }
@@ -369,11 +385,33 @@ impl Breaker {
         }
     }
 
+    /// Evidence from outside the breaker's tickets that the target works: it answered a request
+    /// (a probe) sent at `sent`. An automatically opened breaker whose request went out after the
+    /// opening ends its cool-down now, so the next admission is a half-open trial. Ignored while
+    /// closed, half-open or forced, for a request sent before the opening, and after a trial let in
+    /// this way failed (until the breaker closes again). Returns whether the cool-down was ended.
+    pub fn vouch(&mut self, now: Instant, sent: Instant) -> bool {
+        if self.forced.is_some() || self.state != State::Open || self.vouch_failed {
+            return false;
+        }
+        let (Some(opened), Some(until)) = (self.opened_at, self.reopen_at) else {
+            return false;
+        };
+        if sent < opened || now >= until {
+            return false;
+        }
+        self.reopen_at = Some(now);
+        self.vouched = true;
+        true
+    }
+
     /// Sets or clears an operator override. Returns the change of the state in effect, if any.
     pub fn force(&mut self, now: Instant, force: Option<Forced>) -> Option<Transition> {
         if force == self.forced {
             return None;
         }
+        self.vouched = false;
+        self.vouch_failed = false;
         let before = self.state();
         let previous = self.forced;
         self.forced = force;
@@ -524,6 +562,8 @@ impl Breaker {
             .saturating_mul(1u32 << self.streak.min(31))
             .min(self.cfg.max_cooldown.max(self.cfg.cooldown));
         self.reopen_at = Some(now.checked_add(self.cooldown).unwrap_or(now));
+        self.opened_at = Some(now);
+        self.vouched = false;
         self.openings = self.openings.saturating_add(1);
         self.state = State::Open;
         self.new_generation();
@@ -540,6 +580,8 @@ impl Breaker {
         self.closed_since = Some(now);
         self.open_since = None;
         self.reopen_at = None;
+        self.vouched = false;
+        self.vouch_failed = false;
         self.new_generation();
         Transition {
             from,
@@ -904,6 +946,80 @@ mod tests {
         assert!(matches!(b.admit(t), Admission::Trial(_))); // never recorded
         assert!(matches!(b.admit(t + secs(59)), Admission::Rejected { .. }));
         assert!(matches!(b.admit(t + secs(60)), Admission::Trial(_)));
+    }
+
+    #[test]
+    fn an_answer_after_the_opening_ends_the_cooldown_at_once() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(BreakerConfig::default());
+        // Grow the cool-down to its cap: 5, 10, 20, 40, 60 s.
+        trip(&mut b, t0);
+        let mut t = t0;
+        for _ in 0..4 {
+            t = b.snapshot(t).reopen_at.expect("open");
+            let ticket = b.admit(t).ticket().expect("trial");
+            b.record(t, ticket, false);
+        }
+        assert_eq!(b.snapshot(t).cooldown, secs(60));
+        let opened = t;
+        // Nothing while closed-era evidence, or before the opening.
+        assert!(!b.vouch(opened + secs(1), opened - ms(1)));
+        assert!(matches!(
+            b.admit(opened + secs(1)),
+            Admission::Rejected { .. }
+        ));
+        // A probe sent after the opening answered: the next admission is a trial.
+        let now = opened + secs(7);
+        assert!(b.vouch(now, opened + secs(6)));
+        assert_eq!(b.snapshot(now).reopen_at, Some(now));
+        let trial = b.admit(now);
+        assert!(matches!(trial, Admission::Trial(_)), "{trial:?}");
+        // Nothing to end while half-open.
+        assert!(!b.vouch(now, now));
+        assert_eq!(
+            b.record(now + secs(1), trial.ticket().expect("trial"), true)
+                .map(|tr| tr.to),
+            Some(State::Closed)
+        );
+        // Closed: nothing to vouch for.
+        assert!(!b.vouch(now + secs(2), now + secs(1)));
+    }
+
+    #[test]
+    fn a_vouched_trial_that_fails_stops_trusting_evidence_until_closed() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(BreakerConfig::default());
+        trip(&mut b, t0);
+        assert!(b.vouch(t0 + secs(1), t0));
+        let t1 = t0 + secs(1);
+        let ticket = b.admit(t1).ticket().expect("trial");
+        assert_eq!(
+            b.record(t1, ticket, false).map(|tr| tr.to),
+            Some(State::Open)
+        );
+        // The probes say yes, the requests say no: the cool-down (doubled) runs out as usual.
+        assert_eq!(b.snapshot(t1).reopen_at, Some(t1 + secs(10)));
+        assert!(!b.vouch(t1 + secs(2), t1 + secs(1)));
+        assert!(matches!(b.admit(t1 + secs(2)), Admission::Rejected { .. }));
+        // A trial at the end of the cool-down closes it; evidence counts again next time.
+        let t2 = t1 + secs(10);
+        let ticket = b.admit(t2).ticket().expect("trial");
+        assert_eq!(
+            b.record(t2, ticket, true).map(|tr| tr.to),
+            Some(State::Closed)
+        );
+        let t3 = t2 + secs(60);
+        trip(&mut b, t3);
+        assert!(b.vouch(t3 + secs(1), t3 + ms(500)));
+    }
+
+    #[test]
+    fn evidence_does_not_override_an_operator() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(BreakerConfig::default());
+        b.force(t0, Some(Forced::Open));
+        assert!(!b.vouch(t0 + secs(1), t0 + secs(1)));
+        assert_eq!(b.admit(t0 + secs(1)), Admission::ForcedOpen { since: t0 });
     }
 
     #[test]

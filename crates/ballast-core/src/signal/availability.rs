@@ -117,6 +117,11 @@ impl Availability {
         self.firing
     }
 
+    /// Attempts answered in a row, up to now: the evidence of recovery gathered so far.
+    pub fn answered_in_row(&self) -> u32 {
+        self.answered_in_row
+    }
+
     pub fn evidence(&self) -> Evidence {
         Evidence {
             signal: Signal::Availability,
