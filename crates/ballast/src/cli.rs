@@ -175,8 +175,9 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 0)]
     pub token_delay_ms: u64,
     /// A fault to inject from the start (repeatable): down, down@0.5, hang@0.2, error:503@0.16,
-    /// rate_limit:1, slow:10, truncate@0.3, corrupt:thai@0.1, degrade:repeat@0.05 (degraded answers:
-    /// empty, repeat, short, invalid_json), hostile:huge_index,
+    /// rate_limit:1, slow:10, truncate@0.3, truncate:reset,after_tokens=20 (modes: eof, reset,
+    /// error_event, stall), reject_prefill, role_then_silence, corrupt:thai@0.1,
+    /// degrade:repeat@0.05 (degraded answers: empty, repeat, short, invalid_json), hostile:huge_index,
     /// hostile:no_terminator,bytes=1048576@0.5/openai (modes: huge_index, no_terminator, huge_event,
     /// invalid_utf8, deep_nesting, endless_headers, trickle, huge_headers). Change at run time via
     /// /_sim/faults.

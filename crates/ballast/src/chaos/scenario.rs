@@ -395,7 +395,7 @@ impl Scenario {
                 Err(e) => errs.push(format!("{p}.set"), e),
             }
             if set.is_empty() {
-                errs.push(format!("{p}.set"), "name at least one fault (down, hang, error, rate_limit, slow, truncate, corrupt, degrade)");
+                errs.push(format!("{p}.set"), "name at least one fault (down, hang, error, rate_limit, slow, truncate, reject_prefill, role_then_silence, corrupt, degrade)");
             }
             let ramp = f.ramp.as_ref().map(|r| {
                 errs.share(&format!("{p}.ramp.to"), r.to);
