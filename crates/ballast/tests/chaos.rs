@@ -208,6 +208,23 @@ targets = ["primary/claude-sonnet-4-5"]
 "#;
 
 #[test]
+fn streams_cut_mid_answer_are_continued_where_a_naive_client_breaks() {
+    let report = run_builtin("midstream-cuts", &[]);
+    let cut = report["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "10% of streams cut")
+        .expect("the cut phase");
+    assert_eq!(cut["ballast"]["success_rate"], 1.0, "{cut}");
+    let naive = cut["without_ballast"]["success_rate"].as_f64().unwrap();
+    assert!(naive < 0.97, "the naive client lost no answer: {cut}");
+    // The traffic mix is in the report: tool calls in every client API.
+    assert_eq!(report["traffic"]["tool_share"], 0.25);
+    assert_eq!(report["traffic"]["apis"].as_array().unwrap().len(), 4);
+}
+
+#[test]
 fn a_gateway_without_fallback_fails_with_the_failing_row() {
     let file = tmp("no-fallback.toml");
     std::fs::write(&file, NO_FALLBACK).unwrap();
@@ -397,6 +414,7 @@ fn list_names_every_builtin() {
         "rate-limit-storm",
         "brownout",
         "flap-2026-03-02",
+        "midstream-cuts",
     ] {
         assert!(out.lines().any(|l| l.starts_with(name)), "{out}");
     }

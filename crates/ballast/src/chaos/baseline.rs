@@ -103,6 +103,8 @@ mod tests {
             api,
             stream: true,
             prompt: 0,
+            lang: crate::chaos::scenario::Lang::En,
+            tool: false,
         };
         let claude = Some((ClientApi::Anthropic, "claude-sonnet-4-5".to_owned()));
         let (s, m) = direct(claude.as_ref(), shot(ClientApi::Gemini));

@@ -31,6 +31,10 @@ const BUILTINS: &[(&str, &str)] = &[
         "flap-2026-03-02",
         include_str!("scenarios/flap-2026-03-02.toml"),
     ),
+    (
+        "midstream-cuts",
+        include_str!("scenarios/midstream-cuts.toml"),
+    ),
 ];
 
 /// The names of the built-ins, in order.

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::scenario::{ClientApi, Traffic};
+use super::scenario::{ClientApi, Lang, Traffic};
 
 /// Largest body read from one answer; past it the answer counts as read.
 const MAX_BODY: usize = 4 << 20;
@@ -26,6 +26,65 @@ const PROMPTS: &[&str] = &[
     "What should I check before deploying a database migration?",
     "Give me a haiku about the sea at night.",
 ];
+
+const PROMPTS_JA: &[&str] = &[
+    "フランス革命の主な原因を三文で要約してください。",
+    "荷物の到着が遅れているお客様への短い返信を書いてください。",
+    "分散システムにおけるサーキットブレーカーの役割を説明してください。",
+    "夜の海についての俳句をください。",
+];
+
+const PROMPTS_ZH: &[&str] = &[
+    "请用三句话总结法国大革命的主要原因。",
+    "给包裹延误的客户写一封简短友好的回复。",
+    "解释分布式系统中断路器的作用。",
+    "部署数据库迁移之前应该检查什么？",
+];
+
+const PROMPTS_RU: &[&str] = &[
+    "Кратко опишите основные причины Французской революции в трёх предложениях.",
+    "Напишите короткий дружелюбный ответ клиенту, чья посылка задерживается.",
+    "Объясните, что делает автоматический выключатель в распределённой системе.",
+    "Что проверить перед миграцией базы данных?",
+];
+
+const PROMPTS_TH: &[&str] = &[
+    "สรุปสาเหตุหลักของการปฏิวัติฝรั่งเศสในสามประโยค",
+    "เขียนคำตอบสั้นๆ ที่เป็นมิตรถึงลูกค้าที่พัสดุล่าช้า",
+    "อธิบายว่าเซอร์กิตเบรกเกอร์ทำอะไรในระบบกระจาย",
+    "ควรตรวจสอบอะไรบ้างก่อนย้ายฐานข้อมูล",
+];
+
+/// A tool-using request names its tool, so the model calls it.
+const TOOL_PROMPT: &str = "What is the weather in Oslo right now? Use get_weather.";
+
+fn prompts(lang: Lang) -> &'static [&'static str] {
+    match lang {
+        Lang::En => PROMPTS,
+        Lang::Ja => PROMPTS_JA,
+        Lang::Zh => PROMPTS_ZH,
+        Lang::Ru => PROMPTS_RU,
+        Lang::Th => PROMPTS_TH,
+    }
+}
+
+/// The tool a tool-using request declares, in each client API's shape.
+fn tools(api: ClientApi) -> serde_json::Value {
+    let params = json!({"type": "object", "properties": {"city": {"type": "string"}},
+                        "required": ["city"]});
+    let about = "The current weather in a city";
+    match api {
+        ClientApi::Anthropic => {
+            json!([{"name": "get_weather", "description": about, "input_schema": params}])
+        }
+        ClientApi::OpenAi => json!([{"type": "function", "function": {
+            "name": "get_weather", "description": about, "parameters": params}}]),
+        ClientApi::Responses => json!([{"type": "function", "name": "get_weather",
+            "description": about, "parameters": params}]),
+        ClientApi::Gemini => json!([{"functionDeclarations": [{
+            "name": "get_weather", "description": about, "parameters": params}]}]),
+    }
+}
 
 /// A tiny seeded generator (splitmix64): the same seed, the same plan.
 pub struct Rng(u64);
@@ -57,6 +116,19 @@ pub struct Shot {
     pub api: ClientApi,
     pub stream: bool,
     pub prompt: usize,
+    pub lang: Lang,
+    /// Declares a tool and asks for it.
+    pub tool: bool,
+}
+
+impl Shot {
+    fn prompt_text(&self) -> &'static str {
+        if self.tool {
+            return TOOL_PROMPT;
+        }
+        let p = prompts(self.lang);
+        p[self.prompt % p.len()]
+    }
 }
 
 /// The plan: `rate` a second for `secs`, at most `max` requests.
@@ -64,12 +136,29 @@ pub fn plan(traffic: &Traffic, secs: f64, seed: u64) -> Vec<Shot> {
     let mut rng = Rng::new(seed);
     let count = ((secs * traffic.rate).floor() as u64).min(traffic.max_requests);
     (0..count)
-        .map(|i| Shot {
-            index: i,
-            at: i as f64 / traffic.rate,
-            api: traffic.apis[(rng.next_u64() % traffic.apis.len() as u64) as usize],
-            stream: rng.unit() < traffic.stream_share,
-            prompt: (rng.next_u64() % PROMPTS.len() as u64) as usize,
+        .map(|i| {
+            let api = traffic.apis[(rng.next_u64() % traffic.apis.len() as u64) as usize];
+            let stream = rng.unit() < traffic.stream_share;
+            let prompt = (rng.next_u64() % PROMPTS.len() as u64) as usize;
+            let tool = rng.unit() < traffic.tool_share;
+            let mut pick = rng.unit();
+            let mut lang = Lang::En;
+            for &(l, w) in &traffic.languages {
+                lang = l;
+                if pick < w {
+                    break;
+                }
+                pick -= w;
+            }
+            Shot {
+                index: i,
+                at: i as f64 / traffic.rate,
+                api,
+                stream,
+                prompt,
+                lang,
+                tool,
+            }
         })
         .collect()
 }
@@ -81,14 +170,27 @@ pub fn request(
     model: &str,
     max_tokens: u64,
 ) -> (String, String, Vec<(&'static str, &'static str)>) {
-    let prompt = PROMPTS[shot.prompt % PROMPTS.len()];
+    let prompt = shot.prompt_text();
     let base = base.trim_end_matches('/');
+    let (url, mut body, headers) = plain_request(shot, base, model, max_tokens, prompt);
+    if shot.tool {
+        body["tools"] = tools(shot.api);
+    }
+    (url, body.to_string(), headers)
+}
+
+fn plain_request(
+    shot: &Shot,
+    base: &str,
+    model: &str,
+    max_tokens: u64,
+    prompt: &str,
+) -> (String, serde_json::Value, Vec<(&'static str, &'static str)>) {
     match shot.api {
         ClientApi::Anthropic => (
             format!("{base}/v1/messages"),
             json!({"model": model, "max_tokens": max_tokens, "stream": shot.stream,
-                   "messages": [{"role": "user", "content": prompt}]})
-            .to_string(),
+                   "messages": [{"role": "user", "content": prompt}]}),
             vec![
                 ("anthropic-version", "2023-06-01"),
                 ("content-type", "application/json"),
@@ -103,13 +205,13 @@ pub fn request(
             }
             (
                 format!("{base}/v1/chat/completions"),
-                body.to_string(),
+                body,
                 vec![("content-type", "application/json")],
             )
         }
         ClientApi::Responses => (
             format!("{base}/v1/responses"),
-            json!({"model": model, "stream": shot.stream, "input": prompt}).to_string(),
+            json!({"model": model, "stream": shot.stream, "input": prompt}),
             vec![("content-type", "application/json")],
         ),
         ClientApi::Gemini => (
@@ -119,8 +221,7 @@ pub fn request(
                 format!("{base}/v1beta/models/{model}:generateContent")
             },
             json!({"contents": [{"role": "user", "parts": [{"text": prompt}]}],
-                   "generationConfig": {"maxOutputTokens": max_tokens}})
-            .to_string(),
+                   "generationConfig": {"maxOutputTokens": max_tokens}}),
             vec![
                 ("x-goog-api-key", "ballast-chaos"),
                 ("content-type", "application/json"),
@@ -237,6 +338,10 @@ pub async fn exchange(
             Err(e) => {
                 break Some(if e.is_timeout() {
                     Kind::Timeout
+                } else if shot.stream && status == 200 {
+                    // An SDK hands a stream over at its headers and never retries one that breaks
+                    // while it is read: the application gets the error.
+                    Kind::BrokenStream
                 } else {
                     Kind::Connection
                 });
@@ -324,17 +429,19 @@ fn classify(shot: &Shot, body: &[u8]) -> Kind {
     {
         return Kind::BrokenStream;
     }
-    if wrong_script(&text) {
+    if wrong_script(&text, shot.lang) {
         Kind::WrongScript
     } else {
         Kind::Ok
     }
 }
 
-/// Whether the text has letters of a script other than Latin (raw or as `\uXXXX` escapes); the
-/// prompts are English.
-fn wrong_script(text: &str) -> bool {
-    let foreign = |c: u32| (0x0370..0x2000).contains(&c) || (0x2E80..0xFFF0).contains(&c);
+/// Whether the text has letters of a script other than Latin and the prompt's own (raw or as
+/// `\uXXXX` escapes).
+fn wrong_script(text: &str, lang: Lang) -> bool {
+    let foreign = |c: u32| {
+        ((0x0370..0x2000).contains(&c) || (0x2E80..0xFFF0).contains(&c)) && !lang.allows(c)
+    };
     if text.chars().any(|c| foreign(c as u32)) {
         return true;
     }
@@ -476,10 +583,48 @@ mod tests {
 
     #[test]
     fn wrong_script_sees_raw_and_escaped_letters() {
-        assert!(!wrong_script("Hello, world — “quoted” café"));
-        assert!(wrong_script("Hello สวัสดี"));
-        assert!(wrong_script(r#"{"text":"Hello \u0e2a"}"#));
-        assert!(!wrong_script(r#"{"text":"Hello \u00e9 \u2014"}"#));
+        assert!(!wrong_script("Hello, world — “quoted” café", Lang::En));
+        assert!(wrong_script("Hello สวัสดี", Lang::En));
+        assert!(wrong_script(r#"{"text":"Hello \u0e2a"}"#, Lang::En));
+        assert!(!wrong_script(r#"{"text":"Hello \u00e9 \u2014"}"#, Lang::En));
+    }
+
+    #[test]
+    fn the_prompts_own_script_is_not_wrong() {
+        assert!(!wrong_script("こんにちは、世界", Lang::Ja));
+        assert!(wrong_script("こんにちは สวัสดี", Lang::Ja));
+        assert!(!wrong_script("สวัสดี", Lang::Th));
+        assert!(!wrong_script("Привет", Lang::Ru));
+        assert!(wrong_script("Привет", Lang::Zh));
+    }
+
+    #[test]
+    fn the_plan_mixes_tools_and_languages_as_asked() {
+        let traffic = Traffic {
+            rate: 100.0,
+            route: "chat".into(),
+            stream_share: 0.5,
+            tool_share: 0.25,
+            languages: vec![(Lang::En, 0.5), (Lang::Ja, 0.5)],
+            apis: vec![ClientApi::OpenAi, ClientApi::Anthropic],
+            client_timeout: Duration::from_secs(1),
+            max_in_flight: 10,
+            max_requests: 10_000,
+            max_tokens: 16,
+        };
+        let shots = plan(&traffic, 40.0, 3);
+        let share = |f: &dyn Fn(&Shot) -> bool| {
+            shots.iter().filter(|s| f(s)).count() as f64 / shots.len() as f64
+        };
+        assert!((share(&|s| s.tool) - 0.25).abs() < 0.03);
+        assert!((share(&|s| s.lang == Lang::Ja) - 0.5).abs() < 0.03);
+        let tool = shots
+            .iter()
+            .find(|s| s.tool && s.api == ClientApi::OpenAi)
+            .unwrap();
+        let (_, body, _) = request(tool, "http://127.0.0.1:1", "chat", 16);
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["tools"][0]["function"]["name"], "get_weather");
     }
 
     #[test]
@@ -505,6 +650,8 @@ mod tests {
             rate: 10.0,
             route: "chat".into(),
             stream_share: 0.5,
+            tool_share: 0.0,
+            languages: vec![(Lang::En, 1.0)],
             apis: vec![ClientApi::Anthropic, ClientApi::OpenAi],
             client_timeout: Duration::from_secs(600),
             max_in_flight: 10,

@@ -320,6 +320,7 @@ impl RunData {
             sc.traffic.rate,
             sc.compression
         ));
+        s.push_str(&format!("traffic: {}\n", sc.traffic.mix()));
         let with_base = self.baseline.is_some();
         s.push_str(&format!(
             "{:<26} {:>13} {:>6} | {:>7} {:>7} {:>7} {:>7} {:>7} {:>8}",
@@ -578,6 +579,12 @@ impl RunData {
             "compression": sc.compression,
             "run_seconds": round3(sc.run_duration()),
             "rate": sc.traffic.rate,
+            "traffic": {
+                "stream_share": sc.traffic.stream_share,
+                "tool_share": sc.traffic.tool_share,
+                "languages": sc.traffic.languages.iter().map(|(l, w)| (l.name().to_owned(), json!(round3(*w)))).collect::<serde_json::Map<String, serde_json::Value>>(),
+                "apis": sc.traffic.apis.iter().map(|a| format!("{a:?}").to_lowercase()).collect::<Vec<_>>(),
+            },
             "phases": phase_list,
             "total": {
                 "ballast": self.total(false).map(|f| f.json()),

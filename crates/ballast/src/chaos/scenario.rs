@@ -59,6 +59,8 @@ struct RawTraffic {
     rate: f64,
     route: Option<String>,
     stream_share: Option<f64>,
+    tool_share: Option<f64>,
+    languages: Option<BTreeMap<String, f64>>,
     apis: Option<Vec<String>>,
     client_timeout: Option<String>,
     max_in_flight: Option<usize>,
@@ -166,11 +168,87 @@ pub struct Traffic {
     pub rate: f64,
     pub route: String,
     pub stream_share: f64,
+    /// The share of requests that declare a tool and ask for it to be called.
+    pub tool_share: f64,
+    /// The prompts' languages and their weights (normalised to sum to 1).
+    pub languages: Vec<(Lang, f64)>,
     pub apis: Vec<ClientApi>,
     pub client_timeout: Duration,
     pub max_in_flight: usize,
     pub max_requests: u64,
     pub max_tokens: u64,
+}
+
+impl Traffic {
+    /// The mix in one line: client APIs, streaming and tool shares, languages.
+    pub fn mix(&self) -> String {
+        let apis: Vec<String> = self
+            .apis
+            .iter()
+            .map(|a| format!("{a:?}").to_lowercase())
+            .collect();
+        let langs: Vec<String> = self
+            .languages
+            .iter()
+            .map(|(l, w)| format!("{} {:.0}%", l.name(), w * 100.0))
+            .collect();
+        format!(
+            "{}; {:.0}% streamed, {:.0}% with a tool; prompts {}",
+            apis.join(", "),
+            self.stream_share * 100.0,
+            self.tool_share * 100.0,
+            langs.join(", ")
+        )
+    }
+}
+
+/// A prompt language of the traffic mix: its prompts, and the scripts an answer may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    En,
+    Ja,
+    Zh,
+    Ru,
+    Th,
+}
+
+impl Lang {
+    pub const NAMES: [&'static str; 5] = ["en", "ja", "zh", "ru", "th"];
+
+    pub fn parse(s: &str) -> Option<Lang> {
+        Some(match s {
+            "en" => Lang::En,
+            "ja" => Lang::Ja,
+            "zh" => Lang::Zh,
+            "ru" => Lang::Ru,
+            "th" => Lang::Th,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::Ja => "ja",
+            Lang::Zh => "zh",
+            Lang::Ru => "ru",
+            Lang::Th => "th",
+        }
+    }
+
+    /// Whether an answer to a prompt in this language may hold the character `c` (beyond Latin).
+    pub fn allows(self, c: u32) -> bool {
+        let cjk = (0x3000..0x3040).contains(&c)
+            || (0x4E00..0xA000).contains(&c)
+            || (0xFF00..0xFFF0).contains(&c);
+        match self {
+            Lang::En => false,
+            Lang::Ja => cjk || (0x3040..0x3100).contains(&c),
+            Lang::Zh => cjk,
+            Lang::Ru => (0x0400..0x0530).contains(&c),
+            Lang::Th => (0x0E00..0x0E80).contains(&c),
+        }
+    }
 }
 
 /// A fault window: from `at` (until `until`, or the end) these faults are set on `sim`; with a ramp,
@@ -319,6 +397,30 @@ impl Scenario {
         }
         let stream_share = t.stream_share.unwrap_or(0.5);
         errs.share("traffic.stream_share", stream_share);
+        let tool_share = t.tool_share.unwrap_or(0.0);
+        errs.share("traffic.tool_share", tool_share);
+        let mut languages = Vec::new();
+        for (name, &w) in t.languages.iter().flatten() {
+            let path = format!("traffic.languages.{name}");
+            match Lang::parse(name) {
+                Some(l) if w.is_finite() && w > 0.0 => languages.push((l, w)),
+                Some(_) => errs.push(path, format!("a weight above 0, got {w}")),
+                None => errs.push(
+                    path,
+                    format!(
+                        "unknown language {name:?}; known: {}",
+                        Lang::NAMES.join(", ")
+                    ),
+                ),
+            }
+        }
+        if languages.is_empty() {
+            languages.push((Lang::En, 1.0));
+        }
+        let total: f64 = languages.iter().map(|(_, w)| w).sum();
+        for (_, w) in &mut languages {
+            *w /= total;
+        }
         let mut apis = Vec::new();
         for (i, a) in t
             .apis
@@ -344,6 +446,8 @@ impl Scenario {
             rate: t.rate,
             route: t.route.clone().unwrap_or_else(|| "chat".to_owned()),
             stream_share,
+            tool_share,
+            languages,
             apis,
             client_timeout: t
                 .client_timeout
