@@ -3,6 +3,7 @@
 //!
 //! `GET  /admin/targets`                         every target's state
 //! `GET  /admin/incidents`                       incidents opened by the detectors, newest first
+//! `GET  /admin/config`                          the running configuration as TOML, secrets redacted
 //! `POST /admin/providers/{name}/{enable|disable}`
 //! `POST /admin/targets/{enable|disable|open|close|auto}` with body `{"target": "provider/model"}`
 
@@ -54,6 +55,26 @@ pub async fn incidents(State(st): State<Arc<AppState>>, headers: HeaderMap) -> R
     }
     let t = &st.telemetry;
     Json(t.incidents.snapshot(|i| t.target_name(i).to_owned())).into_response()
+}
+
+/// `GET /admin/config`: the running configuration as a TOML file that validates back to it, every
+/// value resolved and every secret (keys, header values, sink URLs) replaced by a placeholder
+/// (`ballast_core::config::diff::redacted_toml`), for `ballast check --against URL`.
+pub async fn config(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(r) = refuse(&st, &headers) {
+        return r;
+    }
+    (
+        [
+            (
+                http::header::CONTENT_TYPE,
+                "application/toml; charset=utf-8",
+            ),
+            (http::header::CACHE_CONTROL, "no-store"),
+        ],
+        ballast_core::config::diff::redacted_toml(&st.config),
+    )
+        .into_response()
 }
 
 pub async fn provider(

@@ -8,6 +8,7 @@ mod auth;
 mod cache;
 mod count_tokens;
 mod error;
+pub mod gate;
 mod inbound;
 mod incidents;
 mod otel;
@@ -67,6 +68,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/readyz", get(inbound::readyz))
         .route("/admin/targets", get(admin::targets))
         .route("/admin/incidents", get(admin::incidents))
+        .route("/admin/config", get(admin::config))
         .route("/admin/targets/{action}", post(admin::target))
         .route("/admin/providers/{name}/{action}", post(admin::provider))
         .fallback(inbound::not_found)

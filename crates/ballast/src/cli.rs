@@ -145,6 +145,34 @@ pub struct CheckArgs {
     /// Configuration file to validate.
     #[arg(long, short, default_value = "ballast.toml")]
     pub config: PathBuf,
+    /// Also send one tiny request (8 output tokens) to every target, whole and streamed, and
+    /// report per target and per route; non-zero exit when a route would have no working target.
+    #[arg(long)]
+    pub probe: bool,
+    /// With --probe: also check that every target calls a tool (a forced call to a tiny tool);
+    /// non-zero exit when one does not.
+    #[arg(long, requires = "probe")]
+    pub tools: bool,
+    /// With --probe: one probe's time limit (e.g. 10s, 500ms).
+    #[arg(long, requires = "probe", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// With --probe: how many targets are probed at once.
+    #[arg(long, requires = "probe", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    /// With --probe or --against: print the report as JSON (see the README) instead of a table
+    /// (both: one object with `probe` and `against`).
+    #[arg(long)]
+    pub json: bool,
+    /// Compare with a running gateway (http(s)://HOST:PORT: its GET /admin/config) or a file:
+    /// routes, targets, tiers, weights, policies, providers, and routes that lose redundancy.
+    #[arg(long, value_name = "URL-or-FILE")]
+    pub against: Option<String>,
+    /// With --against: a route left with a single provider or target is an error, not a warning.
+    #[arg(long, requires = "against")]
+    pub strict: bool,
+    /// With --against URL: the gateway's `[admin] key`.
+    #[arg(long, env = "BALLAST_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -46,7 +46,7 @@ pub fn stdout_result() -> Result<(), String> {
 pub async fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Serve(a) => serve(a).await,
-        Command::Check(a) => check(&a),
+        Command::Check(a) => check(&a).await,
         Command::Demo(a) => demo(a).await,
         Command::Sim(a) => sim(a).await,
         Command::Incidents(a) => incidents(&a),
@@ -226,14 +226,102 @@ fn config_errors(path: &Path, e: &ConfigErrors) -> String {
     format!("{} is invalid:\n{e}", path.display())
 }
 
-fn check(args: &CheckArgs) -> Result<(), String> {
+async fn check(args: &CheckArgs) -> Result<(), String> {
     let config = Config::load(&args.config).map_err(|e| config_errors(&args.config, &e))?;
+    if args.json && !args.probe && args.against.is_none() {
+        return Err("--json goes with --probe or --against".to_owned());
+    }
+    let path = args.config.display();
+    // The change against the running configuration (or a file), before any probe is sent.
+    let mut diff_refused = None;
+    let mut diff_json = None;
+    if let Some(a) = &args.against {
+        let current = crate::diff_cmd::load_against(a, args.admin_key.as_deref()).await?;
+        let (out, passes) = crate::diff_cmd::against(&current, &config, args.strict, args.json);
+        if args.json && args.probe {
+            diff_json =
+                Some(serde_json::from_str::<serde_json::Value>(&out).map_err(|e| e.to_string())?);
+        } else {
+            print!("{out}");
+        }
+        if !passes {
+            diff_refused = Some(format!(
+                "{path}: the change against {a} is refused (errors above)"
+            ));
+        }
+        if !args.probe {
+            return diff_refused.map_or(Ok(()), Err);
+        }
+    }
+    if args.probe {
+        let live = check_live(args, config, diff_json).await;
+        return match (diff_refused, live) {
+            (Some(d), Err(l)) => Err(format!("{d}\n{l}")),
+            (Some(d), Ok(())) => Err(d),
+            (None, live) => live,
+        };
+    }
     // Preparing the state checks what validation cannot: endpoint URLs and header-safe keys.
     AppState::new(config.clone())
         .map_err(|e| format!("{} is invalid:\n{e}", args.config.display()))?;
     println!("{}: OK", args.config.display());
     print_routes(&config);
     Ok(())
+}
+
+/// `check --probe`: the live gate over every target; the report as a table or JSON, and an error
+/// (non-zero exit) when the gate refuses the configuration.
+async fn check_live(
+    args: &CheckArgs,
+    config: Config,
+    against: Option<serde_json::Value>,
+) -> Result<(), String> {
+    let path = args.config.display();
+    let opts = ballast_server::gate::GateOptions {
+        timeout: args.timeout,
+        tools: args.tools,
+        concurrency: usize::from(args.concurrency),
+    };
+    if !args.json {
+        print_routes(&config);
+        println!(
+            "{path}: valid; probing every target (timeout {}, tools {})\n",
+            humantime::format_duration(args.timeout),
+            if args.tools { "checked" } else { "not checked" },
+        );
+    }
+    let report = ballast_server::gate::check(config, &opts)
+        .await
+        .map_err(|e| format!("{path} is invalid:\n{e}"))?;
+    if args.json {
+        let json = match against {
+            // Both reports in one document.
+            Some(diff) => serde_json::to_string_pretty(&serde_json::json!({
+                "probe": report,
+                "against": diff,
+            })),
+            None => serde_json::to_string_pretty(&report),
+        }
+        .map_err(|e| e.to_string())?;
+        println!("{json}");
+    } else {
+        print!("{}", report.table());
+    }
+    if report.ok {
+        return Ok(());
+    }
+    Err(if args.json {
+        format!(
+            "{path}: the gate refuses this configuration:\n  {}",
+            report.problems.join("\n  ")
+        )
+    } else {
+        format!(
+            "{path}: the gate refuses this configuration ({} problem{}, above)",
+            report.problems.len(),
+            if report.problems.len() == 1 { "" } else { "s" }
+        )
+    })
 }
 
 fn print_routes(config: &Config) {

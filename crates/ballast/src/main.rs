@@ -20,6 +20,7 @@ macro_rules! print {
 mod chaos;
 mod cli;
 mod commands;
+mod diff_cmd;
 mod logging;
 
 use std::process::ExitCode;

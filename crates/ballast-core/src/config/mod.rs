@@ -3,6 +3,7 @@
 //!
 //! The request path never looks anything up by string except the client's model name (one hash lookup).
 
+pub mod diff;
 pub mod env;
 pub mod policy;
 pub mod raw;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 
 use crate::provider::ProviderKind;
+pub use diff::ConfigDiff;
 pub use policy::{CacheMode, ContentPolicyAction, Policy, StreamRecovery};
 pub use raw::Strategy;
 use raw::{RawConfig, RawTarget};
