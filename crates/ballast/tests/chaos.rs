@@ -219,6 +219,16 @@ fn streams_cut_mid_answer_are_continued_where_a_naive_client_breaks() {
     assert_eq!(cut["ballast"]["success_rate"], 1.0, "{cut}");
     let naive = cut["without_ballast"]["success_rate"].as_f64().unwrap();
     assert!(naive < 0.97, "the naive client lost no answer: {cut}");
+    // The scenario's criterion over the cut phase is checked and reported.
+    assert!(
+        report["criteria"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "10% of streams cut (success_rate)" && c["pass"] == true),
+        "{}",
+        report["criteria"]
+    );
     // The traffic mix is in the report: tool calls in every client API.
     assert_eq!(report["traffic"]["tool_share"], 0.25);
     assert_eq!(report["traffic"]["apis"].as_array().unwrap().len(), 4);
@@ -376,7 +386,7 @@ fn check_reports_every_error_with_its_key_path() {
         .replace("status = 529", "status = 200")
         .replace(
             "[pass]",
-            "[prices.\"my-model\"]\ninput_per_mtok = -1.0\noutput_per_mtok = 4.0\n\n[pass]",
+            "[prices.\"my-model\"]\ninput_per_mtok = -1.0\noutput_per_mtok = 4.0\n\n[[pass.phase]]\nname = \"no such phase\"\nsuccess_rate = 0.9\n\n[pass]",
         )
         .replace(
             "targets = [\"primary/claude-sonnet-4-5\"]",
@@ -393,6 +403,7 @@ fn check_reports_every_error_with_its_key_path() {
         "faults[0].set:",
         "gateway.routes.chat.targets[0]",
         "prices.\"my-model\".input_per_mtok:",
+        "pass.phase[0].name:",
     ] {
         assert!(err.contains(path), "missing {path} in:\n{err}");
     }

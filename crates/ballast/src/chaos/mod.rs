@@ -129,9 +129,9 @@ async fn run_scenario(a: ChaosRunArgs) -> Result<(), String> {
     if data.passed() {
         Ok(())
     } else {
-        let failed: Vec<&str> = data
+        let failed: Vec<String> = data
             .criteria()
-            .iter()
+            .into_iter()
             .filter(|c| !c.pass)
             .map(|c| c.name)
             .collect();

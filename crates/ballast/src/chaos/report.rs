@@ -301,6 +301,43 @@ impl RunData {
                 t.failover.is_some_and(|g| g <= max),
             ));
         }
+        let phases = self.phases();
+        let last = phases.len().saturating_sub(1);
+        for pp in &p.phases {
+            let Some((i, ph)) = phases.iter().enumerate().find(|(_, ph)| ph.name == pp.name) else {
+                continue;
+            };
+            let f = self.figures(ph.start, ph.end, i == last, false);
+            let name = |what: &str| format!("{} ({what})", pp.name);
+            if let Some(min) = pp.success_rate {
+                let got = f.as_ref().and_then(Figures::success_rate);
+                out.push(Criterion::new(
+                    &name("success_rate"),
+                    format!(">= {}", pct(Some(min))),
+                    pct(got),
+                    got.is_some_and(|g| g >= min),
+                ));
+            }
+            if let Some(max) = pp.p99 {
+                let max = max.as_secs_f64();
+                let got = f.as_ref().and_then(|f| f.p99);
+                out.push(Criterion::new(
+                    &name("p99"),
+                    format!("<= {}", secs(Some(max))),
+                    secs(got),
+                    got.is_some_and(|g| g <= max),
+                ));
+            }
+            if let Some(max) = pp.attempts_per_request {
+                let got = f.as_ref().and_then(|f| f.attempts_per_request);
+                out.push(Criterion::new(
+                    &name("attempts_per_request"),
+                    format!("<= {max:.2}"),
+                    got.map_or("-".into(), |g| format!("{g:.2}")),
+                    got.is_some_and(|g| g <= max),
+                ));
+            }
+        }
         out
     }
 
@@ -430,10 +467,15 @@ impl RunData {
         }
         let criteria = self.criteria();
         if !criteria.is_empty() {
-            s.push_str("pass criteria (whole run, with Ballast):\n");
+            s.push_str("pass criteria (the whole run unless a phase is named; with Ballast):\n");
+            let width = criteria
+                .iter()
+                .map(|c| c.name.chars().count())
+                .max()
+                .unwrap_or(0);
             for c in &criteria {
                 s.push_str(&format!(
-                    "  {} {:<22} {:>10}  (limit {})\n",
+                    "  {} {:<width$} {:>10}  (limit {})\n",
                     if c.pass { "PASS" } else { "FAIL" },
                     c.name,
                     c.observed,
@@ -675,16 +717,16 @@ pub struct Column {
 
 /// One pass criterion's verdict.
 pub struct Criterion {
-    pub name: &'static str,
+    pub name: String,
     pub limit: String,
     pub observed: String,
     pub pass: bool,
 }
 
 impl Criterion {
-    fn new(name: &'static str, limit: String, observed: String, pass: bool) -> Criterion {
+    fn new(name: &str, limit: String, observed: String, pass: bool) -> Criterion {
         Criterion {
-            name,
+            name: name.to_owned(),
             limit,
             observed,
             pass,

@@ -89,11 +89,23 @@ struct RawRamp {
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 struct RawPass {
+    /// Criteria over one phase (by its name in the report: `healthy`, a fault's name, `recovered`).
+    #[serde(default)]
+    phase: Vec<RawPhasePass>,
     success_rate: Option<f64>,
     p99: Option<String>,
     attempts_per_request: Option<f64>,
     time_to_detect: Option<String>,
     time_to_failover: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawPhasePass {
+    name: String,
+    success_rate: Option<f64>,
+    p99: Option<String>,
+    attempts_per_request: Option<f64>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -266,11 +278,22 @@ pub struct Window {
 /// Pass criteria over the whole run, for the gateway's column.
 #[derive(Clone, Debug, Default)]
 pub struct Pass {
+    /// Criteria over single phases.
+    pub phases: Vec<PhasePass>,
     pub success_rate: Option<f64>,
     pub p99: Option<Duration>,
     pub attempts_per_request: Option<f64>,
     pub time_to_detect: Option<Duration>,
     pub time_to_failover: Option<Duration>,
+}
+
+/// Pass criteria over one phase, with the gateway.
+#[derive(Clone, Debug, Default)]
+pub struct PhasePass {
+    pub name: String,
+    pub success_rate: Option<f64>,
+    pub p99: Option<Duration>,
+    pub attempts_per_request: Option<f64>,
 }
 
 /// A validated scenario. Times are in the event's own time; divide by `compression` for run time.
@@ -525,7 +548,30 @@ impl Scenario {
         if let Some(x) = p.success_rate {
             errs.share("pass.success_rate", x);
         }
+        let mut phase_pass = Vec::new();
+        for (i, ph) in p.phase.iter().enumerate() {
+            let path = format!("pass.phase[{i}]");
+            if let Some(x) = ph.success_rate {
+                errs.share(&format!("{path}.success_rate"), x);
+            }
+            if ph.success_rate.is_none() && ph.p99.is_none() && ph.attempts_per_request.is_none() {
+                errs.push(
+                    &path,
+                    "name at least one criterion (success_rate, p99, attempts_per_request)",
+                );
+            }
+            phase_pass.push(PhasePass {
+                name: ph.name.clone(),
+                success_rate: ph.success_rate,
+                p99: ph
+                    .p99
+                    .as_deref()
+                    .map(|d| errs.duration(&format!("{path}.p99"), d)),
+                attempts_per_request: ph.attempts_per_request,
+            });
+        }
         let pass = Pass {
+            phases: phase_pass,
             success_rate: p.success_rate,
             p99: p.p99.as_deref().map(|d| errs.duration("pass.p99", d)),
             attempts_per_request: p.attempts_per_request,
@@ -621,6 +667,21 @@ impl Scenario {
                 for line in e.lines() {
                     errs.0.push(format!("gateway.{line}"));
                 }
+            }
+        }
+        // A phase criterion must name a phase the timeline has.
+        let phases = scenario.phases();
+        for (i, ph) in scenario.pass.phases.iter().enumerate() {
+            if !phases.iter().any(|p| p.name == ph.name) {
+                let names: Vec<&str> = phases.iter().map(|p| p.name.as_str()).collect();
+                errs.push(
+                    format!("pass.phase[{i}].name"),
+                    format!(
+                        "no phase {:?}; the phases are: {}",
+                        ph.name,
+                        names.join(", ")
+                    ),
+                );
             }
         }
         if errs.0.is_empty() {
