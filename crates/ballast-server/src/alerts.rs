@@ -1,14 +1,16 @@
 //! Alert delivery: one message per incident opened and one per incident resolved, to each sink of
-//! `[alerts]` (a generic JSON webhook, a Slack incoming webhook, PagerDuty Events API v2).
+//! `[alerts]` (a generic JSON webhook, a Slack incoming webhook, PagerDuty Events API v2), and the
+//! weekly digest (open incidents, overdue follow-ups, recurrences) to the webhook and Slack sinks.
 //!
 //! The request path never waits on a sink: incidents hand their events to a bounded queue (a full
 //! queue drops and counts), and one supervised background task — started by [`crate::serve`], drained
 //! on shutdown — delivers them through the gateway's transport, each with a time limit and retried
-//! with backoff. Messages carry target names, signals and numbers: never request or answer text.
+//! with backoff. Incident messages carry target names, signals and numbers: never request or answer
+//! text; the digest also carries the operators' own follow-up text.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
@@ -18,7 +20,10 @@ use tokio::sync::mpsc;
 use ballast_core::config::AlertSink;
 use ballast_core::signal::{Evidence, Signal};
 
+use crate::incidents::{RECURRENCE_WINDOW, ordinal, recurrence_json};
 use crate::runtime::{lock, rfc3339};
+use crate::state::AppState;
+use crate::store::Recurrence;
 use crate::upstream::{Transport, UpstreamRequest, Url};
 
 /// Events waiting for delivery before new ones are dropped.
@@ -51,12 +56,343 @@ pub struct AlertEvent {
     pub opened_at: SystemTime,
     pub resolved_at: Option<SystemTime>,
     pub evidence: Evidence,
+    /// The earlier incidents of this signal on this target it repeats.
+    pub recurrence: Option<Recurrence>,
+}
+
+/// What goes through the queue.
+enum Message {
+    Incident(AlertEvent),
+    Digest(Box<Digest>),
+}
+
+/// The digest: what is still open, what is overdue, what keeps coming back.
+#[derive(Clone, Debug)]
+pub struct Digest {
+    pub at: SystemTime,
+    /// The start of the week it looks back over.
+    pub since: SystemTime,
+    /// Incidents opened in the week.
+    pub opened: usize,
+    pub open: Vec<DigestIncident>,
+    pub overdue: Vec<DigestFollowup>,
+    pub recurrences: Vec<DigestRecurrence>,
+}
+
+#[derive(Clone, Debug)]
+pub struct DigestIncident {
+    pub id: u64,
+    pub target: String,
+    pub signal: String,
+    pub severity: String,
+    pub opened_at: SystemTime,
+    pub followups_open: usize,
+    pub followups_overdue: usize,
+    pub recurrence: Option<Recurrence>,
+}
+
+#[derive(Clone, Debug)]
+pub struct DigestFollowup {
+    pub id: u64,
+    pub incident: u64,
+    pub target: String,
+    pub signal: String,
+    pub text: String,
+    pub owner: String,
+    pub due: String,
+    pub due_at: SystemTime,
+}
+
+/// A target and signal with incidents in the week that repeat earlier ones.
+#[derive(Clone, Debug)]
+pub struct DigestRecurrence {
+    pub target: String,
+    pub signal: String,
+    /// Its incidents opened in the week, newest first.
+    pub ids: Vec<u64>,
+    pub last_at: SystemTime,
+    /// The latest one's place in its 30-day series (3: the third in 30 days).
+    pub in_30_days: u32,
+}
+
+/// Entries of each digest list a message shows (the counts cover them all).
+const DIGEST_ITEMS: usize = 50;
+
+impl Digest {
+    pub fn to_json(&self) -> Value {
+        let open: Vec<Value> = self
+            .open
+            .iter()
+            .take(DIGEST_ITEMS)
+            .map(|i| {
+                json!({
+                    "id": i.id,
+                    "target": i.target,
+                    "signal": i.signal,
+                    "severity": i.severity,
+                    "opened_at": rfc3339(i.opened_at),
+                    "followups_open": i.followups_open,
+                    "followups_overdue": i.followups_overdue,
+                    "recurrence": i.recurrence.as_ref().map(recurrence_json),
+                })
+            })
+            .collect();
+        let overdue: Vec<Value> = self
+            .overdue
+            .iter()
+            .take(DIGEST_ITEMS)
+            .map(|f| {
+                json!({
+                    "id": f.id,
+                    "incident": f.incident,
+                    "target": f.target,
+                    "signal": f.signal,
+                    "text": f.text,
+                    "owner": f.owner,
+                    "due": f.due,
+                    "days_overdue": days(self.at, f.due_at),
+                })
+            })
+            .collect();
+        let recurrences: Vec<Value> = self
+            .recurrences
+            .iter()
+            .take(DIGEST_ITEMS)
+            .map(|r| {
+                json!({
+                    "target": r.target,
+                    "signal": r.signal,
+                    "incidents": r.ids,
+                    "count": r.ids.len(),
+                    "last_at": rfc3339(r.last_at),
+                    "in_30_days": r.in_30_days,
+                })
+            })
+            .collect();
+        json!({
+            "at": rfc3339(self.at),
+            "since": rfc3339(self.since),
+            "opened": self.opened,
+            "open_count": self.open.len(),
+            "open": open,
+            "overdue_count": self.overdue.len(),
+            "overdue": overdue,
+            "recurrence_count": self.recurrences.len(),
+            "recurrences": recurrences,
+        })
+    }
+
+    /// The digest as lines a person reads.
+    pub fn text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = format!(
+            "Ballast weekly digest, {} to {}: {} incident{} opened, {} open, {} overdue follow-up{}, {} recurring.",
+            day(self.since),
+            day(self.at),
+            self.opened,
+            plural(self.opened),
+            self.open.len(),
+            self.overdue.len(),
+            plural(self.overdue.len()),
+            self.recurrences.len(),
+        );
+        if !self.open.is_empty() {
+            out.push_str("\nOpen incidents:");
+            for i in self.open.iter().take(DIGEST_ITEMS) {
+                let _ = write!(
+                    out,
+                    "\n• #{} {} {} ({}) since {}",
+                    i.id,
+                    i.target,
+                    i.signal,
+                    i.severity,
+                    rfc3339(i.opened_at)
+                );
+                if i.followups_open > 0 {
+                    let _ = write!(
+                        out,
+                        ", {} open follow-up{} ({} overdue)",
+                        i.followups_open,
+                        plural(i.followups_open),
+                        i.followups_overdue
+                    );
+                } else {
+                    out.push_str(", no open follow-ups");
+                }
+            }
+            more(&mut out, self.open.len());
+        }
+        if !self.overdue.is_empty() {
+            out.push_str("\nOverdue follow-ups:");
+            for f in self.overdue.iter().take(DIGEST_ITEMS) {
+                let _ = write!(
+                    out,
+                    "\n• #{} on incident #{} ({} {}), owner {}, due {} ({} days overdue): {}",
+                    f.id,
+                    f.incident,
+                    f.target,
+                    f.signal,
+                    f.owner,
+                    f.due,
+                    days(self.at, f.due_at),
+                    one_line(&f.text, 200)
+                );
+            }
+            more(&mut out, self.overdue.len());
+        }
+        if !self.recurrences.is_empty() {
+            out.push_str("\nRecurring this week:");
+            for r in self.recurrences.iter().take(DIGEST_ITEMS) {
+                let ids: Vec<String> = r.ids.iter().map(|i| format!("#{i}")).collect();
+                let _ = write!(
+                    out,
+                    "\n• {} {}: {} this week ({}), the latest the {} in {} days",
+                    r.target,
+                    r.signal,
+                    r.ids.len(),
+                    ids.join(", "),
+                    ordinal(r.in_30_days),
+                    RECURRENCE_WINDOW.as_secs() / 86_400
+                );
+            }
+            more(&mut out, self.recurrences.len());
+        }
+        out
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn more(out: &mut String, n: usize) {
+    if n > DIGEST_ITEMS {
+        out.push_str(&format!("\n… and {} more", n - DIGEST_ITEMS));
+    }
+}
+
+/// Whole days from `due` to `at` (0 within the first day).
+fn days(at: SystemTime, due: SystemTime) -> u64 {
+    at.duration_since(due).map_or(0, |d| d.as_secs() / 86_400)
+}
+
+fn day(t: SystemTime) -> String {
+    rfc3339(t).get(..10).unwrap_or_default().to_owned()
+}
+
+/// `s` on one line, at most `max` characters.
+fn one_line(s: &str, max: usize) -> String {
+    let flat: String = s
+        .chars()
+        .map(|c| if c.is_whitespace() { ' ' } else { c })
+        .collect();
+    if flat.chars().count() <= max {
+        return flat;
+    }
+    let cut: String = flat.chars().take(max).collect();
+    format!("{cut}…")
+}
+
+/// When the digest goes out: weekly (Mondays at 09:00 UTC) or never. Read once at start from
+/// `BALLAST_ALERTS_DIGEST` (`weekly`, the default, or `off`) until `[alerts] digest` exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DigestSchedule {
+    Weekly,
+    Off,
+}
+
+/// The environment variable that sets the digest's schedule.
+pub const DIGEST_ENV: &str = "BALLAST_ALERTS_DIGEST";
+/// Mondays at 09:00 UTC, in seconds after the start of a Monday.
+const DIGEST_AT: u64 = 9 * 3600;
+const WEEK: u64 = 7 * 86_400;
+
+impl DigestSchedule {
+    pub fn parse(s: Option<&str>) -> Result<Self, String> {
+        match s.map(str::trim) {
+            None | Some("" | "weekly") => Ok(Self::Weekly),
+            Some("off") => Ok(Self::Off),
+            Some(other) => Err(format!(
+                "{DIGEST_ENV} = {other:?}: use \"weekly\" (Mondays at 09:00 UTC, the default) or \"off\""
+            )),
+        }
+    }
+
+    /// The first digest time strictly after `after`.
+    pub fn next_after(self, after: SystemTime) -> Option<SystemTime> {
+        match self {
+            Self::Off => None,
+            Self::Weekly => {
+                let secs = after.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                // 1970-01-05 was a Monday.
+                let monday = 4 * 86_400;
+                let into = secs.saturating_sub(monday) % WEEK;
+                let week_start = secs.saturating_sub(into);
+                let mut next = week_start.saturating_add(DIGEST_AT);
+                if next <= secs {
+                    next = next.saturating_add(WEEK);
+                }
+                UNIX_EPOCH.checked_add(Duration::from_secs(next))
+            }
+        }
+    }
+}
+
+/// Starts the digest task when there is a sink to send it to and the schedule is not off.
+pub fn start_digest(
+    state: &Arc<AppState>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let schedule = match DigestSchedule::parse(std::env::var(DIGEST_ENV).ok().as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}; the digest stays weekly");
+            DigestSchedule::Weekly
+        }
+    };
+    if schedule == DigestSchedule::Off || !state.telemetry.incidents.alerts.digest_sinks() {
+        return None;
+    }
+    Some(tokio::spawn(run_digest(state.clone(), schedule, stop)))
+}
+
+/// Sends the digest at every time of `schedule` until `stop`. The wait is measured on Tokio's clock
+/// from the wall clock at each step, so paused-time tests drive it; each digest is as of its
+/// scheduled time.
+pub async fn run_digest(
+    state: Arc<AppState>,
+    schedule: DigestSchedule,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut last: Option<SystemTime> = None;
+    loop {
+        let now = SystemTime::now();
+        let from = last.map_or(now, |l| l.max(now));
+        let Some(slot) = schedule.next_after(from) else {
+            return;
+        };
+        let wait = slot.duration_since(now).unwrap_or(Duration::ZERO);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        let t = &state.telemetry;
+        let digest = t.incidents.digest(slot, |i| t.target_name(i).to_owned());
+        tracing::info!(
+            open = digest.open.len(),
+            overdue = digest.overdue.len(),
+            recurring = digest.recurrences.len(),
+            "weekly digest queued"
+        );
+        t.incidents.alerts.send_digest(digest);
+        last = Some(slot);
+    }
 }
 
 pub struct Alerts {
     sinks: Vec<AlertSink>,
-    tx: mpsc::Sender<AlertEvent>,
-    rx: Mutex<Option<mpsc::Receiver<AlertEvent>>>,
+    tx: mpsc::Sender<Message>,
+    rx: Mutex<Option<mpsc::Receiver<Message>>>,
     dropped: AtomicU64,
 }
 
@@ -73,10 +409,26 @@ impl Alerts {
 
     /// Queues an event for every sink; never waits.
     pub fn send(&self, ev: AlertEvent) {
+        self.queue(Message::Incident(ev));
+    }
+
+    /// Whether any sink takes the digest (webhook and Slack do; PagerDuty pages, so it does not).
+    pub fn digest_sinks(&self) -> bool {
+        self.sinks
+            .iter()
+            .any(|s| !matches!(s, AlertSink::PagerDuty { .. }))
+    }
+
+    /// Queues the digest for the sinks that take it; never waits.
+    pub fn send_digest(&self, d: Digest) {
+        self.queue(Message::Digest(Box::new(d)));
+    }
+
+    fn queue(&self, m: Message) {
         if self.sinks.is_empty() {
             return;
         }
-        if self.tx.try_send(ev).is_err() {
+        if self.tx.try_send(m).is_err() {
             let n = self
                 .dropped
                 .fetch_add(1, Ordering::Relaxed)
@@ -115,9 +467,15 @@ impl Alerts {
     }
 }
 
-async fn deliver_all(transport: &dyn Transport, sinks: &[AlertSink], ev: &AlertEvent) {
+async fn deliver_all(transport: &dyn Transport, sinks: &[AlertSink], m: &Message) {
     for sink in sinks {
-        let (url, body) = message(sink, ev);
+        let (url, body) = match m {
+            Message::Incident(ev) => message(sink, ev),
+            Message::Digest(d) => match digest_message(sink, d) {
+                Some(m) => m,
+                None => continue,
+            },
+        };
         let Ok(url) = Url::parse(&url) else { continue };
         let mut delivered = false;
         for (attempt, wait) in std::iter::once(Duration::ZERO).chain(BACKOFF).enumerate() {
@@ -150,10 +508,13 @@ async fn deliver_all(transport: &dyn Transport, sinks: &[AlertSink], ev: &AlertE
             }
         }
         if !delivered {
+            let what = match m {
+                Message::Incident(ev) => format!("incident #{}", ev.incident),
+                Message::Digest(_) => "the digest".to_owned(),
+            };
             tracing::warn!(
                 sink = sink_name(sink),
-                incident = ev.incident,
-                "could not deliver an alert after {} attempts",
+                "could not deliver an alert ({what}) after {} attempts",
                 BACKOFF.len().saturating_add(1)
             );
         }
@@ -226,13 +587,55 @@ fn summary(ev: &AlertEvent) -> String {
         AlertKind::Opened => "opened",
         AlertKind::Resolved => "resolved",
     };
-    format!(
+    let mut line = format!(
         "Ballast incident #{} {what}: {} {} ({}) — {numbers}",
         ev.incident,
         ev.target,
         ev.signal.as_str(),
         ev.severity
+    );
+    if let Some(r) = &ev.recurrence {
+        line.push_str(" — ");
+        line.push_str(&recurrence_line(r, ev.signal, &ev.target));
+    }
+    line
+}
+
+/// `recurrence: 3rd availability incident on openai/gpt-4.1 in 30 days (after #12, #9)`.
+pub fn recurrence_line(r: &Recurrence, signal: Signal, target: &str) -> String {
+    let ids: Vec<String> = r.earlier.iter().map(|i| format!("#{i}")).collect();
+    format!(
+        "recurrence: {} {} incident on {target} in {} days (after {})",
+        ordinal(r.ordinal()),
+        signal.as_str(),
+        RECURRENCE_WINDOW.as_secs() / 86_400,
+        ids.join(", ")
     )
+}
+
+/// Slack's text with its three control characters escaped (operators' text can hold them).
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The URL and body of the digest for `sink`; `None` for PagerDuty (a digest is not an incident to
+/// page anyone for).
+fn digest_message(sink: &AlertSink, d: &Digest) -> Option<(String, Value)> {
+    match sink {
+        AlertSink::Webhook { url } => Some((
+            url.clone(),
+            json!({
+                "source": "ballast",
+                "event": "digest.weekly",
+                "summary": d.text(),
+                "digest": d.to_json(),
+            }),
+        )),
+        AlertSink::Slack { url } => Some((url.clone(), json!({ "text": slack_escape(&d.text()) }))),
+        AlertSink::PagerDuty { .. } => None,
+    }
 }
 
 /// The URL and body of `ev` for `sink`.
@@ -255,6 +658,7 @@ fn message(sink: &AlertSink, ev: &AlertEvent) -> (String, Value) {
                     "opened_at": rfc3339(ev.opened_at),
                     "resolved_at": ev.resolved_at.map(rfc3339),
                     "evidence": evidence_json(&ev.evidence),
+                    "recurrence": ev.recurrence.as_ref().map(recurrence_json),
                 },
             }),
         ),
@@ -276,9 +680,110 @@ fn message(sink: &AlertSink, ev: &AlertEvent) -> (String, Value) {
                     "group": "ballast",
                     "class": ev.signal.as_str(),
                     "timestamp": rfc3339(ev.opened_at),
-                    "custom_details": evidence_json(&ev.evidence),
+                    "custom_details": match &ev.recurrence {
+                        Some(r) => {
+                            let mut d = evidence_json(&ev.evidence);
+                            d["recurrence"] = recurrence_json(r);
+                            d
+                        }
+                        None => evidence_json(&ev.evidence),
+                    },
                 },
             }),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> SystemTime {
+        humantime::parse_rfc3339(s).unwrap()
+    }
+
+    #[test]
+    fn the_digest_goes_out_on_mondays_at_nine_utc() {
+        let w = DigestSchedule::Weekly;
+        let next = |s: &str| rfc3339(w.next_after(at(s)).unwrap());
+        // 2026-03-09 is a Monday.
+        assert_eq!(next("2026-03-09T08:59:59Z"), "2026-03-09T09:00:00Z");
+        assert_eq!(next("2026-03-09T09:00:00Z"), "2026-03-16T09:00:00Z");
+        assert_eq!(next("2026-03-12T17:00:00Z"), "2026-03-16T09:00:00Z");
+        assert_eq!(next("2026-03-15T23:59:59Z"), "2026-03-16T09:00:00Z");
+        assert_eq!(next("2026-03-08T09:00:00Z"), "2026-03-09T09:00:00Z");
+        assert_eq!(
+            DigestSchedule::Off.next_after(at("2026-03-09T08:00:00Z")),
+            None
+        );
+        assert_eq!(DigestSchedule::parse(None), Ok(DigestSchedule::Weekly));
+        assert_eq!(DigestSchedule::parse(Some("off")), Ok(DigestSchedule::Off));
+        assert!(
+            DigestSchedule::parse(Some("daily"))
+                .unwrap_err()
+                .contains(DIGEST_ENV)
+        );
+    }
+
+    #[test]
+    fn the_digest_reads_as_a_list_and_skips_pagerduty() {
+        let d = Digest {
+            at: at("2026-03-16T09:00:00Z"),
+            since: at("2026-03-09T09:00:00Z"),
+            opened: 3,
+            open: vec![DigestIncident {
+                id: 14,
+                target: "openai/gpt-4.1".to_owned(),
+                signal: "availability".to_owned(),
+                severity: "critical".to_owned(),
+                opened_at: at("2026-03-15T10:00:00Z"),
+                followups_open: 0,
+                followups_overdue: 0,
+                recurrence: None,
+            }],
+            overdue: vec![DigestFollowup {
+                id: 2,
+                incident: 9,
+                target: "openai/gpt-4.1".to_owned(),
+                signal: "availability".to_owned(),
+                text: "add a <second> provider".to_owned(),
+                owner: "alice".to_owned(),
+                due: "2026-03-10".to_owned(),
+                due_at: at("2026-03-11T00:00:00Z"),
+            }],
+            recurrences: vec![DigestRecurrence {
+                target: "openai/gpt-4.1".to_owned(),
+                signal: "availability".to_owned(),
+                ids: vec![14, 12],
+                last_at: at("2026-03-15T10:00:00Z"),
+                in_30_days: 3,
+            }],
+        };
+        let text = d.text();
+        assert!(text.starts_with("Ballast weekly digest, 2026-03-09 to 2026-03-16: 3 incidents opened, 1 open, 1 overdue follow-up, 1 recurring."), "{text}");
+        assert!(text.contains("• #14 openai/gpt-4.1 availability (critical) since 2026-03-15T10:00:00Z, no open follow-ups"), "{text}");
+        assert!(text.contains("• #2 on incident #9 (openai/gpt-4.1 availability), owner alice, due 2026-03-10 (5 days overdue): add a <second> provider"), "{text}");
+        assert!(text.contains("• openai/gpt-4.1 availability: 2 this week (#14, #12), the latest the 3rd in 30 days"), "{text}");
+        let hook = AlertSink::Webhook {
+            url: "http://h/".to_owned(),
+        };
+        let (_, body) = digest_message(&hook, &d).unwrap();
+        assert_eq!(body["event"], "digest.weekly");
+        assert_eq!(body["digest"]["overdue"][0]["days_overdue"], 5);
+        let slack = AlertSink::Slack {
+            url: "http://s/".to_owned(),
+        };
+        let (_, body) = digest_message(&slack, &d).unwrap();
+        assert!(
+            body["text"]
+                .as_str()
+                .unwrap()
+                .contains("add a &lt;second&gt; provider")
+        );
+        let pd = AlertSink::PagerDuty {
+            url: "http://p/".to_owned(),
+            routing_key: ballast_core::config::Secret::new("k"),
+        };
+        assert!(digest_message(&pd, &d).is_none());
     }
 }

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -40,7 +40,9 @@ use hyper_util::service::TowerToHyperService;
 use tower::ServiceExt as _;
 
 pub use state::{AppState, StateError};
-pub use store::{Row as IncidentRow, StoreError, history as incident_history};
+pub use store::{
+    FollowupRow, Row as IncidentRow, StoreError, followup_history, history as incident_history,
+};
 pub use upstream::plain_client;
 pub use upstream::{
     BodyStream, Failure, SendFuture, Transport, UpstreamRequest, UpstreamResponse, Url,
@@ -71,6 +73,16 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/admin/config", get(admin::config))
         .route("/admin/targets/{action}", post(admin::target))
         .route("/admin/providers/{name}/{action}", post(admin::provider))
+        .route(
+            "/admin/incidents/{id}/followups",
+            post(admin::followup_create),
+        )
+        .route("/admin/followups", get(admin::followups))
+        .route(
+            "/admin/followups/{id}",
+            patch(admin::followup_update).post(admin::followup_update),
+        )
+        .route("/admin/digest", get(admin::digest).post(admin::digest_send))
         .fallback(inbound::not_found)
         .layer(axum::middleware::from_fn(request_id::layer))
         .with_state(state)
@@ -176,6 +188,8 @@ pub struct Background {
     probes: Option<tokio::task::JoinHandle<()>>,
     spans: Option<tokio::task::JoinHandle<()>>,
     store: Option<std::thread::JoinHandle<()>>,
+    /// The weekly digest to the alert sinks (none without a sink that takes it, or when off).
+    digest: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Background {
@@ -200,6 +214,7 @@ impl Background {
             sp.worker(state.telemetry.span_names(), client, stopped.clone())
                 .map(tokio::spawn)
         });
+        let digest = alerts::start_digest(state, stopped.clone());
         let probes = tokio::spawn(probes::run(state.clone(), stopped));
         let store =
             state
@@ -225,6 +240,7 @@ impl Background {
             probes: Some(probes),
             spans,
             store,
+            digest,
         }
     }
 
@@ -237,6 +253,9 @@ impl Background {
             && tokio::time::timeout(limit, task).await.is_err()
         {
             tracing::warn!("alert delivery did not finish in time");
+        }
+        if let Some(digest) = self.digest.take() {
+            let _ = tokio::time::timeout(limit, digest).await;
         }
         if let Some(probes) = self.probes.take() {
             let _ = tokio::time::timeout(limit, probes).await;

@@ -1,10 +1,12 @@
-//! The incident store: incidents kept in an embedded SQLite file so they survive restarts. The
-//! request path never touches the file: incidents hand rows to a bounded queue, and one writer
-//! thread — started by [`crate::Background`], stopped and drained on shutdown — writes them. At start
-//! the store is read back; incidents still open in it (their detectors start afresh) are closed as
-//! "gateway restarted".
+//! The incident store: incidents and their follow-ups kept in an embedded SQLite file so they
+//! survive restarts. The request path never touches the file: incidents hand rows to a bounded
+//! queue, and one writer thread — started by [`crate::Background`], stopped and drained on shutdown —
+//! writes them. At start the store is read back (and its schema migrated); incidents still open in
+//! it (their detectors start afresh) are closed as "gateway restarted".
 //!
-//! Rows hold target names, signals, timestamps and numbers: never request or answer text.
+//! Incident rows hold target names, signals, timestamps and numbers: never request or answer text.
+//! Follow-up rows hold the operators' own text (what to do, who, by when), written through the admin
+//! API; each write is acknowledged, so the API answers only once it is on disk.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,11 +14,17 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, params};
+use serde_json::json;
 
 /// Rows waiting for the writer before new ones are dropped.
 const QUEUE: usize = 1024;
 /// Incidents read back at start.
 const LOAD: usize = 1000;
+/// Follow-ups read back at start (open ones first, then the newest closed ones).
+pub const FOLLOWUPS_LOAD: usize = 10_000;
+/// The schema this build writes (`PRAGMA user_version`): 0 was incidents only; 1 added each
+/// incident's recurrence and the follow-ups table.
+const SCHEMA: i64 = 1;
 
 /// One incident as stored.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,10 +40,116 @@ pub struct Row {
     /// The evidence at open and the latest, as JSON objects of numbers.
     pub evidence_at_open: String,
     pub evidence_latest: String,
+    /// The earlier incidents of the same signal on the same target it repeats, when it does.
+    pub recurrence: Option<Recurrence>,
 }
+
+/// An incident that repeats earlier ones: the same signal on the same target within
+/// [`crate::incidents::RECURRENCE_WINDOW`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recurrence {
+    /// Earlier incidents of this class in the window (this one is the `count + 1`th).
+    pub count: u32,
+    /// Their ids, newest first (at most [`crate::incidents::RECURRENCE_IDS`]).
+    pub earlier: Vec<u64>,
+    /// When the latest of them opened.
+    pub last_at: SystemTime,
+}
+
+impl Recurrence {
+    /// This incident's place in the series: 2 for the first repeat.
+    pub fn ordinal(&self) -> u32 {
+        self.count.saturating_add(1)
+    }
+
+    fn to_column(&self) -> String {
+        json!({ "count": self.count, "earlier": self.earlier, "last_at": secs(self.last_at) })
+            .to_string()
+    }
+
+    fn from_column(s: &str) -> Option<Self> {
+        let v: serde_json::Value = serde_json::from_str(s).ok()?;
+        Some(Self {
+            count: u32::try_from(v.get("count")?.as_u64()?).unwrap_or(u32::MAX),
+            earlier: v
+                .get("earlier")?
+                .as_array()?
+                .iter()
+                .filter_map(serde_json::Value::as_u64)
+                .collect(),
+            last_at: time(v.get("last_at")?.as_i64()?),
+        })
+    }
+}
+
+/// Where a follow-up stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FollowupState {
+    Open,
+    Done,
+    Dropped,
+}
+
+impl FollowupState {
+    pub const ALL: [FollowupState; 3] = [Self::Open, Self::Done, Self::Dropped];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Done => "done",
+            Self::Dropped => "dropped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// One follow-up item of an incident, as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FollowupRow {
+    pub id: u64,
+    pub incident: u64,
+    /// The incident's target and signal, copied when the follow-up was made.
+    pub target: String,
+    pub signal: String,
+    /// What to do: the operators' own words.
+    pub text: String,
+    pub owner: String,
+    /// The due date as given, normalised: `2026-03-10` or `2026-03-10T12:00:00Z`.
+    pub due: String,
+    /// From when it is overdue (a date is due by the end of that day, UTC).
+    pub due_at: SystemTime,
+    pub state: FollowupState,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+}
+
+impl FollowupRow {
+    /// Open past its due time at `now`.
+    pub fn overdue(&self, now: SystemTime) -> bool {
+        self.state == FollowupState::Open && now >= self.due_at
+    }
+}
+
+/// What a store holds at start.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The recent incidents, oldest first.
+    pub incidents: Vec<Row>,
+    /// Follow-ups: every open one and the newest closed ones, up to [`FOLLOWUPS_LOAD`].
+    pub followups: Vec<FollowupRow>,
+    /// The highest follow-up id ever stored (0: none).
+    pub max_followup: u64,
+}
+
+/// The writer's answer to an acknowledged write: written, or why not.
+pub type Ack = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 pub enum Op {
     Save(Box<Row>),
+    Followup(Box<FollowupRow>, Ack),
     Stop,
 }
 
@@ -44,6 +158,10 @@ pub struct StoreHandle {
     tx: SyncSender<Op>,
     dropped: AtomicU64,
 }
+
+/// The writer's queue is full (or the writer has stopped).
+#[derive(Debug)]
+pub struct Busy;
 
 impl StoreHandle {
     /// Queues a row; never waits.
@@ -62,6 +180,18 @@ impl StoreHandle {
             }
             Err(TrySendError::Disconnected(_)) => {}
         }
+    }
+
+    /// Queues a follow-up (new or changed) without waiting; the receiver says when it is written.
+    pub fn save_followup(
+        &self,
+        row: FollowupRow,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<(), String>>, Busy> {
+        let (ack, done) = tokio::sync::oneshot::channel();
+        self.tx
+            .try_send(Op::Followup(Box::new(row), ack))
+            .map_err(|_| Busy)?;
+        Ok(done)
     }
 
     pub fn stop(&self) {
@@ -115,16 +245,69 @@ fn time(secs: i64) -> SystemTime {
         .unwrap_or(UNIX_EPOCH)
 }
 
+fn id(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn schema(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
 /// Reads the incidents of a store file without writing to it (for `ballast incidents`).
 pub fn history(path: &Path, limit: usize) -> Result<Vec<Row>, StoreError> {
-    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| store_error(path, &e))?;
+    let conn = open_read_only(path)?;
     read(&conn, limit).map_err(|e| store_error(path, &e))
 }
 
-/// Opens (creating if needed) the store at `path`: its schema, its recent incidents (newest last),
-/// with those left open by a previous run closed as "gateway restarted".
-pub fn open(path: &Path) -> Result<(Connection, Vec<Row>), StoreError> {
+/// Reads the follow-ups of a store file without writing to it (for `ballast incidents`), newest
+/// first; none in a file written before follow-ups existed.
+pub fn followup_history(path: &Path) -> Result<Vec<FollowupRow>, StoreError> {
+    let conn = open_read_only(path)?;
+    let mut rows = read_followups(&conn, usize::MAX).map_err(|e| store_error(path, &e))?;
+    rows.sort_by_key(|r| std::cmp::Reverse(r.id));
+    Ok(rows)
+}
+
+fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| store_error(path, &e))?;
+    // A gateway may be writing to it: wait a moment for its lock rather than fail.
+    conn.busy_timeout(Duration::from_millis(500))
+        .map_err(|e| store_error(path, &e))?;
+    Ok(conn)
+}
+
+/// Brings a store written by an earlier version up to [`SCHEMA`], in one transaction.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    if schema(conn)? >= SCHEMA {
+        return Ok(());
+    }
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch(
+        "ALTER TABLE incidents ADD COLUMN recurrence TEXT;
+         CREATE TABLE IF NOT EXISTS followups (
+            id INTEGER PRIMARY KEY,
+            incident INTEGER NOT NULL,
+            target TEXT NOT NULL,
+            signal TEXT NOT NULL,
+            text TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            due TEXT NOT NULL,
+            due_at INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS followups_incident ON followups (incident);
+         PRAGMA user_version = 1;",
+    )?;
+    tx.commit()
+}
+
+/// Opens (creating if needed) the store at `path`: its schema (migrated from an earlier version's),
+/// its recent incidents (newest last), with those left open by a previous run closed as "gateway
+/// restarted", and its follow-ups.
+pub fn open(path: &Path) -> Result<(Connection, Loaded), StoreError> {
     let conn = Connection::open(path).map_err(|e| store_error(path, &e))?;
     conn.busy_timeout(Duration::from_millis(200))
         .map_err(|e| store_error(path, &e))?;
@@ -142,6 +325,7 @@ pub fn open(path: &Path) -> Result<(Connection, Vec<Row>), StoreError> {
         );",
     )
     .map_err(|e| store_error(path, &e))?;
+    migrate(&conn).map_err(|e| store_error(path, &e))?;
     let now = secs(SystemTime::now());
     conn.execute(
         "UPDATE incidents SET resolved_at = ?1, resolution = 'gateway restarted (detectors start afresh)'
@@ -149,17 +333,37 @@ pub fn open(path: &Path) -> Result<(Connection, Vec<Row>), StoreError> {
         params![now],
     )
     .map_err(|e| store_error(path, &e))?;
-    let rows = read(&conn, LOAD).map_err(|e| store_error(path, &e))?;
-    Ok((conn, rows))
+    let incidents = read(&conn, LOAD).map_err(|e| store_error(path, &e))?;
+    let followups = read_followups(&conn, FOLLOWUPS_LOAD).map_err(|e| store_error(path, &e))?;
+    let max_followup = conn
+        .query_row("SELECT MAX(id) FROM followups", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        })
+        .map_err(|e| store_error(path, &e))?
+        .map_or(0, |n| u64::try_from(n).unwrap_or(0));
+    Ok((
+        conn,
+        Loaded {
+            incidents,
+            followups,
+            max_followup,
+        },
+    ))
 }
 
 /// The `limit` newest incidents, oldest first.
 pub fn read(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<Row>> {
-    let mut stmt = conn.prepare(
+    // A file of an earlier version (read-only, not migrated) has no recurrence column.
+    let recurrence = if schema(conn)? >= 1 {
+        "recurrence"
+    } else {
+        "NULL"
+    };
+    let mut stmt = conn.prepare(&format!(
         "SELECT id, target, signal, severity, opened_at, resolved_at, resolution,
-                evidence_at_open, evidence_latest
-         FROM incidents ORDER BY id DESC LIMIT ?1",
-    )?;
+                evidence_at_open, evidence_latest, {recurrence}
+         FROM incidents ORDER BY id DESC LIMIT ?1"
+    ))?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut rows: Vec<Row> = stmt
         .query_map(params![limit], |r| {
@@ -173,6 +377,10 @@ pub fn read(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<Row>> {
                 resolution: r.get(6)?,
                 evidence_at_open: r.get(7)?,
                 evidence_latest: r.get(8)?,
+                recurrence: r
+                    .get::<_, Option<String>>(9)?
+                    .as_deref()
+                    .and_then(Recurrence::from_column),
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -180,15 +388,47 @@ pub fn read(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// Up to `limit` follow-ups: the open ones first, then the newest closed ones; none before schema 1.
+fn read_followups(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<FollowupRow>> {
+    if schema(conn)? < 1 {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare(
+        "SELECT id, incident, target, signal, text, owner, due, due_at, state, created_at, updated_at
+         FROM followups ORDER BY (state = 'open') DESC, id DESC LIMIT ?1",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt
+        .query_map(params![limit], |r| {
+            let state: String = r.get(8)?;
+            Ok(FollowupRow {
+                id: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                incident: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                target: r.get(2)?,
+                signal: r.get(3)?,
+                text: r.get(4)?,
+                owner: r.get(5)?,
+                due: r.get(6)?,
+                due_at: time(r.get(7)?),
+                // A state this build does not know (a later one's) reads as open: still tracked.
+                state: FollowupState::parse(&state).unwrap_or(FollowupState::Open),
+                created_at: time(r.get(9)?),
+                updated_at: time(r.get(10)?),
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
 fn write(conn: &Connection, row: &Row) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO incidents (id, target, signal, severity, opened_at, resolved_at, resolution,
-                                evidence_at_open, evidence_latest)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                                evidence_at_open, evidence_latest, recurrence)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT(id) DO UPDATE SET resolved_at = excluded.resolved_at,
              resolution = excluded.resolution, evidence_latest = excluded.evidence_latest",
         params![
-            i64::try_from(row.id).unwrap_or(i64::MAX),
+            id(row.id),
             row.target,
             row.signal,
             row.severity,
@@ -197,6 +437,32 @@ fn write(conn: &Connection, row: &Row) -> rusqlite::Result<()> {
             row.resolution,
             row.evidence_at_open,
             row.evidence_latest,
+            row.recurrence.as_ref().map(Recurrence::to_column),
+        ],
+    )?;
+    Ok(())
+}
+
+fn write_followup(conn: &Connection, f: &FollowupRow) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO followups (id, incident, target, signal, text, owner, due, due_at, state,
+                                created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT(id) DO UPDATE SET text = excluded.text, owner = excluded.owner,
+             due = excluded.due, due_at = excluded.due_at, state = excluded.state,
+             updated_at = excluded.updated_at",
+        params![
+            id(f.id),
+            id(f.incident),
+            f.target,
+            f.signal,
+            f.text,
+            f.owner,
+            f.due,
+            secs(f.due_at),
+            f.state.as_str(),
+            secs(f.created_at),
+            secs(f.updated_at),
         ],
     )?;
     Ok(())
@@ -240,7 +506,109 @@ fn writer(conn: &Connection, rx: &Receiver<Op>, path: &str) {
                     failing = true;
                 }
             },
+            Op::Followup(row, ack) => {
+                let written = write_followup(conn, &row).map_err(|e| {
+                    tracing::error!("cannot write a follow-up to the incident store {path}: {e}");
+                    format!("cannot write to the incident store {path}: {e}")
+                });
+                // The admin request may have given up waiting: nothing to tell then.
+                let _ = ack.send(written);
+            }
             Op::Stop => break,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        std::env::temp_dir().join(format!(
+            "ballast-store-{name}-{}-{nanos}.sqlite",
+            std::process::id()
+        ))
+    }
+
+    /// A store written before follow-ups existed (schema 0) opens, is migrated in place, keeps its
+    /// incidents, and takes follow-ups; read-only readers cope with both versions.
+    #[test]
+    fn an_existing_store_is_migrated_in_place() {
+        let path = temp("migrate");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE incidents (
+                    id INTEGER PRIMARY KEY, target TEXT NOT NULL, signal TEXT NOT NULL,
+                    severity TEXT NOT NULL, opened_at INTEGER NOT NULL, resolved_at INTEGER,
+                    resolution TEXT, evidence_at_open TEXT NOT NULL, evidence_latest TEXT NOT NULL);
+                 INSERT INTO incidents VALUES (7, 'a/m', 'availability', 'critical', 1000, 2000,
+                    'evidence back to normal', '{}', '{}');",
+            )
+            .unwrap();
+        }
+        // An old file read by the CLI before any gateway migrated it.
+        let old = history(&path, 10).unwrap();
+        assert_eq!(old.len(), 1);
+        assert_eq!(old.first().map(|r| r.recurrence.clone()), Some(None));
+        assert!(followup_history(&path).unwrap().is_empty());
+
+        let (conn, loaded) = open(&path).unwrap();
+        assert_eq!(schema(&conn).unwrap(), SCHEMA);
+        assert_eq!(loaded.incidents.len(), 1);
+        assert_eq!(loaded.max_followup, 0);
+        let f = FollowupRow {
+            id: 1,
+            incident: 7,
+            target: "a/m".to_owned(),
+            signal: "availability".to_owned(),
+            text: "add a second provider".to_owned(),
+            owner: "ops".to_owned(),
+            due: "2026-03-10".to_owned(),
+            due_at: time(1_773_187_200),
+            state: FollowupState::Open,
+            created_at: time(3000),
+            updated_at: time(3000),
+        };
+        write_followup(&conn, &f).unwrap();
+        let done = FollowupRow {
+            state: FollowupState::Done,
+            updated_at: time(4000),
+            ..f.clone()
+        };
+        write_followup(&conn, &done).unwrap();
+        write(
+            &conn,
+            &Row {
+                id: 8,
+                target: "a/m".to_owned(),
+                signal: "availability".to_owned(),
+                severity: "critical".to_owned(),
+                opened_at: time(5000),
+                resolved_at: None,
+                resolution: None,
+                evidence_at_open: "{}".to_owned(),
+                evidence_latest: "{}".to_owned(),
+                recurrence: Some(Recurrence {
+                    count: 1,
+                    earlier: vec![7],
+                    last_at: time(1000),
+                }),
+            },
+        )
+        .unwrap();
+        drop(conn);
+        // Opening again is a no-op migration.
+        let (_conn, loaded) = open(&path).unwrap();
+        assert_eq!(loaded.followups, vec![done]);
+        assert_eq!(loaded.max_followup, 1);
+        let newest = loaded.incidents.last().unwrap();
+        assert_eq!(newest.id, 8);
+        assert_eq!(newest.recurrence.as_ref().map(Recurrence::ordinal), Some(2));
+        assert_eq!(followup_history(&path).unwrap().len(), 1);
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -243,6 +243,8 @@ pub struct Telemetry {
     detector_score: Family<DetectorLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     detector_threshold: Family<DetectorLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     incidents_open: Family<SignalLabel, Gauge>,
+    /// Open follow-ups past their due time, by their incident's signal.
+    followups_overdue: Family<SignalLabel, Gauge>,
     /// `[target][result]`: probes sent, apart from client traffic.
     probes: Vec<Counter>,
     probe_latency: Vec<Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -451,6 +453,12 @@ impl Telemetry {
             "Open incidents by signal",
             incidents_open.clone(),
         );
+        let followups_overdue = Family::<SignalLabel, Gauge>::default();
+        registry.register(
+            "ballast_incident_followups_overdue",
+            "Incident follow-ups open past their due date, by the incident's signal",
+            followups_overdue.clone(),
+        );
         let probes_family = Family::<AttemptLabels, Counter>::default();
         registry.register(
             "ballast_probes",
@@ -536,6 +544,7 @@ impl Telemetry {
             detector_score,
             detector_threshold,
             incidents_open,
+            followups_overdue,
             probes,
             probe_latency,
             incidents,
@@ -820,6 +829,14 @@ impl Telemetry {
         }
         for (signal, n) in Signal::ALL.iter().zip(self.incidents.open_counts()) {
             self.incidents_open
+                .get_or_create(&SignalLabel {
+                    signal: signal.as_str(),
+                })
+                .set(n);
+        }
+        let overdue = self.incidents.overdue_counts(std::time::SystemTime::now());
+        for (signal, n) in Signal::ALL.iter().zip(overdue) {
+            self.followups_overdue
                 .get_or_create(&SignalLabel {
                     signal: signal.as_str(),
                 })

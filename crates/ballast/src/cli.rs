@@ -39,9 +39,10 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run the provider simulator (Anthropic, OpenAI and Gemini APIs with fault injection).
     Sim(SimArgs),
-    /// List the incidents kept in an incident store (newest first).
+    /// List the incidents kept in an incident store (newest first); `incidents followup` tracks
+    /// what is to be done about them.
     Incidents(IncidentsArgs),
-    /// Show a running gateway's targets, breakers, detectors and open incidents.
+    /// Show a running gateway's targets, breakers, detectors, open incidents and overdue follow-ups.
     Status(StatusArgs),
     /// Replay a real outage against a gateway and its providers under load, and report survival.
     Chaos(ChaosArgs),
@@ -110,7 +111,10 @@ pub struct StatusArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct IncidentsArgs {
+    #[command(subcommand)]
+    pub command: Option<IncidentsCommand>,
     /// The incident store (an SQLite file). Default: the configuration's `[incidents] store`, else
     /// ./ballast-incidents.sqlite.
     #[arg(long)]
@@ -122,6 +126,133 @@ pub struct IncidentsArgs {
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
     /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IncidentsCommand {
+    /// Follow-up items of incidents (what to do, who, by when), through a running gateway's admin
+    /// API; `list` also reads a store file.
+    #[command(subcommand)]
+    Followup(FollowupCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FollowupCommand {
+    /// Add a follow-up to an incident.
+    Add(FollowupAddArgs),
+    /// List follow-ups, soonest due first (overdue ones marked).
+    List(FollowupListArgs),
+    /// Mark follow-ups done.
+    Done(FollowupIdsArgs),
+    /// Drop follow-ups (no longer worth doing).
+    Drop(FollowupIdsArgs),
+    /// Change a follow-up's owner, due date or text, or reopen it.
+    Edit(FollowupEditArgs),
+}
+
+/// Where the gateway's admin API is (as for `ballast status`).
+#[derive(Args, Debug, Clone)]
+pub struct AdminApiArgs {
+    /// The gateway's address.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The gateway's `[admin] key`.
+    #[arg(long, env = "BALLAST_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+}
+
+/// An id as `ballast incidents` shows it: `12` or `#12`.
+fn id(s: &str) -> Result<u64, String> {
+    match s.trim_start_matches('#').parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not an id (1, 2, 3…)")),
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct FollowupAddArgs {
+    /// The incident's id (as `ballast incidents` and `ballast status` show it).
+    #[arg(value_parser = id)]
+    pub incident: u64,
+    /// Who does it.
+    #[arg(long)]
+    pub owner: String,
+    /// By when: a date (2026-03-10: by the end of that day, UTC) or an RFC 3339 date-time
+    /// (2026-03-10T17:00:00Z).
+    #[arg(long)]
+    pub due: String,
+    /// What to do (the words are joined with spaces).
+    #[arg(required = true, num_args = 1..)]
+    pub text: Vec<String>,
+    #[command(flatten)]
+    pub api: AdminApiArgs,
+    /// Print the follow-up as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum FollowupStateArg {
+    Open,
+    Done,
+    Dropped,
+}
+
+#[derive(Args, Debug)]
+pub struct FollowupListArgs {
+    /// Only follow-ups in this state.
+    #[arg(long, value_enum)]
+    pub state: Option<FollowupStateArg>,
+    /// Only overdue follow-ups (open past their due date).
+    #[arg(long)]
+    pub overdue: bool,
+    /// Only the follow-ups of this incident.
+    #[arg(long, value_parser = id)]
+    pub incident: Option<u64>,
+    /// Read this incident store (an SQLite file) instead of asking a running gateway.
+    #[arg(long, conflicts_with = "config")]
+    pub store: Option<PathBuf>,
+    /// Read the incident store this configuration names instead of asking a running gateway.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub api: AdminApiArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct FollowupIdsArgs {
+    /// The follow-ups' ids.
+    #[arg(required = true, num_args = 1.., value_parser = id)]
+    pub ids: Vec<u64>,
+    #[command(flatten)]
+    pub api: AdminApiArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct FollowupEditArgs {
+    /// The follow-up's id.
+    #[arg(value_parser = id)]
+    pub id: u64,
+    /// A new owner.
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// A new due date (a date or an RFC 3339 date-time).
+    #[arg(long)]
+    pub due: Option<String>,
+    /// New text.
+    #[arg(long)]
+    pub text: Option<String>,
+    /// Open it again (after done or dropped).
+    #[arg(long)]
+    pub reopen: bool,
+    #[command(flatten)]
+    pub api: AdminApiArgs,
+    /// Print the follow-up as JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -14,7 +14,11 @@ use ballast_core::config::{Config, ConfigErrors};
 use ballast_server::AppState;
 use tokio::net::TcpListener;
 
-use crate::cli::{CheckArgs, Command, DemoArgs, IncidentsArgs, ServeArgs, SimArgs, StatusArgs};
+use crate::cli::{
+    AdminApiArgs, CheckArgs, Command, DemoArgs, FollowupAddArgs, FollowupCommand, FollowupEditArgs,
+    FollowupListArgs, FollowupStateArg, IncidentsArgs, IncidentsCommand, ServeArgs, SimArgs,
+    StatusArgs,
+};
 
 /// Stdout could not be written: what follows is not written either.
 static STDOUT_DONE: AtomicBool = AtomicBool::new(false);
@@ -49,7 +53,10 @@ pub async fn run(command: Command) -> Result<(), String> {
         Command::Check(a) => check(&a).await,
         Command::Demo(a) => demo(a).await,
         Command::Sim(a) => sim(a).await,
-        Command::Incidents(a) => incidents(&a),
+        Command::Incidents(a) => match a.command {
+            Some(IncidentsCommand::Followup(f)) => followup(f).await,
+            None => incidents(&a),
+        },
         Command::Status(a) => status(&a).await,
         Command::Chaos(a) => crate::chaos::run(a).await,
     }
@@ -79,6 +86,8 @@ async fn status(args: &StatusArgs) -> Result<(), String> {
     };
     let targets = get("/admin/targets").await?;
     let incidents = get("/admin/incidents").await?;
+    // A gateway from before follow-ups has no such endpoint: then the section is left out.
+    let followups = get("/admin/followups?overdue=true").await.ok();
     let score = |d: &serde_json::Value, s: &str| {
         let e = &d[s];
         match (e["score"].as_f64(), e["threshold"].as_f64()) {
@@ -134,7 +143,7 @@ async fn status(args: &StatusArgs) -> Result<(), String> {
     } else {
         println!("\nopen incidents:");
         for i in open {
-            println!(
+            let mut line = format!(
                 "  #{} {} {} ({}) since {}",
                 i["id"],
                 i["target"].as_str().unwrap_or("?"),
@@ -142,13 +151,310 @@ async fn status(args: &StatusArgs) -> Result<(), String> {
                 i["severity"].as_str().unwrap_or("?"),
                 i["opened_at"].as_str().unwrap_or("?"),
             );
+            if let Some(r) = recurrence_text(&i["recurrence"]) {
+                line.push_str(&format!(" — {r}"));
+            }
+            let (n_open, n_overdue) = (
+                i["followups_open"].as_u64().unwrap_or(0),
+                i["followups_overdue"].as_u64().unwrap_or(0),
+            );
+            if n_open > 0 {
+                line.push_str(&format!(
+                    " — follow-ups: {n_open} open, {n_overdue} overdue"
+                ));
+            }
+            println!("{line}");
+        }
+    }
+    // Overdue follow-ups, whatever became of their incidents (most are resolved by then).
+    let Some(followups) = followups else {
+        return Ok(());
+    };
+    let overdue: Vec<&serde_json::Value> = followups["followups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["overdue"] == true)
+        .collect();
+    if overdue.is_empty() {
+        println!("no overdue follow-ups");
+    } else {
+        println!("\nOVERDUE follow-ups ({}):", overdue.len());
+        for f in overdue {
+            println!(
+                "  #{} incident #{} ({} {}): due {}, owner {} — {}",
+                f["id"],
+                f["incident"],
+                f["target"].as_str().unwrap_or("?"),
+                f["signal"].as_str().unwrap_or("?"),
+                f["due"].as_str().unwrap_or("?"),
+                f["owner"].as_str().unwrap_or("?"),
+                one_line(f["text"].as_str().unwrap_or(""), 80),
+            );
         }
     }
     Ok(())
 }
 
-fn incidents(args: &IncidentsArgs) -> Result<(), String> {
-    let path = match (&args.store, &args.config) {
+/// `3rd in 30 days (after #12, #9)` from an incident's `recurrence` (admin API or store JSON).
+fn recurrence_text(r: &serde_json::Value) -> Option<String> {
+    let nth = r["ordinal"].as_u64()?;
+    let days = r["window_days"].as_u64().unwrap_or(30);
+    let ids: Vec<String> = r["earlier_ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| format!("#{i}"))
+        .collect();
+    Some(format!(
+        "recurrence: {} in {days} days (after {})",
+        ordinal(nth),
+        ids.join(", ")
+    ))
+}
+
+fn ordinal(n: u64) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
+/// `s` on one line, cut to `max` characters.
+fn one_line(s: &str, max: usize) -> String {
+    let flat: String = s
+        .chars()
+        .map(|c| if c.is_whitespace() { ' ' } else { c })
+        .collect();
+    if flat.chars().count() <= max {
+        return flat;
+    }
+    let cut: String = flat.chars().take(max.saturating_sub(1)).collect();
+    format!("{cut}…")
+}
+
+/// One call to a running gateway's admin API; its JSON answer, or the error it gave.
+async fn admin_call(
+    api: &AdminApiArgs,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value, String> {
+    let key = api.admin_key.as_deref().ok_or(
+        "the gateway's admin key is needed: --admin-key KEY or BALLAST_ADMIN_KEY (its [admin] key)",
+    )?;
+    let http = ballast_server::plain_client(Duration::from_secs(10))?;
+    let url = format!("{}{path}", api.url.trim_end_matches('/'));
+    let mut req = http.request(method.clone(), &url).bearer_auth(key);
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach {url}: {e}"))?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(|e| e.to_string())?;
+    let json = serde_json::from_str::<serde_json::Value>(&text);
+    if !status.is_success() {
+        let message = json
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+            .unwrap_or(text);
+        return Err(format!("{method} {url}: {status}: {message}"));
+    }
+    json.map_err(|e| format!("{url}: {e}"))
+}
+
+async fn followup(command: FollowupCommand) -> Result<(), String> {
+    match command {
+        FollowupCommand::Add(a) => followup_add(&a).await,
+        FollowupCommand::List(a) => followup_list(&a).await,
+        FollowupCommand::Done(a) => followup_state(&a.api, &a.ids, "done").await,
+        FollowupCommand::Drop(a) => followup_state(&a.api, &a.ids, "dropped").await,
+        FollowupCommand::Edit(a) => followup_edit(&a).await,
+    }
+}
+
+fn followup_line(f: &serde_json::Value) -> String {
+    format!(
+        "follow-up #{} on incident #{} ({} {}): {}{}, owner {}, due {} — {}",
+        f["id"],
+        f["incident"],
+        f["target"].as_str().unwrap_or("?"),
+        f["signal"].as_str().unwrap_or("?"),
+        f["state"].as_str().unwrap_or("?"),
+        if f["overdue"] == true {
+            " (OVERDUE)"
+        } else {
+            ""
+        },
+        f["owner"].as_str().unwrap_or("?"),
+        f["due"].as_str().unwrap_or("?"),
+        one_line(f["text"].as_str().unwrap_or(""), 80),
+    )
+}
+
+async fn followup_add(a: &FollowupAddArgs) -> Result<(), String> {
+    let body = serde_json::json!({
+        "text": a.text.join(" "),
+        "owner": a.owner,
+        "due": a.due,
+    });
+    let path = format!("/admin/incidents/{}/followups", a.incident);
+    let v = admin_call(&a.api, reqwest::Method::POST, &path, Some(body)).await?;
+    if a.json {
+        println!("{}", v["followup"]);
+    } else {
+        println!("added {}", followup_line(&v["followup"]));
+    }
+    Ok(())
+}
+
+async fn followup_state(api: &AdminApiArgs, ids: &[u64], state: &str) -> Result<(), String> {
+    for id in ids {
+        let body = serde_json::json!({ "state": state });
+        let path = format!("/admin/followups/{id}");
+        let v = admin_call(api, reqwest::Method::PATCH, &path, Some(body)).await?;
+        println!("{}", followup_line(&v["followup"]));
+    }
+    Ok(())
+}
+
+async fn followup_edit(a: &FollowupEditArgs) -> Result<(), String> {
+    let mut body = serde_json::Map::new();
+    if let Some(o) = &a.owner {
+        body.insert("owner".to_owned(), o.clone().into());
+    }
+    if let Some(d) = &a.due {
+        body.insert("due".to_owned(), d.clone().into());
+    }
+    if let Some(t) = &a.text {
+        body.insert("text".to_owned(), t.clone().into());
+    }
+    if a.reopen {
+        body.insert("state".to_owned(), "open".into());
+    }
+    if body.is_empty() {
+        return Err("nothing to change: give --owner, --due, --text or --reopen".to_owned());
+    }
+    let path = format!("/admin/followups/{}", a.id);
+    let v = admin_call(
+        &a.api,
+        reqwest::Method::PATCH,
+        &path,
+        Some(serde_json::Value::Object(body)),
+    )
+    .await?;
+    if a.json {
+        println!("{}", v["followup"]);
+    } else {
+        println!("{}", followup_line(&v["followup"]));
+    }
+    Ok(())
+}
+
+fn state_name(s: FollowupStateArg) -> &'static str {
+    match s {
+        FollowupStateArg::Open => "open",
+        FollowupStateArg::Done => "done",
+        FollowupStateArg::Dropped => "dropped",
+    }
+}
+
+/// A store file's follow-up as the admin API shows one (overdue as of now).
+fn stored_followup_json(
+    f: &ballast_server::FollowupRow,
+    now: std::time::SystemTime,
+) -> serde_json::Value {
+    serde_json::json!({
+        "id": f.id,
+        "incident": f.incident,
+        "target": f.target,
+        "signal": f.signal,
+        "text": f.text,
+        "owner": f.owner,
+        "due": f.due,
+        "state": f.state.as_str(),
+        "overdue": f.overdue(now),
+        "created_at": humantime::format_rfc3339_seconds(f.created_at).to_string(),
+        "updated_at": humantime::format_rfc3339_seconds(f.updated_at).to_string(),
+    })
+}
+
+async fn followup_list(a: &FollowupListArgs) -> Result<(), String> {
+    let list: Vec<serde_json::Value> = if a.store.is_some() || a.config.is_some() {
+        let path = store_path(a.store.as_ref(), a.config.as_ref())?;
+        let now = std::time::SystemTime::now();
+        let mut rows = ballast_server::followup_history(&path).map_err(|e| e.to_string())?;
+        rows.sort_by(|x, y| x.due_at.cmp(&y.due_at).then(x.id.cmp(&y.id)));
+        rows.iter()
+            .map(|f| stored_followup_json(f, now))
+            .filter(|f| a.state.is_none_or(|s| f["state"] == state_name(s)))
+            .filter(|f| !a.overdue || f["overdue"] == true)
+            .filter(|f| a.incident.is_none_or(|i| f["incident"] == i))
+            .collect()
+    } else {
+        let mut query = Vec::new();
+        if let Some(s) = a.state {
+            query.push(format!("state={}", state_name(s)));
+        }
+        if a.overdue {
+            query.push("overdue=true".to_owned());
+        }
+        if let Some(i) = a.incident {
+            query.push(format!("incident={i}"));
+        }
+        let path = if query.is_empty() {
+            "/admin/followups".to_owned()
+        } else {
+            format!("/admin/followups?{}", query.join("&"))
+        };
+        let v = admin_call(&a.api, reqwest::Method::GET, &path, None).await?;
+        v["followups"].as_array().cloned().unwrap_or_default()
+    };
+    if a.json {
+        println!("{}", serde_json::Value::Array(list));
+        return Ok(());
+    }
+    if list.is_empty() {
+        println!("no follow-ups");
+        return Ok(());
+    }
+    println!(
+        "{:>4}  {:>8}  {:<8}  {:<20}  {:<12}  {:<32}  {:<12}  TEXT",
+        "ID", "INCIDENT", "STATE", "DUE", "OWNER", "TARGET", "SIGNAL"
+    );
+    for f in &list {
+        let state = if f["overdue"] == true {
+            "OVERDUE"
+        } else {
+            f["state"].as_str().unwrap_or("?")
+        };
+        println!(
+            "{:>4}  {:>8}  {:<8}  {:<20}  {:<12}  {:<32}  {:<12}  {}",
+            f["id"].to_string(),
+            format!("#{}", f["incident"]),
+            state,
+            f["due"].as_str().unwrap_or("?"),
+            f["owner"].as_str().unwrap_or("?"),
+            f["target"].as_str().unwrap_or("?"),
+            f["signal"].as_str().unwrap_or("?"),
+            one_line(f["text"].as_str().unwrap_or(""), 60),
+        );
+    }
+    Ok(())
+}
+
+/// The incident store a command reads: `--store`, else the one `--config` names, else the default.
+fn store_path(store: Option<&PathBuf>, config: Option<&PathBuf>) -> Result<PathBuf, String> {
+    let path = match (store, config) {
         (Some(p), _) => p.clone(),
         (None, Some(c)) => {
             let config = Config::load(c).map_err(|e| config_errors(c, &e))?;
@@ -167,9 +473,30 @@ fn incidents(args: &IncidentsArgs) -> Result<(), String> {
             path.display()
         ));
     }
+    Ok(path)
+}
+
+fn incidents(args: &IncidentsArgs) -> Result<(), String> {
+    let path = store_path(args.store.as_ref(), args.config.as_ref())?;
     let mut rows =
         ballast_server::incident_history(&path, args.limit).map_err(|e| e.to_string())?;
     rows.reverse();
+    let now = std::time::SystemTime::now();
+    let followups = ballast_server::followup_history(&path).map_err(|e| e.to_string())?;
+    let of = |id: u64| -> Vec<&ballast_server::FollowupRow> {
+        followups.iter().filter(|f| f.incident == id).collect()
+    };
+    let recurrence = |r: &ballast_server::IncidentRow| {
+        r.recurrence.as_ref().map(|x| {
+            serde_json::json!({
+                "ordinal": x.ordinal(),
+                "earlier_count": x.count,
+                "earlier_ids": x.earlier,
+                "last_at": humantime::format_rfc3339_seconds(x.last_at).to_string(),
+                "window_days": 30,
+            })
+        })
+    };
     if args.json {
         let list: Vec<serde_json::Value> = rows
             .iter()
@@ -184,6 +511,8 @@ fn incidents(args: &IncidentsArgs) -> Result<(), String> {
                     "resolution": r.resolution,
                     "evidence_at_open": serde_json::from_str::<serde_json::Value>(&r.evidence_at_open).ok(),
                     "evidence_latest": serde_json::from_str::<serde_json::Value>(&r.evidence_latest).ok(),
+                    "recurrence": recurrence(r),
+                    "followups": of(r.id).iter().map(|f| stored_followup_json(f, now)).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -195,8 +524,8 @@ fn incidents(args: &IncidentsArgs) -> Result<(), String> {
         return Ok(());
     }
     println!(
-        "{:>5}  {:<8}  {:<20}  {:<20}  {:<32}  {:<12}  {:<8}",
-        "ID", "STATE", "OPENED", "RESOLVED", "TARGET", "SIGNAL", "SEVERITY"
+        "{:>5}  {:<8}  {:<20}  {:<20}  {:<32}  {:<12}  {:<8}  {:<18}  FOLLOW-UPS",
+        "ID", "STATE", "OPENED", "RESOLVED", "TARGET", "SIGNAL", "SEVERITY", "RECURRENCE"
     );
     for r in &rows {
         let state = if r.resolved_at.is_some() {
@@ -208,15 +537,33 @@ fn incidents(args: &IncidentsArgs) -> Result<(), String> {
             || "-".to_owned(),
             |t| humantime::format_rfc3339_seconds(t).to_string(),
         );
+        // `3rd (#12 #9)`: its place among this target's incidents of this signal in 30 days.
+        let recurs = r.recurrence.as_ref().map_or_else(
+            || "-".to_owned(),
+            |x| {
+                let ids: Vec<String> = x.earlier.iter().map(|i| format!("#{i}")).collect();
+                format!("{} ({})", ordinal(u64::from(x.ordinal())), ids.join(" "))
+            },
+        );
+        let fs = of(r.id);
+        let open = fs.iter().filter(|f| f.state.as_str() == "open").count();
+        let overdue = fs.iter().filter(|f| f.overdue(now)).count();
+        let follow = match (fs.len(), overdue) {
+            (0, _) => "-".to_owned(),
+            (n, 0) => format!("{n} ({open} open)"),
+            (n, d) => format!("{n} ({open} open, {d} OVERDUE)"),
+        };
         println!(
-            "{:>5}  {:<8}  {:<20}  {:<20}  {:<32}  {:<12}  {:<8}",
+            "{:>5}  {:<8}  {:<20}  {:<20}  {:<32}  {:<12}  {:<8}  {:<18}  {}",
             r.id,
             state,
             humantime::format_rfc3339_seconds(r.opened_at).to_string(),
             resolved,
             r.target,
             r.signal,
-            r.severity
+            r.severity,
+            recurs,
+            follow
         );
     }
     Ok(())
