@@ -22,6 +22,8 @@ pub mod observe;
 pub mod policy;
 pub mod provider;
 pub mod quality;
+#[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+pub mod ratelimit;
 pub mod record;
 pub mod script;
 #[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]

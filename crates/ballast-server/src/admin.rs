@@ -315,6 +315,16 @@ pub async fn digest_send(State(st): State<Arc<AppState>>, headers: HeaderMap) ->
         .into_response()
 }
 
+/// `GET /admin/capacity`: each target's rate limits as its provider last reported them (limit,
+/// remaining, reset), the use trend and the hours until the limit at its current growth.
+pub async fn capacity(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(r) = refuse(&st, &headers) {
+        return r;
+    }
+    let now = tokio::time::Instant::now();
+    Json(json!({ "targets": st.capacity.snapshot(now) })).into_response()
+}
+
 /// `GET /admin/config`: the running configuration as a TOML file that validates back to it, every
 /// value resolved and every secret (keys, header values, sink URLs) replaced by a placeholder
 /// (`ballast_core::config::diff::redacted_toml`), for `ballast check --against URL`.

@@ -293,31 +293,18 @@ fn one_line(s: &str, max: usize) -> String {
     format!("{cut}…")
 }
 
-/// When the digest goes out: weekly (Mondays at 09:00 UTC) or never. Read once at start from
-/// `BALLAST_ALERTS_DIGEST` (`weekly`, the default, or `off`) until `[alerts] digest` exists.
+/// When the digest goes out: weekly (Mondays at 09:00 UTC) or never (`[alerts] digest`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DigestSchedule {
     Weekly,
     Off,
 }
 
-/// The environment variable that sets the digest's schedule.
-pub const DIGEST_ENV: &str = "BALLAST_ALERTS_DIGEST";
 /// Mondays at 09:00 UTC, in seconds after the start of a Monday.
 const DIGEST_AT: u64 = 9 * 3600;
 const WEEK: u64 = 7 * 86_400;
 
 impl DigestSchedule {
-    pub fn parse(s: Option<&str>) -> Result<Self, String> {
-        match s.map(str::trim) {
-            None | Some("" | "weekly") => Ok(Self::Weekly),
-            Some("off") => Ok(Self::Off),
-            Some(other) => Err(format!(
-                "{DIGEST_ENV} = {other:?}: use \"weekly\" (Mondays at 09:00 UTC, the default) or \"off\""
-            )),
-        }
-    }
-
     /// The first digest time strictly after `after`.
     pub fn next_after(self, after: SystemTime) -> Option<SystemTime> {
         match self {
@@ -343,12 +330,9 @@ pub fn start_digest(
     state: &Arc<AppState>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let schedule = match DigestSchedule::parse(std::env::var(DIGEST_ENV).ok().as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("{e}; the digest stays weekly");
-            DigestSchedule::Weekly
-        }
+    let schedule = match state.config.alerts_digest {
+        ballast_core::config::Digest::Off => DigestSchedule::Off,
+        ballast_core::config::Digest::Weekly => DigestSchedule::Weekly,
     };
     if schedule == DigestSchedule::Off || !state.telemetry.incidents.alerts.digest_sinks() {
         return None;
@@ -582,6 +566,20 @@ fn summary(ev: &AlertEvent) -> String {
             e.observed * 100.0,
             e.baseline * 100.0
         ),
+        Signal::RateLimitChanged => format!(
+            "the provider's rate limit changed from {} to {} (its response headers)",
+            e.baseline, e.observed
+        ),
+        Signal::Headroom => {
+            if e.observed.is_finite() {
+                format!(
+                    "at the current growth the rate limit is reached in {:.1} h (alert under {} h)",
+                    e.observed, e.threshold
+                )
+            } else {
+                "no exhaustion of the rate limit in sight".to_owned()
+            }
+        }
     };
     let what = match ev.kind {
         AlertKind::Opened => "opened",
@@ -715,13 +713,6 @@ mod tests {
         assert_eq!(
             DigestSchedule::Off.next_after(at("2026-03-09T08:00:00Z")),
             None
-        );
-        assert_eq!(DigestSchedule::parse(None), Ok(DigestSchedule::Weekly));
-        assert_eq!(DigestSchedule::parse(Some("off")), Ok(DigestSchedule::Off));
-        assert!(
-            DigestSchedule::parse(Some("daily"))
-                .unwrap_err()
-                .contains(DIGEST_ENV)
         );
     }
 

@@ -97,6 +97,9 @@ struct Detectors {
     invalid_json: RareDefect,
 }
 
+/// How long a rate-limit change stays an open incident: it is a notice, not a condition.
+pub const LIMIT_CHANGE_NOTICE: Duration = Duration::from_secs(3600);
+
 impl Detectors {
     fn new() -> Self {
         Self {
@@ -123,6 +126,14 @@ impl Detectors {
             Signal::StopReason => self.stop.evidence(),
             Signal::Repetition => self.repetition.evidence(),
             Signal::InvalidJson => self.invalid_json.evidence(),
+            Signal::RateLimitChanged | Signal::Headroom => Evidence {
+                signal,
+                observed: 0.0,
+                baseline: 0.0,
+                samples: 0,
+                score: 0.0,
+                threshold: 0.0,
+            },
         }
     }
 }
@@ -149,7 +160,11 @@ impl Incident {
             | Signal::EmptyAnswer
             | Signal::Repetition
             | Signal::InvalidJson => "critical",
-            Signal::Latency | Signal::AnswerLength | Signal::StopReason => "warning",
+            Signal::Latency
+            | Signal::AnswerLength
+            | Signal::StopReason
+            | Signal::RateLimitChanged
+            | Signal::Headroom => "warning",
         }
     }
 }
@@ -838,6 +853,66 @@ impl Incidents {
             drop(log);
             self.persist(&done, label, Some("evidence back to normal"));
         }
+    }
+
+    /// A provider's rate-limit headers said something worth an incident: its limit changed without
+    /// notice, or at the current growth it will be reached within a day (resolved when the forecast
+    /// recovers). A limit change resolves itself after [`LIMIT_CHANGE_NOTICE`].
+    pub fn capacity(&self, event: &crate::capacity::CapacityEvent, label: &str) {
+        use crate::capacity::CapacityEvent as E;
+        let evidence = |signal, observed: f64, baseline: f64, threshold: f64| Evidence {
+            signal,
+            observed,
+            baseline,
+            samples: 0,
+            score: observed,
+            threshold,
+        };
+        match event {
+            E::LimitChanged {
+                target, old, new, ..
+            } => {
+                let e = evidence(Signal::RateLimitChanged, *new as f64, *old as f64, 0.0);
+                self.resolve(*target, label, Signal::RateLimitChanged, e);
+                self.open(*target, label, Signal::RateLimitChanged, e);
+            }
+            E::HeadroomLow { target, hours, .. } => {
+                if !self.is_open(*target, Signal::Headroom) {
+                    let e = evidence(Signal::Headroom, *hours, 0.0, 24.0);
+                    self.open(*target, label, Signal::Headroom, e);
+                }
+            }
+            E::HeadroomRecovered { target, hours, .. } => {
+                let e = evidence(Signal::Headroom, hours.unwrap_or(f64::INFINITY), 0.0, 24.0);
+                self.resolve(*target, label, Signal::Headroom, e);
+            }
+        }
+    }
+
+    /// Resolves limit-change incidents open longer than [`LIMIT_CHANGE_NOTICE`]: they are notices.
+    pub fn expire_limit_changes(&self, now: SystemTime, label: impl Fn(usize) -> String) {
+        let due: Vec<(usize, Evidence)> = lock(&self.log)
+            .incidents
+            .iter()
+            .filter(|i| {
+                i.signal == Signal::RateLimitChanged
+                    && i.resolved_at.is_none()
+                    && now
+                        .duration_since(i.opened_at)
+                        .is_ok_and(|d| d >= LIMIT_CHANGE_NOTICE)
+            })
+            .map(|i| (i.target, i.latest))
+            .collect();
+        for (target, e) in due {
+            self.resolve(target, &label(target), Signal::RateLimitChanged, e);
+        }
+    }
+
+    fn is_open(&self, target: usize, signal: Signal) -> bool {
+        lock(&self.log)
+            .incidents
+            .iter()
+            .any(|i| i.target == target && i.signal == signal && i.resolved_at.is_none())
     }
 
     /// Whether follow-ups can be kept (the store is open).

@@ -6,6 +6,8 @@ mod admin;
 mod alerts;
 mod auth;
 mod cache;
+#[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+pub mod capacity;
 mod count_tokens;
 mod error;
 pub mod gate;
@@ -71,6 +73,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/admin/targets", get(admin::targets))
         .route("/admin/incidents", get(admin::incidents))
         .route("/admin/config", get(admin::config))
+        .route("/admin/capacity", get(admin::capacity))
         .route("/admin/targets/{action}", post(admin::target))
         .route("/admin/providers/{name}/{action}", post(admin::provider))
         .route(
@@ -186,10 +189,26 @@ pub struct Background {
     stop: tokio::sync::watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
     probes: Option<tokio::task::JoinHandle<()>>,
+    /// The periodic look at the providers' rate limits.
+    capacity: Option<tokio::task::JoinHandle<()>>,
     spans: Option<tokio::task::JoinHandle<()>>,
     store: Option<std::thread::JoinHandle<()>>,
     /// The weekly digest to the alert sinks (none without a sink that takes it, or when off).
     digest: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// How often forecasts of quiet targets are closed out and limit-change notices expired.
+const CAPACITY_TICK: Duration = Duration::from_secs(60);
+
+async fn watch_capacity(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(CAPACITY_TICK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => state.capacity_tick(),
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 impl Background {
@@ -215,6 +234,7 @@ impl Background {
                 .map(tokio::spawn)
         });
         let digest = alerts::start_digest(state, stopped.clone());
+        let capacity = tokio::spawn(watch_capacity(state.clone(), stopped.clone()));
         let probes = tokio::spawn(probes::run(state.clone(), stopped));
         let store =
             state
@@ -238,6 +258,7 @@ impl Background {
             stop,
             task,
             probes: Some(probes),
+            capacity: Some(capacity),
             spans,
             store,
             digest,
@@ -259,6 +280,9 @@ impl Background {
         }
         if let Some(probes) = self.probes.take() {
             let _ = tokio::time::timeout(limit, probes).await;
+        }
+        if let Some(capacity) = self.capacity.take() {
+            let _ = tokio::time::timeout(limit, capacity).await;
         }
         if let Some(spans) = self.spans.take() {
             let limit = self

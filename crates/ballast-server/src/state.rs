@@ -41,6 +41,8 @@ pub struct AppState {
     pub(crate) runtime: Runtime,
     /// The request log line and metrics, fed by the request path's records.
     pub(crate) telemetry: Telemetry,
+    /// The providers' rate limits per target, from their response headers (aggregates only).
+    pub(crate) capacity: Arc<crate::capacity::Capacity>,
     models_body: Bytes,
 }
 
@@ -100,7 +102,12 @@ impl AppState {
             .collect::<Result<Vec<_>, StateError>>()?;
         let runtime = Runtime::new(&config, seed);
         let labels: Vec<String> = runtime.targets.iter().map(|t| t.label.clone()).collect();
-        let telemetry = Telemetry::new(&config, &labels);
+        let mut telemetry = Telemetry::new(&config, &labels);
+        let capacity = Arc::new(crate::capacity::Capacity::new(
+            &labels,
+            ballast_core::ratelimit::HeadroomConfig::default(),
+        ));
+        capacity.register(telemetry.registry_mut());
         let mut targets = Vec::with_capacity(config.routes.len());
         for route in &config.routes {
             let mut prepared = Vec::with_capacity(route.targets.len());
@@ -142,8 +149,45 @@ impl AppState {
             transport,
             runtime,
             telemetry,
+            capacity,
             models_body,
         })
+    }
+
+    /// An upstream answer's head arrived: its rate-limit headers (if any) update the target's
+    /// capacity, and what they say worth an incident opens one.
+    pub(crate) fn observe_capacity(&self, target: usize, headers: &http::HeaderMap) {
+        let events = self
+            .capacity
+            .observe(target, headers, tokio::time::Instant::now());
+        self.capacity_events(&events);
+    }
+
+    /// The periodic look at capacity: forecasts of targets gone quiet, and limit-change notices
+    /// that have run their time.
+    pub(crate) fn capacity_tick(&self) {
+        let events = self.capacity.tick(tokio::time::Instant::now());
+        self.capacity_events(&events);
+        self.telemetry
+            .incidents
+            .expire_limit_changes(std::time::SystemTime::now(), |t| self.target_label(t));
+    }
+
+    fn capacity_events(&self, events: &[crate::capacity::CapacityEvent]) {
+        if !self.config.signal.detectors {
+            return;
+        }
+        for ev in events {
+            let label = self.target_label(ev.target());
+            self.telemetry.incidents.capacity(ev, &label);
+        }
+    }
+
+    fn target_label(&self, target: usize) -> String {
+        self.runtime
+            .targets
+            .get(target)
+            .map_or_else(String::new, |t| t.label.clone())
     }
 
     /// The index of the route clients call `model`.

@@ -288,6 +288,11 @@ pub struct LiveState<'a> {
 }
 
 impl Telemetry {
+    /// The registry `/metrics` renders, for collectors kept elsewhere (rate-limit capacity).
+    pub(crate) fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// Registers every family. `target_labels` are the gateway's target states in order (`provider/model`).
     pub fn new(config: &Config, target_labels: &[String]) -> Self {
         let mut registry = Registry::default();
@@ -818,7 +823,11 @@ impl Telemetry {
             let Some((label, _, _)) = self.names.targets.get(i) else {
                 continue;
             };
-            for (signal, (score, threshold)) in Signal::ALL.iter().zip(scores) {
+            for (signal, (score, threshold)) in Signal::ALL
+                .iter()
+                .zip(scores)
+                .filter(|(s, _)| s.detector())
+            {
                 let l = DetectorLabels {
                     target: label.clone(),
                     signal: signal.as_str(),

@@ -43,6 +43,12 @@ pub(crate) fn router(sim: Arc<SimState>) -> Router {
                 .post(control::set_faults)
                 .delete(control::clear_faults),
         )
+        .route(
+            "/_sim/limits",
+            get(control::get_limits)
+                .post(control::set_limits)
+                .delete(control::clear_limits),
+        )
         .route("/_sim/stats", get(control::stats))
         .route("/_sim/requests", get(control::requests))
         .route("/_sim/reset", post(control::reset))

@@ -1,4 +1,5 @@
-//! The control plane under `/_sim/`: faults, stats, recorded requests, reset and health. Never faulted.
+//! The control plane under `/_sim/`: faults, rate limits, stats, recorded requests, reset and
+//! health. Never faulted.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use http::StatusCode;
 use serde_json::json;
 
 use crate::faults::Faults;
+use crate::limits::Limits;
 use crate::state::SimState;
 
 fn bad_request(message: String) -> Response {
@@ -38,6 +40,31 @@ pub(crate) async fn set_faults(State(sim): State<Arc<SimState>>, body: Bytes) ->
 pub(crate) async fn clear_faults(State(sim): State<Arc<SimState>>) -> Json<Faults> {
     sim.set_faults(Faults::default());
     Json(Faults::default())
+}
+
+/// `GET /_sim/limits`
+pub(crate) async fn get_limits(State(sim): State<Arc<SimState>>) -> Json<Limits> {
+    Json(sim.current_limits())
+}
+
+/// `POST /_sim/limits`: replaces the rate limits with the body (a JSON `Limits`; fields left out
+/// take their defaults).
+pub(crate) async fn set_limits(State(sim): State<Arc<SimState>>, body: Bytes) -> Response {
+    let limits: Limits = match serde_json::from_slice(&body) {
+        Ok(l) => l,
+        Err(e) => return bad_request(format!("invalid limits: {e}")),
+    };
+    if let Err(e) = limits.validate() {
+        return bad_request(format!("invalid limits: {e}"));
+    }
+    sim.set_limits(limits.clone());
+    Json(limits).into_response()
+}
+
+/// `DELETE /_sim/limits`: back to the default limits.
+pub(crate) async fn clear_limits(State(sim): State<Arc<SimState>>) -> Json<Limits> {
+    sim.set_limits(Limits::default());
+    Json(Limits::default())
 }
 
 /// `GET /_sim/stats`

@@ -12,7 +12,8 @@
 //! cleanly, with a cut connection, with the provider's mid-stream error event, or in silence), open
 //! and fall silent, and prefills can be refused, to exercise mid-stream failover; a request that asks
 //! to continue an answer (an assistant prefill, or an assistant turn then a user turn asking to
-//! continue) gets exactly the rest of it.
+//! continue) gets exactly the rest of it. OpenAI and Anthropic answers carry the providers'
+//! rate-limit headers, from buckets whose limits can be changed (and enforced) at run time.
 //!
 //! It serves the gateway's tests (start on port 0, assert on [`SimHandle::recent_requests`]),
 //! `ballast demo`, the benchmarks, and users who run `ballast sim` in staging for chaos experiments.
@@ -33,6 +34,7 @@ mod app;
 mod control;
 mod faults;
 mod generate;
+mod limits;
 mod raw;
 mod server;
 mod sse;
@@ -48,6 +50,7 @@ pub use faults::{
     Faults, FaultsError, HangFault, HostileFault, HostileMode, RateLimitFault, RejectPrefillFault,
     RoleThenSilenceFault, Script, SlowFault, TruncateFault, TruncateMode,
 };
+pub use limits::{Limits, LimitsError};
 pub use server::{SimHandle, start};
 pub use stats::{ApiCounts, OutcomeCounts, RECENT_REQUESTS_CAPACITY, RecordedRequest, Stats};
 
@@ -69,10 +72,14 @@ pub struct SimConfig {
     /// `top_p` on newer Claude models, sampling parameters and `max_tokens` on OpenAI reasoning
     /// models (see the README's *Parameter rules*). On by default; off answers them anyway.
     pub strict_params: bool,
+    /// The rate limits OpenAI and Anthropic answers report (and, with `enforce`, apply); replaceable
+    /// at run time.
+    pub limits: Limits,
 }
 
 impl Default for SimConfig {
-    /// Seed 0, no latency, no faults, no key, strict parameter rules.
+    /// Seed 0, no latency, no faults, no key, strict parameter rules, the default (high, not
+    /// enforced) rate limits.
     fn default() -> SimConfig {
         SimConfig {
             seed: 0,
@@ -81,6 +88,7 @@ impl Default for SimConfig {
             faults: Faults::default(),
             require_key: None,
             strict_params: true,
+            limits: Limits::default(),
         }
     }
 }

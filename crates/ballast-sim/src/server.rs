@@ -77,6 +77,17 @@ impl SimHandle {
         self.state.current_faults()
     }
 
+    /// Replaces the rate limits from now on (values out of range are clamped; the HTTP control
+    /// plane validates instead). What the buckets hold carries over, capped at the new limits.
+    pub fn set_limits(&self, limits: crate::Limits) {
+        self.state.set_limits(limits);
+    }
+
+    /// The rate limits in force.
+    pub fn limits(&self) -> crate::Limits {
+        self.state.current_limits()
+    }
+
     /// Counters since start or the last reset.
     pub fn stats(&self) -> Stats {
         self.state.stats()
@@ -87,7 +98,8 @@ impl SimHandle {
         self.state.recent_requests()
     }
 
-    /// Clears stats and recorded requests and restarts the seeded draws (as `POST /_sim/reset`).
+    /// Clears stats and recorded requests, restarts the seeded draws and refills the rate-limit
+    /// buckets (as `POST /_sim/reset`).
     pub fn reset(&self) {
         self.state.reset();
     }

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use crate::SimConfig;
 use crate::api::Api;
 use crate::faults::{Decision, Faults, decide};
+use crate::limits::{LimitState, Limits, Quota};
 use crate::stats::{Outcome, Recent, RecordedRequest, Stats};
 
 /// Base latency used by `slow` when the configured latency is zero, so `slow` is never a no-op.
@@ -30,6 +31,7 @@ pub(crate) struct SimState {
     ids: AtomicU64,
     stats: Mutex<Stats>,
     recent: Mutex<Recent>,
+    limits: Mutex<LimitState>,
 }
 
 /// The latency one answer is served with.
@@ -57,6 +59,7 @@ impl SimState {
             ids: AtomicU64::new(0),
             stats: Mutex::new(Stats::default()),
             recent: Mutex::new(Recent::default()),
+            limits: Mutex::new(LimitState::new(config.limits, tokio::time::Instant::now())),
         }
     }
 
@@ -66,6 +69,25 @@ impl SimState {
 
     pub fn set_faults(&self, faults: Faults) {
         self.faults.send_replace(faults);
+    }
+
+    pub fn current_limits(&self) -> Limits {
+        lock(&self.limits).limits()
+    }
+
+    /// New rate limits from now on (what the buckets hold carries over, capped at the new limits).
+    pub fn set_limits(&self, limits: Limits) {
+        lock(&self.limits).set(limits, tokio::time::Instant::now());
+    }
+
+    /// Charges one answer to `api`'s rate-limit buckets; `None` for an API without limits.
+    pub fn charge(&self, api: Api, input_tokens: u64, output_tokens: u64) -> Option<Quota> {
+        lock(&self.limits).charge(
+            api,
+            input_tokens,
+            output_tokens,
+            tokio::time::Instant::now(),
+        )
     }
 
     /// Draws the faults for one request.
@@ -134,8 +156,10 @@ impl SimState {
         lock(&self.recent).snapshot()
     }
 
-    /// Clears counters and recorded requests and restarts the seeded draws (faults are kept).
+    /// Clears counters and recorded requests, restarts the seeded draws and refills the rate-limit
+    /// buckets (faults and limits are kept).
     pub fn reset(&self) {
+        lock(&self.limits).refill_all(tokio::time::Instant::now());
         *lock(&self.stats) = Stats::default();
         lock(&self.recent).clear();
         *lock(&self.rng) = fastrand::Rng::with_seed(self.seed);

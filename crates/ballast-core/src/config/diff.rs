@@ -759,6 +759,13 @@ fn settings(c: &Config) -> Vec<(String, Value)> {
             json!(c.limits.max_buffered_bytes),
         ),
         ("alerts.sinks", json!(sinks)),
+        (
+            "alerts.digest",
+            json!(match c.alerts_digest {
+                super::Digest::Weekly => "weekly",
+                super::Digest::Off => "off",
+            }),
+        ),
         ("signal.eject", json!(c.signal.eject)),
         ("signal.detectors", json!(c.signal.detectors)),
         ("incidents.store", store),

@@ -48,6 +48,8 @@ pub struct Config {
     pub limits: Limits,
     /// Where incidents are announced.
     pub alerts: Vec<AlertSink>,
+    /// `[alerts] digest`: the weekly digest to the sinks (Mondays at 09:00 UTC), or none.
+    pub alerts_digest: Digest,
     pub signal: SignalSettings,
     pub incidents: IncidentSettings,
     pub probes: ProbeSettings,
@@ -477,7 +479,30 @@ impl Validator<'_> {
     }
 }
 
+/// When the alert sinks get a digest of open incidents, overdue follow-ups and recurrences.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Digest {
+    /// Mondays at 09:00 UTC.
+    #[default]
+    Weekly,
+    Off,
+}
+
 impl Validator<'_> {
+    fn alerts_digest(&mut self, raw: &raw::RawAlerts) -> Digest {
+        match raw.digest.as_deref().map(str::trim) {
+            None | Some("weekly") => Digest::Weekly,
+            Some("off") => Digest::Off,
+            Some(other) => {
+                self.err(
+                    "alerts.digest",
+                    format!("unknown value {other:?}: use \"weekly\" (Mondays at 09:00 UTC) or \"off\""),
+                );
+                Digest::Weekly
+            }
+        }
+    }
+
     fn alerts(&mut self, raw: &raw::RawAlerts) -> Vec<AlertSink> {
         let mut sinks = Vec::new();
         for (i, s) in raw.sinks.iter().enumerate() {
@@ -721,6 +746,7 @@ fn validate(raw: RawConfig, env: &dyn env::Env) -> Result<Config, ConfigErrors> 
     };
     let limits = v.limits(&raw.limits);
     let alerts = v.alerts(&raw.alerts);
+    let alerts_digest = v.alerts_digest(&raw.alerts);
     let telemetry = v.telemetry(&raw.telemetry);
 
     let mut gateway_keys = Vec::new();
@@ -999,6 +1025,7 @@ fn validate(raw: RawConfig, env: &dyn env::Env) -> Result<Config, ConfigErrors> 
         cache,
         limits,
         alerts,
+        alerts_digest,
         signal: SignalSettings {
             eject: raw.signal.eject.unwrap_or(true),
             detectors: raw.signal.detectors.unwrap_or(true),

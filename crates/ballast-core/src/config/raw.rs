@@ -108,6 +108,8 @@ pub struct RawTelemetry {
 pub struct RawAlerts {
     #[serde(default)]
     pub sinks: Vec<RawSink>,
+    /// The digest of open incidents, overdue follow-ups and recurrences: `weekly` (default) or `off`.
+    pub digest: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -51,10 +51,14 @@ pub enum Signal {
     Repetition,
     /// Answers that are not valid JSON when the request asked for JSON.
     InvalidJson,
+    /// The provider's rate limit changed without notice (read from its response headers).
+    RateLimitChanged,
+    /// At the current growth of use, the provider's rate limit will be reached within a day.
+    Headroom,
 }
 
 impl Signal {
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 11;
 
     pub const ALL: [Signal; Signal::COUNT] = [
         Signal::Availability,
@@ -66,6 +70,8 @@ impl Signal {
         Signal::StopReason,
         Signal::Repetition,
         Signal::InvalidJson,
+        Signal::RateLimitChanged,
+        Signal::Headroom,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -79,7 +85,15 @@ impl Signal {
             Signal::StopReason => "stop_reason",
             Signal::Repetition => "repetition",
             Signal::InvalidJson => "invalid_json",
+            Signal::RateLimitChanged => "rate_limit_changed",
+            Signal::Headroom => "headroom",
         }
+    }
+
+    /// Whether a statistical detector watches traffic for it (the capacity signals come from the
+    /// providers' rate-limit headers instead, and have no score).
+    pub const fn detector(self) -> bool {
+        !matches!(self, Signal::RateLimitChanged | Signal::Headroom)
     }
 
     pub const fn index(self) -> usize {

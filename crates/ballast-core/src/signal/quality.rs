@@ -356,7 +356,9 @@ impl RareDefectConfig {
             | Signal::HardFailure
             | Signal::Latency
             | Signal::AnswerLength
-            | Signal::StopReason => Self::for_signal(Signal::WrongScript),
+            | Signal::StopReason
+            | Signal::RateLimitChanged
+            | Signal::Headroom => Self::for_signal(Signal::WrongScript),
         }
     }
 

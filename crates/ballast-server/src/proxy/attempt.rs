@@ -124,11 +124,13 @@ pub(super) async fn attempt(
     let resp = match tokio::time::timeout_at(clock.first, st.transport.send(req)).await {
         Err(_) => return Err(clock.too_late()),
         Ok(Err(f)) => return Err(f),
-        Ok(Ok(resp)) if !resp.status.is_success() => {
-            return Err(status_failure(resp, clock.end, &st.runtime.buffered).await);
-        }
         Ok(Ok(resp)) => resp,
     };
+    // Every answer's head (a 429's too) says how much of the provider's limit is left.
+    st.observe_capacity(target.state, &resp.headers);
+    if !resp.status.is_success() {
+        return Err(status_failure(resp, clock.end, &st.runtime.buffered).await);
+    }
     let status = resp.status;
     // The upstream's content type goes to the client only when the bytes are the upstream's.
     let content_type = if prepared.translated {

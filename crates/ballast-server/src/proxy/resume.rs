@@ -183,7 +183,11 @@ async fn try_target(
             headers: st.providers[target.provider].headers.clone(),
             body: Bytes::from(encoded.body),
         };
-        let failure = match tokio::time::timeout_at(first, st.transport.send(upstream_req)).await {
+        let sent = tokio::time::timeout_at(first, st.transport.send(upstream_req)).await;
+        if let Ok(Ok(resp)) = &sent {
+            st.observe_capacity(target.state, &resp.headers);
+        }
+        let failure = match sent {
             Err(_) => too_late(),
             Ok(Err(f)) => f,
             Ok(Ok(resp)) if !resp.status.is_success() => {

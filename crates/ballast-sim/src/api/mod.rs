@@ -2,7 +2,8 @@
 //!
 //! A request goes: read the body (bounded) → record it → check the key → parse JSON → draw faults →
 //! validate into a [`Prompt`] (with the model's [`params`] rules; `reject_prefill` refuses a prefill
-//! here) → generate (continuing an answer when asked to: [`Prompt::continuation`]) → render in the
+//! here) → generate (continuing an answer when asked to: [`Prompt::continuation`]) → charge it to the
+//! API's rate limits ([`crate::limits`]: a 429 when enforced and spent) → render in the
 //! dialect's wire format (JSON or SSE, cut by `truncate`, or only opened under `role_then_silence`),
 //! or, under the `hostile` fault, rewrite that rendering into broken bytes ([`hostile`]). Adding an
 //! API is one new module implementing [`Dialect`] plus a route (as `responses` did).
@@ -361,6 +362,19 @@ pub(crate) async fn generate<D: Dialect>(
         created: unix_now(),
         model: prompt.model.clone(),
     };
+    // Every answer is charged to the API's rate-limit buckets; enforcing, one they cannot pay for is
+    // the provider's 429 instead.
+    let quota = sim.charge(D::API, answer.input_tokens, answer.output_tokens);
+    if let Some(quota) = quota.as_ref().filter(|q| !q.granted) {
+        let retry_after_secs = quota.retry_after_secs;
+        let failure = Failure::RateLimited { retry_after_secs };
+        let mut response = fail::<D>(&sim, &failure, &inbound.request_id);
+        if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+            response.headers_mut().insert("retry-after", v);
+        }
+        quota.write(response.headers_mut());
+        return response;
+    }
     let pacing = sim.pacing(decision.slow);
     if decision.role_then_silence {
         sim.count(Some(D::API), Outcome::Hang);
@@ -374,6 +388,9 @@ pub(crate) async fn generate<D: Dialect>(
             json_body(paced_body(Vec::new(), pacing, Ending::Silence))
         };
         D::headers(response.headers_mut(), &inbound.request_id);
+        if let Some(quota) = &quota {
+            quota.write(response.headers_mut());
+        }
         return response;
     }
     let outcome = if decision.hostile.is_some() {
@@ -420,6 +437,9 @@ pub(crate) async fn generate<D: Dialect>(
         }
     };
     D::headers(response.headers_mut(), &inbound.request_id);
+    if let Some(quota) = &quota {
+        quota.write(response.headers_mut());
+    }
     response
 }
 

@@ -9,6 +9,7 @@ mod failover;
 mod faults;
 mod gemini;
 mod hostile;
+mod limits;
 mod openai;
 mod params;
 mod responses;
