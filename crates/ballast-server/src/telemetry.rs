@@ -823,10 +823,8 @@ impl Telemetry {
             let Some((label, _, _)) = self.names.targets.get(i) else {
                 continue;
             };
-            for (signal, (score, threshold)) in Signal::ALL
-                .iter()
-                .zip(scores)
-                .filter(|(s, _)| s.detector())
+            for (signal, (score, threshold)) in
+                Signal::ALL.iter().zip(scores).filter(|(s, _)| s.detector())
             {
                 let l = DetectorLabels {
                     target: label.clone(),

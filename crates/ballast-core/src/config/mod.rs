@@ -496,7 +496,9 @@ impl Validator<'_> {
             Some(other) => {
                 self.err(
                     "alerts.digest",
-                    format!("unknown value {other:?}: use \"weekly\" (Mondays at 09:00 UTC) or \"off\""),
+                    format!(
+                        "unknown value {other:?}: use \"weekly\" (Mondays at 09:00 UTC) or \"off\""
+                    ),
                 );
                 Digest::Weekly
             }
