@@ -315,6 +315,51 @@ pub async fn digest_send(State(st): State<Arc<AppState>>, headers: HeaderMap) ->
         .into_response()
 }
 
+/// `GET /admin/config/versions`: the configurations this gateway's store has kept, newest first,
+/// each with its hash, when and how it was applied, and what changed from the one before (the
+/// redacted text with `?full=true`).
+pub async fn config_versions(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    if let Some(r) = refuse(&st, &headers) {
+        return r;
+    }
+    let Some(path) = st.config.incidents.store.as_ref() else {
+        return (
+            http::StatusCode::CONFLICT,
+            Json(json!({"error": {"message": "no store: set [incidents] store to keep configuration versions"}})),
+        )
+            .into_response();
+    };
+    let full = q.get("full").is_some_and(|v| v == "true");
+    match crate::store::config_versions(path, 200) {
+        Ok(rows) => Json(json!({
+            "versions": rows.iter().map(|v| {
+                let mut j = json!({
+                    "version": v.id,
+                    "hash": v.hash,
+                    "applied_at": crate::runtime::rfc3339(v.applied_at),
+                    "source": v.source,
+                    "summary": v.summary,
+                    "outcome": v.outcome,
+                });
+                if full {
+                    j["config"] = json!(v.config);
+                }
+                j
+            }).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(e) => (
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": {"message": e.to_string()}})),
+        )
+            .into_response(),
+    }
+}
+
 /// `GET /admin/capacity`: each target's rate limits as its provider last reported them (limit,
 /// remaining, reset), the use trend and the hours until the limit at its current growth.
 pub async fn capacity(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {

@@ -43,7 +43,8 @@ use tower::ServiceExt as _;
 
 pub use state::{AppState, StateError};
 pub use store::{
-    FollowupRow, Row as IncidentRow, StoreError, followup_history, history as incident_history,
+    FollowupRow, Row as IncidentRow, StoreError, VersionRow, config_versions, followup_history,
+    history as incident_history,
 };
 pub use upstream::plain_client;
 pub use upstream::{
@@ -73,6 +74,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/admin/targets", get(admin::targets))
         .route("/admin/incidents", get(admin::incidents))
         .route("/admin/config", get(admin::config))
+        .route("/admin/config/versions", get(admin::config_versions))
         .route("/admin/capacity", get(admin::capacity))
         .route("/admin/targets/{action}", post(admin::target))
         .route("/admin/providers/{name}/{action}", post(admin::provider))
@@ -197,6 +199,36 @@ pub struct Background {
     digest: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// Keeps the configuration the gateway starts with as a version in the store, when it differs
+/// from the last one kept there, with what changed.
+fn record_config_version(conn: &rusqlite::Connection, config: &ballast_core::config::Config) {
+    use ballast_core::config::diff;
+    let redacted = diff::redacted_toml(config);
+    let summary = |previous: Option<&str>| match previous {
+        None => "the first version kept".to_owned(),
+        Some(text) => match diff::parse_redacted(text, &ballast_core::config::env::ProcessEnv) {
+            Ok(prev) => diff::diff(&prev, config).summary(),
+            Err(_) => "the previous version no longer reads as a configuration".to_owned(),
+        },
+    };
+    match store::record_config(
+        conn,
+        &redacted,
+        "ballast serve (at start)",
+        summary,
+        std::time::SystemTime::now(),
+    ) {
+        Ok(Some(v)) => tracing::info!(
+            version = v.id,
+            hash = v.hash.as_str(),
+            "configuration version kept: {}",
+            v.summary
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!("could not keep the configuration version: {e}"),
+    }
+}
+
 /// How often forecasts of quiet targets are closed out and limit-change notices expired.
 const CAPACITY_TICK: Duration = Duration::from_secs(60);
 
@@ -244,6 +276,7 @@ impl Background {
                 .as_ref()
                 .and_then(|path| match store::open(path) {
                     Ok((conn, rows)) => {
+                        record_config_version(&conn, &state.config);
                         let (handle, thread) = store::start(conn, path.clone());
                         incidents.attach_store(handle, rows);
                         Some(thread)

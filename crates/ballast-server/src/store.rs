@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 
 /// Rows waiting for the writer before new ones are dropped.
@@ -23,8 +23,101 @@ const LOAD: usize = 1000;
 /// Follow-ups read back at start (open ones first, then the newest closed ones).
 pub const FOLLOWUPS_LOAD: usize = 10_000;
 /// The schema this build writes (`PRAGMA user_version`): 0 was incidents only; 1 added each
-/// incident's recurrence and the follow-ups table.
-const SCHEMA: i64 = 1;
+/// incident's recurrence and the follow-ups table; 2 the configuration versions.
+const SCHEMA: i64 = 2;
+
+/// One configuration the gateway ran: kept when it starts with one that differs from the last.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VersionRow {
+    pub id: u64,
+    /// FNV-1a (64-bit, hex) of its redacted TOML: which configuration, not a secret's digest.
+    pub hash: String,
+    pub applied_at: SystemTime,
+    /// How it was applied (`ballast serve` at start).
+    pub source: String,
+    /// What changed from the version before it (`ConfigDiff::summary`).
+    pub summary: String,
+    pub outcome: String,
+    /// The configuration as `GET /admin/config` renders it: every secret replaced.
+    pub config: String,
+}
+
+/// The hash [`VersionRow::hash`] names a configuration by.
+pub fn config_hash(redacted: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in redacted.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Keeps `redacted` as a new version unless it is the one the store saw last; `summary` says what
+/// changed from that one's text. Returns the new row, or `None` when nothing changed.
+pub fn record_config(
+    conn: &Connection,
+    redacted: &str,
+    source: &str,
+    summary: impl FnOnce(Option<&str>) -> String,
+    now: SystemTime,
+) -> rusqlite::Result<Option<VersionRow>> {
+    let hash = config_hash(redacted);
+    let last: Option<(String, String)> = conn
+        .query_row(
+            "SELECT hash, config FROM config_versions ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if last.as_ref().is_some_and(|(h, _)| *h == hash) {
+        return Ok(None);
+    }
+    let summary = summary(last.as_ref().map(|(_, c)| c.as_str()));
+    let outcome = "applied".to_owned();
+    conn.execute(
+        "INSERT INTO config_versions (hash, applied_at, source, summary, outcome, config)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![hash, secs(now), source, summary, outcome, redacted],
+    )?;
+    Ok(Some(VersionRow {
+        id: u64::try_from(conn.last_insert_rowid()).unwrap_or(0),
+        hash,
+        applied_at: time(secs(now)),
+        source: source.to_owned(),
+        summary,
+        outcome,
+        config: redacted.to_owned(),
+    }))
+}
+
+/// The configuration versions of a store file, newest first, without writing to it (none in a
+/// file written before versions were kept).
+pub fn config_versions(path: &Path, limit: usize) -> Result<Vec<VersionRow>, StoreError> {
+    let conn = open_read_only(path)?;
+    if schema(&conn).map_err(|e| store_error(path, &e))? < 2 {
+        return Ok(Vec::new());
+    }
+    read_versions(&conn, limit).map_err(|e| store_error(path, &e))
+}
+
+fn read_versions(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<VersionRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, hash, applied_at, source, summary, outcome, config FROM config_versions
+         ORDER BY id DESC LIMIT ?1",
+    )?;
+    let rows = stmt.query_map(params![i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+        Ok(VersionRow {
+            id: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+            hash: r.get(1)?,
+            applied_at: time(r.get(2)?),
+            source: r.get(3)?,
+            summary: r.get(4)?,
+            outcome: r.get(5)?,
+            config: r.get(6)?,
+        })
+    })?;
+    rows.collect()
+}
 
 /// One incident as stored.
 #[derive(Clone, Debug, PartialEq)]
@@ -277,11 +370,35 @@ fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-/// Brings a store written by an earlier version up to [`SCHEMA`], in one transaction.
+/// Brings a store written by an earlier version up to [`SCHEMA`], one step at a time, each in one
+/// transaction.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if schema(conn)? >= SCHEMA {
         return Ok(());
     }
+    if schema(conn)? < 1 {
+        migrate_to_1(conn)?;
+    }
+    if schema(conn)? < 2 {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS config_versions (
+                id INTEGER PRIMARY KEY,
+                hash TEXT NOT NULL,
+                applied_at INTEGER NOT NULL,
+                source TEXT NOT NULL,
+                summary TEXT NOT NULL,
+                outcome TEXT NOT NULL,
+                config TEXT NOT NULL
+             );
+             PRAGMA user_version = 2;",
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn migrate_to_1(conn: &Connection) -> rusqlite::Result<()> {
     let tx = conn.unchecked_transaction()?;
     tx.execute_batch(
         "ALTER TABLE incidents ADD COLUMN recurrence TEXT;

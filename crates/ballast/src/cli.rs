@@ -44,6 +44,9 @@ pub enum Command {
     Incidents(IncidentsArgs),
     /// Show a running gateway's targets, breakers, detectors, open incidents and overdue follow-ups.
     Status(StatusArgs),
+    /// The configuration versions a gateway ran, as its incident store keeps them.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Replay a real outage against a gateway and its providers under load, and report survival.
     Chaos(ChaosArgs),
 }
@@ -128,6 +131,30 @@ pub struct IncidentsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// The configurations `ballast serve` started with, newest first: version, hash, when, and
+    /// what changed from the one before (secrets never kept).
+    History(ConfigHistoryArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigHistoryArgs {
+    /// The incident store (an SQLite file). Default: the configuration's `[incidents] store`, else
+    /// ./ballast-incidents.sqlite.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Configuration file naming the store.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also print each version's configuration (redacted TOML), with --json.
+    #[arg(long, requires = "json")]
+    pub full: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -15,9 +15,9 @@ use ballast_server::AppState;
 use tokio::net::TcpListener;
 
 use crate::cli::{
-    AdminApiArgs, CheckArgs, Command, DemoArgs, FollowupAddArgs, FollowupCommand, FollowupEditArgs,
-    FollowupListArgs, FollowupStateArg, IncidentsArgs, IncidentsCommand, ServeArgs, SimArgs,
-    StatusArgs,
+    AdminApiArgs, CheckArgs, Command, ConfigCommand, ConfigHistoryArgs, DemoArgs, FollowupAddArgs,
+    FollowupCommand, FollowupEditArgs, FollowupListArgs, FollowupStateArg, IncidentsArgs,
+    IncidentsCommand, ServeArgs, SimArgs, StatusArgs,
 };
 
 /// Stdout could not be written: what follows is not written either.
@@ -58,8 +58,56 @@ pub async fn run(command: Command) -> Result<(), String> {
             None => incidents(&a),
         },
         Command::Status(a) => status(&a).await,
+        Command::Config(ConfigCommand::History(a)) => config_history(&a),
         Command::Chaos(a) => crate::chaos::run(a).await,
     }
+}
+
+/// `ballast config history`: the versions kept in the incident store, newest first.
+fn config_history(args: &ConfigHistoryArgs) -> Result<(), String> {
+    let path = store_path(args.store.as_ref(), args.config.as_ref())?;
+    let rows = ballast_server::config_versions(&path, 1000).map_err(|e| e.to_string())?;
+    if args.json {
+        let list: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|v| {
+                let mut j = serde_json::json!({
+                    "version": v.id,
+                    "hash": v.hash,
+                    "applied_at": humantime::format_rfc3339_seconds(v.applied_at).to_string(),
+                    "source": v.source,
+                    "summary": v.summary,
+                    "outcome": v.outcome,
+                });
+                if args.full {
+                    j["config"] = serde_json::json!(v.config);
+                }
+                j
+            })
+            .collect();
+        let text = serde_json::to_string_pretty(&list).map_err(|e| e.to_string())?;
+        println!("{text}");
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("{}: no configuration version kept yet", path.display());
+        return Ok(());
+    }
+    println!(
+        "{:>7}  {:<16}  {:<20}  {:<10}  CHANGE",
+        "VERSION", "HASH", "APPLIED", "OUTCOME"
+    );
+    for v in &rows {
+        println!(
+            "{:>7}  {:<16}  {:<20}  {:<10}  {}",
+            v.id,
+            v.hash,
+            humantime::format_rfc3339_seconds(v.applied_at).to_string(),
+            v.outcome,
+            v.summary
+        );
+    }
+    Ok(())
 }
 
 async fn status(args: &StatusArgs) -> Result<(), String> {

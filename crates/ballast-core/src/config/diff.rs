@@ -810,6 +810,51 @@ impl ConfigDiff {
         self.routes.is_empty() && self.providers.is_empty() && self.settings.is_empty()
     }
 
+    /// The change in one line, for a version history: what was added, removed and changed, by
+    /// name, and how many warnings and errors it raises.
+    pub fn summary(&self) -> String {
+        if self.is_empty() {
+            return "no change".to_owned();
+        }
+        let mut parts = Vec::new();
+        for (change, sign) in [
+            (Kind::Added, "+"),
+            (Kind::Removed, "-"),
+            (Kind::Changed, "~"),
+        ] {
+            let names: Vec<&str> = self
+                .routes
+                .iter()
+                .filter(|r| r.change == change)
+                .map(|r| r.name.as_str())
+                .collect();
+            if !names.is_empty() {
+                parts.push(format!("route {sign}{}", names.join(&format!(" {sign}"))));
+            }
+            let names: Vec<&str> = self
+                .providers
+                .iter()
+                .filter(|p| p.change == change)
+                .map(|p| p.name.as_str())
+                .collect();
+            if !names.is_empty() {
+                parts.push(format!("provider {sign}{}", names.join(&format!(" {sign}"))));
+            }
+        }
+        if !self.settings.is_empty() {
+            let keys: Vec<&str> = self.settings.iter().map(|c| c.path.as_str()).collect();
+            parts.push(format!("settings ~{}", keys.join(" ~")));
+        }
+        let (w, e) = (
+            self.count_findings(Level::Warning),
+            self.count_findings(Level::Error),
+        );
+        if w + e > 0 {
+            parts.push(format!("{w} warning(s), {e} error(s)"));
+        }
+        parts.join("; ")
+    }
+
     /// Whether no finding is an error.
     pub fn passes(&self) -> bool {
         !self.findings.iter().any(|f| f.level == Level::Error)
