@@ -838,7 +838,10 @@ impl ConfigDiff {
                 .map(|p| p.name.as_str())
                 .collect();
             if !names.is_empty() {
-                parts.push(format!("provider {sign}{}", names.join(&format!(" {sign}"))));
+                parts.push(format!(
+                    "provider {sign}{}",
+                    names.join(&format!(" {sign}"))
+                ));
             }
         }
         if !self.settings.is_empty() {
