@@ -20,6 +20,7 @@ use serde_json::value::RawValue;
 use crate::api::ApiFormat;
 use crate::model::{ChatRequest, Message, Part, Role, StreamEvent, Usage};
 use crate::sse::{SseEvent, SseParser};
+use crate::translate::MAX_TOOL_CALLS;
 
 /// What a target that cannot take an assistant prefill is asked after the delivered text.
 pub const CONTINUE_INSTRUCTION: &str = "Your previous reply was cut off mid-way. Continue it from \
@@ -360,8 +361,9 @@ pub struct ResumePoint {
     /// Anthropic: content blocks opened, the index of the block still open, and whether it is text.
     pub blocks: usize,
     pub open_block: Option<(usize, bool)>,
-    /// OpenAI Chat: tool calls sent.
+    /// OpenAI Chat: tool calls sent (at most [`MAX_TOOL_CALLS`] counted).
     pub tool_calls: usize,
+    chat_call_indices: Vec<u64>,
     /// Responses: the output items sent, and the last sequence number.
     pub items: Vec<ResumeItem>,
     pub last_sequence_number: Option<u64>,
@@ -439,11 +441,15 @@ impl ResumePoint {
                         .into_iter()
                         .flatten()
                     {
+                        // Counted by the distinct indices seen, never sized by one: a provider's
+                        // index is any number it likes.
                         let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
-                        let n = usize::try_from(index)
-                            .unwrap_or(usize::MAX)
-                            .saturating_add(1);
-                        self.tool_calls = self.tool_calls.max(n);
+                        if !self.chat_call_indices.contains(&index)
+                            && self.chat_call_indices.len() < MAX_TOOL_CALLS
+                        {
+                            self.chat_call_indices.push(index);
+                            self.tool_calls = self.chat_call_indices.len();
+                        }
                     }
                 }
             }
@@ -549,8 +555,9 @@ fn verbatim(v: &Value) -> Option<ResumeItem> {
 // The splice.
 
 /// Continuation text is held back while it could still turn out to repeat the end of what was
-/// delivered; this much of the delivered text is compared.
-const OVERLAP_WINDOW: usize = 2048;
+/// delivered; this much of the delivered text is compared. Each check costs up to the window
+/// squared, and a continuation's text is checked as it arrives until decided: small on purpose.
+const OVERLAP_WINDOW: usize = 512;
 
 /// Shorter matches are taken for coincidence, unless the whole delivered text is repeated.
 const MIN_OVERLAP: usize = 12;
@@ -937,6 +944,22 @@ mod tests {
         let err = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\n";
         let (_, got) = d.push_bytes(Bytes::from_static(err.as_bytes()));
         assert!(got.error);
+    }
+
+    #[test]
+    fn a_huge_chat_tool_call_index_costs_nothing_to_resume() {
+        let chunk = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":18446744073709551615,\"id\":\"x\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]}}]}\n\n";
+        let rp = ResumePoint::read(ApiFormat::OpenAiChat, chunk.as_bytes());
+        assert_eq!(rp.tool_calls, 1);
+        // Resuming an encoder from it is immediate (it used to loop over the index).
+        let _ = crate::translate::StreamEncoder::resume(
+            ApiFormat::OpenAiChat,
+            crate::translate::StreamOptions {
+                model: "m".into(),
+                include_usage: false,
+            },
+            &rp,
+        );
     }
 
     #[test]
