@@ -25,6 +25,7 @@ pub mod quality;
 #[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub mod ratelimit;
 pub mod record;
+pub mod rollout;
 pub mod script;
 #[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub mod signal;

@@ -38,7 +38,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// `None` when the request may proceed, else the refusal to send.
-fn refuse(st: &AppState, headers: &HeaderMap) -> Option<Response> {
+pub(crate) fn refuse(st: &AppState, headers: &HeaderMap) -> Option<Response> {
     let Some(key) = &st.config.admin.key else {
         return Some((
             StatusCode::NOT_FOUND,
@@ -70,11 +70,7 @@ pub async fn incidents(State(st): State<Arc<AppState>>, headers: HeaderMap) -> R
         return r;
     }
     let t = &st.telemetry;
-    Json(
-        t.incidents
-            .snapshot(SystemTime::now(), |i| t.target_name(i).to_owned()),
-    )
-    .into_response()
+    Json(t.incidents.snapshot(SystemTime::now())).into_response()
 }
 
 /// An id from the path: a positive number.
@@ -129,8 +125,7 @@ pub async fn followup_create(
     };
     let t = &st.telemetry;
     let now = SystemTime::now();
-    let label = |i: usize| t.target_name(i).to_owned();
-    match t.incidents.add_followup(incident, new, now, &label).await {
+    match t.incidents.add_followup(incident, new, now).await {
         Ok(f) => (
             StatusCode::CREATED,
             Json(json!({ "followup": followup_json(&f, now) })),
@@ -284,9 +279,7 @@ pub async fn digest(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         return r;
     }
     let t = &st.telemetry;
-    let d = t
-        .incidents
-        .digest(SystemTime::now(), |i| t.target_name(i).to_owned());
+    let d = t.incidents.digest(SystemTime::now());
     Json(json!({ "digest": d.to_json(), "text": d.text() })).into_response()
 }
 
@@ -303,9 +296,7 @@ pub async fn digest_send(State(st): State<Arc<AppState>>, headers: HeaderMap) ->
              incidents only); GET /admin/digest shows it",
         );
     }
-    let d = t
-        .incidents
-        .digest(SystemTime::now(), |i| t.target_name(i).to_owned());
+    let d = t.incidents.digest(SystemTime::now());
     let shown = d.to_json();
     t.incidents.alerts.send_digest(d);
     (

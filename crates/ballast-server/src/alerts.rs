@@ -361,7 +361,7 @@ pub async fn run_digest(
             _ = stop.changed() => return,
         }
         let t = &state.telemetry;
-        let digest = t.incidents.digest(slot, |i| t.target_name(i).to_owned());
+        let digest = t.incidents.digest(slot);
         tracing::info!(
             open = digest.open.len(),
             overdue = digest.overdue.len(),
@@ -523,6 +523,17 @@ fn evidence_json(e: &Evidence) -> Value {
     })
 }
 
+/// A number with four significant digits, no exponent.
+fn short(x: f64) -> String {
+    if x.abs() >= 100.0 {
+        format!("{x:.0}")
+    } else if x.abs() >= 1.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.4}")
+    }
+}
+
 /// One line a person reads: what, where, and the numbers.
 fn summary(ev: &AlertEvent) -> String {
     let e = &ev.evidence;
@@ -580,6 +591,14 @@ fn summary(ev: &AlertEvent) -> String {
                 "no exhaustion of the rate limit in sight".to_owned()
             }
         }
+        Signal::ConfigRegression => format!(
+            "the change was rolled back during its canary: {} on the new version against {} on \
+             the current one (sequential test {:.0} ≥ {:.0})",
+            short(e.observed),
+            short(e.baseline),
+            e.score,
+            e.threshold
+        ),
     };
     let what = match ev.kind {
         AlertKind::Opened => "opened",

@@ -75,7 +75,11 @@ type Trackers = [Option<LimitTracker>; Kind::COUNT];
 pub struct Capacity {
     labels: Vec<String>,
     config: HeadroomConfig,
-    targets: Vec<Mutex<Trackers>>,
+    /// Per target, its trackers: shared by label with the other configurations of the process
+    /// ([`Capacity::next`]), so a change of configuration keeps what the providers said.
+    targets: Vec<Arc<Mutex<Trackers>>>,
+    /// The configuration whose targets the gauges show (the one serving; see [`Capacity::show`]).
+    shown: Arc<Mutex<std::sync::Weak<Capacity>>>,
 }
 
 /// One target in [`Capacity::snapshot`].
@@ -125,9 +129,35 @@ impl Capacity {
             config,
             targets: labels
                 .iter()
-                .map(|_| Mutex::new(Default::default()))
+                .map(|_| Arc::new(Mutex::new(Default::default())))
                 .collect(),
+            shown: Arc::new(Mutex::new(std::sync::Weak::new())),
         }
+    }
+
+    /// The trackers of another configuration of the same process: targets it shares with this one
+    /// (by label) keep theirs; new ones start empty.
+    pub fn next(&self, labels: &[String]) -> Capacity {
+        Capacity {
+            labels: labels.to_vec(),
+            config: self.config,
+            targets: labels
+                .iter()
+                .map(|l| {
+                    self.labels
+                        .iter()
+                        .position(|m| m == l)
+                        .and_then(|i| self.targets.get(i).cloned())
+                        .unwrap_or_else(|| Arc::new(Mutex::new(Default::default())))
+                })
+                .collect(),
+            shown: self.shown.clone(),
+        }
+    }
+
+    /// From now on the gauges show this configuration's targets.
+    pub fn show(self: &Arc<Self>) {
+        *self.shown.lock().unwrap_or_else(PoisonError::into_inner) = Arc::downgrade(self);
     }
 
     /// An upstream answer of `target` arrived with `headers` (any status: 429s report limits
@@ -217,7 +247,8 @@ impl Capacity {
     /// tracker at every scrape. A series exists once the target's answers reported that kind; the
     /// headroom series only while there is a forecast of exhaustion.
     pub fn register(self: &Arc<Self>, registry: &mut Registry) {
-        registry.register_collector(Box::new(Gauges(self.clone())));
+        self.show();
+        registry.register_collector(Box::new(Gauges(self.shown.clone())));
     }
 
     /// Every kind reported, for the gauges.
@@ -321,11 +352,18 @@ fn limit_snapshot(kind: Kind, t: &LimitTracker, now: Instant) -> LimitSnapshot {
 
 /// The gauges, encoded from the trackers at scrape time.
 #[derive(Debug)]
-struct Gauges(Arc<Capacity>);
+struct Gauges(Arc<Mutex<std::sync::Weak<Capacity>>>);
 
 impl Collector for Gauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let capacity = &self.0;
+        let shown = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .upgrade();
+        let Some(capacity) = shown else {
+            return Ok(());
+        };
         let rows = capacity.rows();
         for (name, help, value) in GAUGES {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;

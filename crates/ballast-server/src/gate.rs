@@ -242,8 +242,14 @@ pub async fn check_state(st: &AppState, opts: &GateOptions) -> Report {
             }
         }
     }
-    let targets: Vec<TargetReport> = futures_util::stream::iter(order)
+    // The probes as futures first (none runs until polled): a stream mapping through a closure
+    // over borrowed targets would not be `Send` for every lifetime, and the gate runs inside the
+    // admin API's handlers.
+    let probes: Vec<_> = order
+        .into_iter()
         .map(|(_, t, routes)| probe_target(st, t, routes, opts))
+        .collect();
+    let targets: Vec<TargetReport> = futures_util::stream::iter(probes)
         .buffered(opts.concurrency.max(1))
         .collect()
         .await;

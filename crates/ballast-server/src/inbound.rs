@@ -359,6 +359,8 @@ pub async fn metrics(
 /// Prometheus text (OpenMetrics). Route and target names and counts only: no request or answer
 /// text, no keys.
 pub async fn render_metrics(State(st): State<Arc<AppState>>) -> Response {
+    // The configuration serving now (a separate metrics listener was started with the first).
+    let st = st.latest();
     let now = tokio::time::Instant::now();
     let rt = &st.runtime;
     let targets: Vec<(i64, i64)> = rt

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
@@ -126,7 +126,7 @@ impl Detectors {
             Signal::StopReason => self.stop.evidence(),
             Signal::Repetition => self.repetition.evidence(),
             Signal::InvalidJson => self.invalid_json.evidence(),
-            Signal::RateLimitChanged | Signal::Headroom => Evidence {
+            Signal::RateLimitChanged | Signal::Headroom | Signal::ConfigRegression => Evidence {
                 signal,
                 observed: 0.0,
                 baseline: 0.0,
@@ -141,7 +141,9 @@ impl Detectors {
 #[derive(Clone, Debug)]
 pub struct Incident {
     pub id: u64,
-    pub target: usize,
+    /// The target's label (`provider/model`), or what else the incident is about (a configuration
+    /// change). Labels, not positions: a target keeps its incidents across configurations.
+    pub target: Arc<str>,
     pub signal: Signal,
     pub opened_at: SystemTime,
     pub opened_with: Evidence,
@@ -164,7 +166,8 @@ impl Incident {
             | Signal::AnswerLength
             | Signal::StopReason
             | Signal::RateLimitChanged
-            | Signal::Headroom => "warning",
+            | Signal::Headroom
+            | Signal::ConfigRegression => "warning",
         }
     }
 }
@@ -179,18 +182,52 @@ fn evidence_json(e: &Evidence) -> Value {
     })
 }
 
+/// One configuration's view of the incidents: its targets' watches, in its target order, over the
+/// process-wide log. A target's watch (detectors, ejection, trial pacing) is shared by label with
+/// every other configuration that names it, so a change of configuration keeps what was learned.
 pub struct Incidents {
-    detectors: Vec<Mutex<Detectors>>,
+    shared: Arc<Shared>,
+    /// Per target of this configuration, its label and its watch.
+    labels: Vec<Arc<str>>,
+    watches: Vec<Arc<Watch>>,
+}
+
+/// One target's watch.
+struct Watch {
+    detectors: Mutex<Detectors>,
+    /// An availability or hard-failure incident is open, so routes go around it.
+    ejected: AtomicBool,
+    /// When its last trial request went out (ms since `epoch`).
+    last_trial: AtomicU64,
+    /// Attempts answered in a row while no output-quality detector fires (0 while one does:
+    /// answering is not recovering from wrong answers), which paces trial requests.
+    answered_run: AtomicU32,
+    /// When its last client attempt was observed (ms since `epoch`, 0: never).
+    last_evidence: AtomicU64,
+}
+
+impl Watch {
+    fn new() -> Self {
+        Watch {
+            detectors: Mutex::new(Detectors::new()),
+            ejected: AtomicBool::new(false),
+            last_trial: AtomicU64::new(0),
+            answered_run: AtomicU32::new(0),
+            last_evidence: AtomicU64::new(0),
+        }
+    }
+}
+
+impl std::ops::Deref for Incidents {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+/// What every configuration of the process shares: the log, alerting, the store, follow-ups.
+pub struct Shared {
     log: Mutex<IncidentLog>,
-    /// Per target: an availability or hard-failure incident is open, so routes go around it.
-    ejected: Vec<AtomicBool>,
-    /// Per target: when its last trial request went out (ms since `epoch`).
-    last_trial: Vec<AtomicU64>,
-    /// Per target: attempts answered in a row while no output-quality detector fires (0 while one
-    /// does: answering is not recovering from wrong answers), which paces trial requests.
-    answered_run: Vec<AtomicU32>,
-    /// Per target: when its last client attempt was observed (ms since `epoch`, 0: never).
-    last_evidence: Vec<AtomicU64>,
     epoch: Instant,
     /// Where opened and resolved incidents are announced.
     pub alerts: Alerts,
@@ -526,17 +563,44 @@ struct IncidentLog {
 }
 
 impl Incidents {
-    pub fn new(targets: usize, alerts: Alerts) -> Self {
+    /// Incidents for targets labelled `labels` (`provider/model`, in the gateway's target order).
+    pub fn new(labels: &[String], alerts: Alerts) -> Self {
+        let empty = Self {
+            shared: Arc::new(Shared::new(alerts)),
+            labels: Vec::new(),
+            watches: Vec::new(),
+        };
+        empty.next(labels)
+    }
+
+    /// The view of another configuration of the same process: targets it shares with this one
+    /// (by label) keep their watch; new ones start fresh.
+    pub fn next(&self, labels: &[String]) -> Self {
+        let watches = labels
+            .iter()
+            .map(|l| {
+                self.labels
+                    .iter()
+                    .position(|m| **m == **l)
+                    .and_then(|i| self.watches.get(i).cloned())
+                    .unwrap_or_else(|| Arc::new(Watch::new()))
+            })
+            .collect();
         Self {
-            detectors: (0..targets).map(|_| Mutex::new(Detectors::new())).collect(),
+            shared: self.shared.clone(),
+            labels: labels.iter().map(|l| Arc::from(l.as_str())).collect(),
+            watches,
+        }
+    }
+}
+
+impl Shared {
+    fn new(alerts: Alerts) -> Self {
+        Self {
             log: Mutex::new(IncidentLog {
                 next_id: 1,
                 incidents: VecDeque::new(),
             }),
-            ejected: (0..targets).map(|_| AtomicBool::new(false)).collect(),
-            last_trial: (0..targets).map(|_| AtomicU64::new(0)).collect(),
-            answered_run: (0..targets).map(|_| AtomicU32::new(0)).collect(),
-            last_evidence: (0..targets).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
             alerts,
             store: OnceLock::new(),
@@ -594,28 +658,25 @@ impl Incidents {
             });
         }
     }
+}
 
+impl Incidents {
     /// Whether routes should go around `target` now. An ejected target is still let through for
     /// one trial request every [`TRIAL_EVERY`], more often while those are answered
     /// ([`trial_every`]): that request is its evidence of recovery. The caller tries it anyway when
     /// no other target is left.
     pub fn avoid(&self, target: usize, now: Instant) -> bool {
-        let Some(flag) = self.ejected.get(target) else {
+        let Some(w) = self.watches.get(target) else {
             return false;
         };
-        if !flag.load(Ordering::Relaxed) {
+        if !w.ejected.load(Ordering::Relaxed) {
             return false;
         }
-        let Some(last) = self.last_trial.get(target) else {
-            return true;
-        };
+        let last = &w.last_trial;
         let now_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
             .unwrap_or(u64::MAX);
         let prev = last.load(Ordering::Relaxed);
-        let run = self
-            .answered_run
-            .get(target)
-            .map_or(0, |r| r.load(Ordering::Relaxed));
+        let run = w.answered_run.load(Ordering::Relaxed);
         let every = u64::try_from(trial_every(run).as_millis()).unwrap_or(u64::MAX);
         if now_ms.saturating_sub(prev) >= every
             && last
@@ -629,20 +690,24 @@ impl Incidents {
 
     /// When the last client attempt at `target` was observed.
     pub fn last_evidence(&self, target: usize) -> Option<Instant> {
-        let ms = self.last_evidence.get(target)?.load(Ordering::Relaxed);
+        let ms = self
+            .watches
+            .get(target)?
+            .last_evidence
+            .load(Ordering::Relaxed);
         (ms > 0).then(|| self.epoch + Duration::from_millis(ms))
     }
 
     /// Whether `target` is ejected (an availability or hard-failure incident is open).
     pub fn ejected(&self, target: usize) -> bool {
-        self.ejected
+        self.watches
             .get(target)
-            .is_some_and(|f| f.load(Ordering::Relaxed))
+            .is_some_and(|w| w.ejected.load(Ordering::Relaxed))
     }
 
     /// Keeps `answered_run` in step with the detectors.
     fn note_run(&self, target: usize, d: &Detectors) {
-        if let Some(run) = self.answered_run.get(target) {
+        if let Some(run) = self.watches.get(target).map(|w| &w.answered_run) {
             let quality = d.wrong_script.firing()
                 || d.empty.firing()
                 || d.repetition.firing()
@@ -657,7 +722,7 @@ impl Incidents {
     }
 
     fn set_ejected(&self, target: usize, detectors: &Detectors) {
-        if let Some(flag) = self.ejected.get(target) {
+        if let Some(flag) = self.watches.get(target).map(|w| &w.ejected) {
             flag.store(
                 detectors.availability.firing()
                     || detectors.hard.firing()
@@ -673,10 +738,12 @@ impl Incidents {
     /// Feeds one attempt to its target's detectors; opens or resolves incidents on a change.
     /// `client`: client traffic (which makes a probe unnecessary) rather than a probe.
     pub fn observe(&self, r: &AttemptRecord, label: &str, client: bool) {
-        let Some(det) = self.detectors.get(r.target) else {
+        let Some(w) = self.watches.get(r.target) else {
             return;
         };
-        if client && let Some(at) = self.last_evidence.get(r.target) {
+        let det = &w.detectors;
+        if client {
+            let at = &w.last_evidence;
             let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
             at.store(ms.max(1), Ordering::Relaxed);
         }
@@ -706,8 +773,8 @@ impl Incidents {
             let Some(change) = change else { continue };
             let e = evidence[signal.index()];
             match change {
-                Change::Fired => self.open(r.target, label, signal, e),
-                Change::Cleared => self.resolve(r.target, label, signal, e),
+                Change::Fired => self.open(label, signal, e),
+                Change::Cleared => self.resolve(label, signal, e),
             }
         }
     }
@@ -716,7 +783,7 @@ impl Incidents {
     /// answer says nothing about it (a tool call says nothing of emptiness, a cut answer nothing of
     /// its JSON).
     pub fn observe_answer(&self, target: usize, a: &AnswerFacts, label: &str) {
-        let Some(det) = self.detectors.get(target) else {
+        let Some(det) = self.watches.get(target).map(|w| &w.detectors) else {
             return;
         };
         let (changes, evidence) = {
@@ -754,14 +821,16 @@ impl Incidents {
         for (signal, change) in changes {
             let e = evidence[signal.index()];
             match change {
-                Some(Change::Fired) => self.open(target, label, signal, e),
-                Some(Change::Cleared) => self.resolve(target, label, signal, e),
+                Some(Change::Fired) => self.open(label, signal, e),
+                Some(Change::Cleared) => self.resolve(label, signal, e),
                 None => {}
             }
         }
     }
+}
 
-    fn open(&self, target: usize, label: &str, signal: Signal, e: Evidence) {
+impl Shared {
+    pub(crate) fn open(&self, label: &str, signal: Signal, e: Evidence) {
         let mut log = lock(&self.log);
         let id = log.next_id;
         log.next_id = log.next_id.saturating_add(1);
@@ -773,7 +842,7 @@ impl Incidents {
             let history = lock(&self.history);
             log.incidents
                 .iter()
-                .filter(|i| i.target == target && i.signal == signal)
+                .filter(|i| &*i.target == label && i.signal == signal)
                 .map(|i| (i.id, i.opened_at))
                 .chain(
                     history
@@ -786,7 +855,7 @@ impl Incidents {
         let recurrence = recurrence_of(earlier, now);
         let incident = Incident {
             id,
-            target,
+            target: Arc::from(label),
             signal,
             opened_at: now,
             opened_with: e,
@@ -822,13 +891,13 @@ impl Incidents {
         log.incidents.push_back(incident);
     }
 
-    fn resolve(&self, target: usize, label: &str, signal: Signal, e: Evidence) {
+    pub(crate) fn resolve(&self, label: &str, signal: Signal, e: Evidence) {
         let mut log = lock(&self.log);
         if let Some(i) = log
             .incidents
             .iter_mut()
             .rev()
-            .find(|i| i.target == target && i.signal == signal && i.resolved_at.is_none())
+            .find(|i| &*i.target == label && i.signal == signal && i.resolved_at.is_none())
         {
             i.resolved_at = Some(SystemTime::now());
             i.latest = e;
@@ -869,29 +938,27 @@ impl Incidents {
             threshold,
         };
         match event {
-            E::LimitChanged {
-                target, old, new, ..
-            } => {
+            E::LimitChanged { old, new, .. } => {
                 let e = evidence(Signal::RateLimitChanged, *new as f64, *old as f64, 0.0);
-                self.resolve(*target, label, Signal::RateLimitChanged, e);
-                self.open(*target, label, Signal::RateLimitChanged, e);
+                self.resolve(label, Signal::RateLimitChanged, e);
+                self.open(label, Signal::RateLimitChanged, e);
             }
-            E::HeadroomLow { target, hours, .. } => {
-                if !self.is_open(*target, Signal::Headroom) {
+            E::HeadroomLow { hours, .. } => {
+                if !self.is_open(label, Signal::Headroom) {
                     let e = evidence(Signal::Headroom, *hours, 0.0, 24.0);
-                    self.open(*target, label, Signal::Headroom, e);
+                    self.open(label, Signal::Headroom, e);
                 }
             }
-            E::HeadroomRecovered { target, hours, .. } => {
+            E::HeadroomRecovered { hours, .. } => {
                 let e = evidence(Signal::Headroom, hours.unwrap_or(f64::INFINITY), 0.0, 24.0);
-                self.resolve(*target, label, Signal::Headroom, e);
+                self.resolve(label, Signal::Headroom, e);
             }
         }
     }
 
     /// Resolves limit-change incidents open longer than [`LIMIT_CHANGE_NOTICE`]: they are notices.
-    pub fn expire_limit_changes(&self, now: SystemTime, label: impl Fn(usize) -> String) {
-        let due: Vec<(usize, Evidence)> = lock(&self.log)
+    pub fn expire_limit_changes(&self, now: SystemTime) {
+        let due: Vec<(Arc<str>, Evidence)> = lock(&self.log)
             .incidents
             .iter()
             .filter(|i| {
@@ -901,18 +968,37 @@ impl Incidents {
                         .duration_since(i.opened_at)
                         .is_ok_and(|d| d >= LIMIT_CHANGE_NOTICE)
             })
-            .map(|i| (i.target, i.latest))
+            .map(|i| (i.target.clone(), i.latest))
             .collect();
         for (target, e) in due {
-            self.resolve(target, &label(target), Signal::RateLimitChanged, e);
+            self.resolve(&target, Signal::RateLimitChanged, e);
         }
     }
 
-    fn is_open(&self, target: usize, signal: Signal) -> bool {
+    pub(crate) fn is_open(&self, label: &str, signal: Signal) -> bool {
         lock(&self.log)
             .incidents
             .iter()
-            .any(|i| i.target == target && i.signal == signal && i.resolved_at.is_none())
+            .any(|i| &*i.target == label && i.signal == signal && i.resolved_at.is_none())
+    }
+
+    /// Resolves every open incident of `signal` (`why` says for what).
+    pub(crate) fn resolve_every(&self, signal: Signal, why: &str) {
+        let open: Vec<(Arc<str>, Evidence)> = lock(&self.log)
+            .incidents
+            .iter()
+            .filter(|i| i.signal == signal && i.resolved_at.is_none())
+            .map(|i| (i.target.clone(), i.latest))
+            .collect();
+        for (target, e) in open {
+            tracing::info!(target = &*target, signal = signal.as_str(), "{why}");
+            self.resolve(&target, signal, e);
+        }
+    }
+
+    /// The store, once it is open.
+    pub(crate) fn store(&self) -> Option<&StoreHandle> {
+        self.store.get()
     }
 
     /// Whether follow-ups can be kept (the store is open).
@@ -921,14 +1007,14 @@ impl Incidents {
     }
 
     /// The target and signal of incident `id`, if this gateway knows it.
-    fn incident_of(&self, id: u64, label: &dyn Fn(usize) -> String) -> Option<(String, String)> {
+    fn incident_of(&self, id: u64) -> Option<(String, String)> {
         let found = lock(&self.log)
             .incidents
             .iter()
             .find(|i| i.id == id)
-            .map(|i| (i.target, i.signal));
+            .map(|i| (i.target.to_string(), i.signal));
         if let Some((target, signal)) = found {
-            return Some((label(target), signal.as_str().to_owned()));
+            return Some((target, signal.as_str().to_owned()));
         }
         lock(&self.history)
             .iter()
@@ -959,13 +1045,12 @@ impl Incidents {
         incident: u64,
         new: NewFollowup,
         now: SystemTime,
-        label: &(dyn Fn(usize) -> String + Sync),
     ) -> Result<FollowupRow, FollowupError> {
         if !self.has_store() {
             return Err(FollowupError::NoStore);
         }
         let (target, signal) = self
-            .incident_of(incident, label)
+            .incident_of(incident)
             .ok_or(FollowupError::NoIncident(incident))?;
         let _one_at_a_time = self.followup_writes.lock().await;
         let row = {
@@ -1086,7 +1171,7 @@ impl Incidents {
 
     /// The weekly digest at `now`: open incidents, overdue follow-ups, and the incidents of the
     /// last [`DIGEST_WINDOW`] that repeat earlier ones, by target and signal.
-    pub fn digest(&self, now: SystemTime, label: impl Fn(usize) -> String) -> Digest {
+    pub fn digest(&self, now: SystemTime) -> Digest {
         let since = now.checked_sub(DIGEST_WINDOW).unwrap_or(UNIX_EPOCH);
         let followups = self.followups_by_incident(now);
         let counts = |id: u64| followups.get(&id).map_or((0, 0), |(_, o, d)| (*o, *d));
@@ -1096,7 +1181,7 @@ impl Incidents {
         {
             let log = lock(&self.log);
             for i in log.incidents.iter().rev() {
-                let target = label(i.target);
+                let target = i.target.to_string();
                 if i.resolved_at.is_none() {
                     let (o, d) = counts(i.id);
                     open.push(DigestIncident {
@@ -1186,13 +1271,15 @@ impl Incidents {
             recurrences,
         }
     }
+}
 
+impl Incidents {
     /// Per target and signal: the detector's score and threshold, for metrics.
     pub fn scores(&self) -> Vec<[(f64, f64); Signal::COUNT]> {
-        self.detectors
+        self.watches
             .iter()
-            .map(|d| {
-                let d = lock(d);
+            .map(|w| {
+                let d = lock(&w.detectors);
                 Signal::ALL.map(|s| {
                     let e = d.evidence(s);
                     (e.score, e.threshold)
@@ -1203,10 +1290,10 @@ impl Incidents {
 
     /// `target`'s detectors: each signal's evidence now.
     pub fn detectors_json(&self, target: usize) -> Value {
-        let Some(d) = self.detectors.get(target) else {
+        let Some(w) = self.watches.get(target) else {
             return Value::Null;
         };
-        let d = lock(d);
+        let d = lock(&w.detectors);
         let mut out = serde_json::Map::new();
         for s in Signal::ALL {
             out.insert(s.as_str().to_owned(), evidence_json(&d.evidence(s)));
@@ -1228,17 +1315,22 @@ impl Incidents {
 
     /// Every kept incident, newest first, with the latest evidence of open ones, its recurrence and
     /// its follow-ups (overdue at `now`).
-    pub fn snapshot(&self, now: SystemTime, label: impl Fn(usize) -> String) -> Value {
-        let mut latest: Vec<(usize, Signal, Evidence)> = Vec::new();
+    pub fn snapshot(&self, now: SystemTime) -> Value {
+        let mut latest: Vec<(Arc<str>, Signal, Evidence)> = Vec::new();
         {
             let log = lock(&self.log);
             for i in log.incidents.iter().filter(|i| i.resolved_at.is_none()) {
-                latest.push((i.target, i.signal, i.latest));
+                latest.push((i.target.clone(), i.signal, i.latest));
             }
         }
         for (target, signal, e) in &mut latest {
-            if let Some(d) = self.detectors.get(*target) {
-                *e = lock(d).evidence(*signal);
+            let watch = self
+                .labels
+                .iter()
+                .position(|l| l == target)
+                .and_then(|i| self.watches.get(i));
+            if let Some(w) = watch {
+                *e = lock(&w.detectors).evidence(*signal);
             }
         }
         let mut followups = self.followups_by_incident(now);
@@ -1261,7 +1353,7 @@ impl Incidents {
                     .map_or(i.latest, |(_, _, e)| *e);
                 let mut v = json!({
                     "id": i.id,
-                    "target": label(i.target),
+                    "target": &*i.target,
                     "signal": i.signal.as_str(),
                     "severity": i.severity(),
                     "state": if i.resolved_at.is_some() { "resolved" } else { "open" },
@@ -1458,13 +1550,16 @@ mod tests {
 
     #[test]
     fn a_repeat_of_the_same_signal_on_the_same_target_links_to_the_earlier_ones() {
-        let i = Incidents::new(2, Alerts::new(Vec::new()));
+        let i = Incidents::new(
+            &["p/m".to_owned(), "q/m".to_owned()],
+            Alerts::new(Vec::new()),
+        );
         flap(&i, 3);
         // Another target's incident is not part of the series.
         for _ in 0..HARD_FAILURES {
             i.observe(&attempt(1, true), "q/m", true);
         }
-        let v = i.snapshot(SystemTime::now(), |t| ["p/m", "q/m"][t].to_owned());
+        let v = i.snapshot(SystemTime::now());
         let hard: Vec<&Value> = v["incidents"]
             .as_array()
             .unwrap()
@@ -1510,8 +1605,7 @@ mod tests {
     /// by signal and the digest follow.
     #[tokio::test]
     async fn follow_ups_become_overdue_when_their_due_time_passes() {
-        let i = Incidents::new(1, Alerts::new(Vec::new()));
-        let label = |_: usize| "p/m".to_owned();
+        let i = Incidents::new(&["p/m".to_owned()], Alerts::new(Vec::new()));
         let due = parse_due("2030-01-01T12:00:00Z").unwrap();
         let new = NewFollowup {
             text: "rotate the key".to_owned(),
@@ -1520,9 +1614,7 @@ mod tests {
         };
         // No store: refused.
         assert_eq!(
-            i.add_followup(1, new.clone(), at(0), &label)
-                .await
-                .unwrap_err(),
+            i.add_followup(1, new.clone(), at(0)).await.unwrap_err(),
             FollowupError::NoStore
         );
         let path = temp_store("overdue");
@@ -1530,21 +1622,19 @@ mod tests {
         let (handle, thread) = crate::store::start(conn, path.clone());
         i.attach_store(handle, loaded);
         assert_eq!(
-            i.add_followup(1, new.clone(), at(0), &label)
-                .await
-                .unwrap_err(),
+            i.add_followup(1, new.clone(), at(0)).await.unwrap_err(),
             FollowupError::NoIncident(1)
         );
         flap(&i, 2);
         let created = at(1_800_000_000);
-        let f = i.add_followup(2, new, created, &label).await.unwrap();
+        let f = i.add_followup(2, new, created).await.unwrap();
         assert_eq!((f.id, f.incident, f.state), (1, 2, FollowupState::Open));
         let before = due.at - Duration::from_secs(1);
         let hard = Signal::HardFailure.index();
         assert_eq!(i.overdue_counts(before)[hard], 0);
         assert_eq!(i.overdue_counts(due.at)[hard], 1);
         assert_eq!(i.overdue_counts(due.at).iter().sum::<i64>(), 1);
-        let v = i.snapshot(due.at, label);
+        let v = i.snapshot(due.at);
         assert_eq!(v["followups_overdue"], 1);
         assert_eq!(v["incidents"][0]["overdue"], true, "{v}");
         assert_eq!(v["incidents"][0]["followups"][0]["owner"], "alice");
@@ -1553,17 +1643,17 @@ mod tests {
         // The digest a week after the due time: nothing open (both incidents resolved), the
         // follow-up overdue, the recurrence listed only while it is within the week.
         let week_after = due.at + Duration::from_secs(7 * 86_400);
-        let d = i.digest(week_after, label);
+        let d = i.digest(week_after);
         assert!(d.open.is_empty());
         assert_eq!(d.overdue.len(), 1);
         assert_eq!(d.overdue[0].owner, "alice");
         assert!(d.recurrences.is_empty(), "{d:?}");
-        let d = i.digest(SystemTime::now(), label);
+        let d = i.digest(SystemTime::now());
         assert_eq!(d.recurrences.len(), 1, "{d:?}");
         assert_eq!(d.recurrences[0].ids, vec![2, 1]);
         assert_eq!(d.recurrences[0].in_30_days, 2);
         assert_eq!(d.opened, 2);
-        let text = i.digest(week_after, label).text();
+        let text = i.digest(week_after).text();
         assert!(
             text.contains("owner alice, due 2030-01-01T12:00:00Z (7 days overdue): rotate the key"),
             "{text}"
@@ -1608,7 +1698,7 @@ mod tests {
         assert_eq!(trial_every(30), Duration::from_micros(62_500));
         assert_eq!(trial_every(u32::MAX), Duration::from_micros(62_500));
 
-        let i = Incidents::new(1, Alerts::new(Vec::new()));
+        let i = Incidents::new(&["p/m".to_owned()], Alerts::new(Vec::new()));
         let t0 = Instant::now();
         assert!(!i.avoid(0, t0), "not ejected");
         for _ in 0..100 {
@@ -1635,7 +1725,7 @@ mod tests {
 
     #[test]
     fn a_target_ejected_for_wrong_answers_gets_no_faster_trials() {
-        let i = Incidents::new(1, Alerts::new(Vec::new()));
+        let i = Incidents::new(&["p/m".to_owned()], Alerts::new(Vec::new()));
         let wrong = AnswerFacts {
             wrong_script: true,
             ..AnswerFacts::default()

@@ -18,6 +18,7 @@ mod outcome;
 mod probes;
 mod proxy;
 mod request_id;
+pub mod rollout;
 mod runtime;
 mod state;
 #[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
@@ -73,7 +74,13 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/readyz", get(inbound::readyz))
         .route("/admin/targets", get(admin::targets))
         .route("/admin/incidents", get(admin::incidents))
-        .route("/admin/config", get(admin::config))
+        .route(
+            "/admin/config",
+            get(admin::config).post(rollout::apply_handler),
+        )
+        .route("/admin/config/rollback", post(rollout::rollback_handler))
+        .route("/admin/rollout", get(rollout::status_handler))
+        .route("/admin/rollout/abort", post(rollout::abort_handler))
         .route("/admin/config/versions", get(admin::config_versions))
         .route("/admin/capacity", get(admin::capacity))
         .route("/admin/targets/{action}", post(admin::target))
@@ -132,8 +139,17 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let background = Background::start(&state);
-    let app = app(state);
+    serve_gateway(listener, rollout::Gateway::new(state, None), shutdown).await
+}
+
+/// [`serve`] through a [`rollout::Gateway`], which takes new configurations while serving.
+pub async fn serve_gateway(
+    listener: tokio::net::TcpListener,
+    gateway: Arc<rollout::Gateway>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let background = Background::start(&gateway.state());
+    let app = gateway.service();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -237,7 +253,7 @@ async fn watch_capacity(state: Arc<AppState>, mut stop: tokio::sync::watch::Rece
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = every.tick() => state.capacity_tick(),
+            _ = every.tick() => state.latest().capacity_tick(),
             _ = stop.changed() => return,
         }
     }
@@ -262,8 +278,7 @@ impl Background {
                     return None;
                 }
             };
-            sp.worker(state.telemetry.span_names(), client, stopped.clone())
-                .map(tokio::spawn)
+            sp.worker(client, stopped.clone()).map(tokio::spawn)
         });
         let digest = alerts::start_digest(state, stopped.clone());
         let capacity = tokio::spawn(watch_capacity(state.clone(), stopped.clone()));

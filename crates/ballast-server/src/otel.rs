@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -49,6 +49,8 @@ pub(crate) enum SpanMsg {
 }
 
 pub(crate) struct RequestSpan {
+    /// The names of the configuration that served it (its indices are into these).
+    pub names: Arc<SpanNames>,
     pub trace: TraceContext,
     pub end: SystemTime,
     pub duration: Duration,
@@ -68,6 +70,7 @@ pub(crate) struct RequestSpan {
 }
 
 pub(crate) struct AttemptSpan {
+    pub names: Arc<SpanNames>,
     pub trace: TraceContext,
     pub end: SystemTime,
     pub duration: Duration,
@@ -137,7 +140,6 @@ impl Spans {
     /// The export task, once (`None` the second time).
     pub fn worker(
         &self,
-        names: SpanNames,
         client: reqwest::Client,
         stopped: watch::Receiver<bool>,
     ) -> Option<impl Future<Output = ()> + Send + 'static> {
@@ -176,7 +178,6 @@ impl Spans {
         Some(run(
             rx,
             exporter,
-            names,
             endpoint,
             settings.otlp_timeout,
             counters,
@@ -188,7 +189,6 @@ impl Spans {
 async fn run(
     mut rx: mpsc::Receiver<SpanMsg>,
     exporter: opentelemetry_otlp::SpanExporter,
-    names: SpanNames,
     endpoint: String,
     timeout: Duration,
     (exported, failed): (Counter, Counter),
@@ -233,7 +233,7 @@ async fn run(
         tokio::select! {
             m = rx.recv() => {
                 let Some(m) = m else { break };
-                batch.push(build(m, &names, &scope));
+                batch.push(build(m, &scope));
                 if batch.len() >= BATCH {
                     flush(&mut batch).await;
                 }
@@ -242,7 +242,7 @@ async fn run(
             _ = stopped.changed() => {
                 // Shutting down: what is queued goes out, then the task ends.
                 while let Ok(m) = rx.try_recv() {
-                    batch.push(build(m, &names, &scope));
+                    batch.push(build(m, &scope));
                     if batch.len() >= BATCH {
                         flush(&mut batch).await;
                     }
@@ -284,14 +284,15 @@ fn context(t: &TraceContext) -> SpanContext {
     )
 }
 
-fn build(m: SpanMsg, names: &SpanNames, scope: &InstrumentationScope) -> SpanData {
+fn build(m: SpanMsg, scope: &InstrumentationScope) -> SpanData {
     match m {
-        SpanMsg::Request(r) => request_span(r, names, scope),
-        SpanMsg::Attempt(a) => attempt_span(a, names, scope),
+        SpanMsg::Request(r) => request_span(r, scope),
+        SpanMsg::Attempt(a) => attempt_span(a, scope),
     }
 }
 
-fn request_span(r: RequestSpan, names: &SpanNames, scope: &InstrumentationScope) -> SpanData {
+fn request_span(r: RequestSpan, scope: &InstrumentationScope) -> SpanData {
+    let names = r.names.clone();
     let op = operation(r.api);
     let target = r.target.and_then(|t| names.targets.get(t));
     let provider = target
@@ -386,7 +387,8 @@ fn error_type(outcome: RequestOutcome, status: u16) -> Cow<'static, str> {
     }
 }
 
-fn attempt_span(a: AttemptSpan, names: &SpanNames, scope: &InstrumentationScope) -> SpanData {
+fn attempt_span(a: AttemptSpan, scope: &InstrumentationScope) -> SpanData {
+    let names = a.names.clone();
     let (label, model, provider) = names
         .targets
         .get(a.target)

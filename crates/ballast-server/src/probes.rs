@@ -97,9 +97,33 @@ fn targets(st: &AppState) -> Vec<ProbeTarget> {
 
 /// The probe loop: ends when `stop` fires.
 pub async fn run(st: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut st = st;
+    // Probes follow the configuration serving: a new one probes its own targets (their schedules
+    // start over).
+    while let Some(next) = run_generation(st, &mut stop).await {
+        st = next;
+    }
+}
+
+/// Probes `st`'s targets until the gateway serves another configuration (returned) or stops.
+async fn run_generation(
+    st: Arc<AppState>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Option<Arc<AppState>> {
     let settings = st.config.probes;
     if settings.interval.is_zero() {
-        return;
+        // Nothing to send for this one; wait for the next configuration or the end.
+        let mut every = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.changed() => return None,
+            }
+            let latest = st.latest();
+            if !Arc::ptr_eq(&latest, &st) {
+                return Some(latest);
+            }
+        }
     }
     let targets: Arc<Vec<ProbeTarget>> = Arc::new(targets(&st));
     let mut rng = fastrand::Rng::with_seed(0x0b0b);
@@ -119,7 +143,11 @@ pub async fn run(st: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stop.changed() => return,
+            _ = stop.changed() => return None,
+        }
+        let latest = st.latest();
+        if !Arc::ptr_eq(&latest, &st) {
+            return Some(latest);
         }
         let now = Instant::now();
         if now.duration_since(day_start) >= Duration::from_secs(86_400) {

@@ -26,7 +26,6 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct TargetState {
     /// `provider/model`.
     pub label: String,
-    pub provider: usize,
     pub breaker: Mutex<Breaker>,
     pub budget: Mutex<RetryBudget>,
     pub ewma: Mutex<Ewma>,
@@ -63,6 +62,12 @@ impl TargetState {
         }
     }
 
+    /// The provider's name (the label's first part; a provider's position differs between
+    /// configurations, its name does not).
+    pub fn provider_name(&self) -> &str {
+        self.label.split_once('/').map_or(&*self.label, |(p, _)| p)
+    }
+
     pub fn force(&self, forced: Option<Forced>) {
         let t = lock(&self.breaker).force(Instant::now(), forced);
         log_transition(&self.label, t, "operator");
@@ -75,9 +80,9 @@ impl TargetState {
         let wall = |i: Instant| wall_clock(now, i);
         json!({
             "target": self.label,
-            "provider": st.providers[self.provider].name,
+            "provider": self.provider_name(),
             "disabled": self.disabled.load(Ordering::Relaxed),
-            "provider_disabled": st.runtime.provider_disabled[self.provider].load(Ordering::Relaxed),
+            "provider_disabled": st.runtime.provider_is_disabled(self.provider_name()),
             "in_flight": self.in_flight.load(Ordering::Relaxed),
             "latency_ewma_ms": ewma_ms,
             "breaker": {
@@ -139,60 +144,111 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 pub struct Runtime {
-    pub targets: Vec<TargetState>,
+    /// This configuration's targets, in its order; each state is shared, by label, with every other
+    /// configuration (generation) that names the target, so its breaker, budget and kill switch
+    /// outlive a change of configuration.
+    pub targets: Vec<Arc<TargetState>>,
     by_label: HashMap<String, usize>,
-    pub provider_disabled: Vec<AtomicBool>,
-    pub global_budget: Mutex<RetryBudget>,
-    pub in_flight: AtomicU32,
+    /// Per provider of this configuration, its kill switch (shared by name across generations).
+    pub provider_disabled: Vec<Arc<AtomicBool>>,
+    provider_names: Vec<String>,
+    pub global_budget: Arc<Mutex<RetryBudget>>,
+    pub in_flight: Arc<AtomicU32>,
     /// Bytes held from providers right now (whole answers being read, stream prefixes, events
     /// waiting for their end), against `limits.max_buffered_bytes`.
     pub buffered: Arc<BufferBudget>,
-    pub rng: Mutex<fastrand::Rng>,
-    pub cache: Mutex<ResponseCache>,
-    pub keyer: CacheKeyer,
+    pub rng: Arc<Mutex<fastrand::Rng>>,
+    pub cache: Arc<Mutex<ResponseCache>>,
+    pub keyer: Arc<CacheKeyer>,
 }
 
 impl Runtime {
     pub fn new(config: &Config, seed: u64) -> Self {
-        let mut targets: Vec<TargetState> = Vec::new();
+        let shared = Runtime {
+            targets: Vec::new(),
+            by_label: HashMap::new(),
+            provider_disabled: Vec::new(),
+            provider_names: Vec::new(),
+            global_budget: Arc::new(Mutex::new(RetryBudget::new(
+                config.policy.retry_budget.clone(),
+            ))),
+            in_flight: Arc::new(AtomicU32::new(0)),
+            buffered: Arc::new(BufferBudget::new(config.limits.max_buffered_bytes)),
+            rng: Arc::new(Mutex::new(fastrand::Rng::with_seed(seed))),
+            cache: Arc::new(Mutex::new(ResponseCache::new(
+                config.cache.max_bytes,
+                config.cache.max_entry_bytes,
+            ))),
+            keyer: Arc::new(CacheKeyer::new()),
+        };
+        shared.next(config)
+    }
+
+    /// The runtime of another configuration of the same process: the targets and providers it
+    /// names keep the state they have here (by label, by name); new ones start fresh; the
+    /// gateway-wide parts are the same.
+    pub fn next(&self, config: &Config) -> Self {
+        let mut targets: Vec<Arc<TargetState>> = Vec::new();
         let mut by_label = HashMap::new();
         for route in &config.routes {
             for t in &route.targets {
                 let p = config.provider(t.provider);
                 let label = format!("{}/{}", p.name, t.model);
                 by_label.entry(label.clone()).or_insert_with(|| {
-                    targets.push(TargetState {
-                        label,
-                        provider: t.provider.0,
-                        breaker: Mutex::new(Breaker::new(config.policy.breaker.clone())),
-                        budget: Mutex::new(RetryBudget::new(config.policy.retry_budget.clone())),
-                        ewma: Mutex::new(Ewma::new(Duration::from_secs(10))),
-                        in_flight: AtomicU32::new(0),
-                        disabled: AtomicBool::new(false),
-                        rate_limited_until: Mutex::new(None),
+                    let state = self.find_arc(&label).unwrap_or_else(|| {
+                        Arc::new(TargetState {
+                            label,
+                            breaker: Mutex::new(Breaker::new(config.policy.breaker.clone())),
+                            budget: Mutex::new(RetryBudget::new(
+                                config.policy.retry_budget.clone(),
+                            )),
+                            ewma: Mutex::new(Ewma::new(Duration::from_secs(10))),
+                            in_flight: AtomicU32::new(0),
+                            disabled: AtomicBool::new(false),
+                            rate_limited_until: Mutex::new(None),
+                        })
                     });
+                    targets.push(state);
                     targets.len() - 1
                 });
             }
         }
+        let provider_names: Vec<String> = config.providers.iter().map(|p| p.name.clone()).collect();
+        let provider_disabled = provider_names
+            .iter()
+            .map(|name| {
+                self.provider_names
+                    .iter()
+                    .position(|n| n == name)
+                    .and_then(|i| self.provider_disabled.get(i).cloned())
+                    .unwrap_or_else(|| Arc::new(AtomicBool::new(false)))
+            })
+            .collect();
         Self {
             targets,
             by_label,
-            provider_disabled: config
-                .providers
-                .iter()
-                .map(|_| AtomicBool::new(false))
-                .collect(),
-            global_budget: Mutex::new(RetryBudget::new(config.policy.retry_budget.clone())),
-            in_flight: AtomicU32::new(0),
-            buffered: Arc::new(BufferBudget::new(config.limits.max_buffered_bytes)),
-            rng: Mutex::new(fastrand::Rng::with_seed(seed)),
-            cache: Mutex::new(ResponseCache::new(
-                config.cache.max_bytes,
-                config.cache.max_entry_bytes,
-            )),
-            keyer: CacheKeyer::new(),
+            provider_disabled,
+            provider_names,
+            global_budget: self.global_budget.clone(),
+            in_flight: self.in_flight.clone(),
+            buffered: self.buffered.clone(),
+            rng: self.rng.clone(),
+            cache: self.cache.clone(),
+            keyer: self.keyer.clone(),
         }
+    }
+
+    /// Whether the provider named `name` is disabled by an operator.
+    pub fn provider_is_disabled(&self, name: &str) -> bool {
+        self.provider_names
+            .iter()
+            .position(|n| n == name)
+            .and_then(|i| self.provider_disabled.get(i))
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
+    fn find_arc(&self, label: &str) -> Option<Arc<TargetState>> {
+        self.index(label).and_then(|i| self.targets.get(i).cloned())
     }
 
     pub fn index(&self, label: &str) -> Option<usize> {
@@ -200,7 +256,7 @@ impl Runtime {
     }
 
     pub fn find(&self, label: &str) -> Option<&TargetState> {
-        self.index(label).map(|i| &self.targets[i])
+        self.index(label).map(|i| &*self.targets[i])
     }
 
     /// Applies `BALLAST_DISABLE`: a comma-separated list of provider names and `provider/model`
@@ -417,5 +473,38 @@ mod tests {
         assert_eq!(rfc3339(t), "2026-11-23T12:58:27Z");
         let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn another_configuration_keeps_the_state_of_the_targets_it_shares() {
+        use super::Runtime;
+        use ballast_core::config::Config;
+        use ballast_core::config::env::MapEnv;
+        use std::sync::Arc;
+        use std::sync::atomic::Ordering;
+        let cfg = |extra: &str| {
+            let toml = format!(
+                "[providers.a]\nkind = \"openai\"\nbase_url = \"http://a.test/v1\"\napi_key = \"k\"\n\
+                 [providers.b]\nkind = \"openai\"\nbase_url = \"http://b.test/v1\"\napi_key = \"k\"\n{extra}"
+            );
+            Config::from_toml(&toml, &MapEnv::new(&[])).unwrap()
+        };
+        let old = Runtime::new(&cfg("[routes.r]\ntargets = [\"a/m\", \"b/m\"]\n"), 1);
+        old.find("a/m")
+            .unwrap()
+            .disabled
+            .store(true, Ordering::Relaxed);
+        old.provider_disabled[1].store(true, Ordering::Relaxed);
+        // The new one reorders, drops a/m's route position, adds b/n.
+        let new = old.next(&cfg("[routes.r]\ntargets = [\"b/n\", \"b/m\", \"a/m\"]\n"));
+        assert!(Arc::ptr_eq(
+            &new.targets[new.index("b/m").unwrap()],
+            &old.targets[old.index("b/m").unwrap()]
+        ));
+        assert!(new.find("a/m").unwrap().disabled.load(Ordering::Relaxed));
+        assert!(!new.find("b/n").unwrap().disabled.load(Ordering::Relaxed));
+        assert!(new.provider_is_disabled("b") && !new.provider_is_disabled("a"));
+        assert!(Arc::ptr_eq(&new.global_budget, &old.global_budget));
+        assert!(Arc::ptr_eq(&new.cache, &old.cache));
     }
 }

@@ -44,6 +44,8 @@ pub struct AppState {
     /// The providers' rate limits per target, from their response headers (aggregates only).
     pub(crate) capacity: Arc<crate::capacity::Capacity>,
     models_body: Bytes,
+    /// The gateway serving this configuration (shared by every configuration of the process).
+    pub(crate) gateway: crate::rollout::GatewaySlot,
 }
 
 pub(crate) struct PreparedProvider {
@@ -85,6 +87,54 @@ impl AppState {
         seed: u64,
         transport: Arc<dyn Transport>,
     ) -> Result<Self, StateError> {
+        let runtime = Runtime::new(&config, seed);
+        let labels: Vec<String> = runtime.targets.iter().map(|t| t.label.clone()).collect();
+        let mut telemetry = Telemetry::new(&config, &labels);
+        let capacity = Arc::new(crate::capacity::Capacity::new(
+            &labels,
+            ballast_core::ratelimit::HeadroomConfig::default(),
+        ));
+        if let Some(registry) = telemetry.registry_mut() {
+            capacity.register(registry);
+        }
+        Self::assemble(
+            config,
+            transport,
+            runtime,
+            telemetry,
+            capacity,
+            Arc::default(),
+        )
+    }
+
+    /// The state of another configuration of the same process (a generation), to serve beside or
+    /// instead of this one: what the two share (targets by label, providers' kill switches by name,
+    /// the gateway-wide budget, in-flight count, cache, metrics, incidents, alerting, the
+    /// transport) is the same object; what differs is prepared from `config`. Nothing here reads
+    /// the network.
+    pub fn next(&self, config: Config) -> Result<Self, StateError> {
+        let runtime = self.runtime.next(&config);
+        let labels: Vec<String> = runtime.targets.iter().map(|t| t.label.clone()).collect();
+        let telemetry = self.telemetry.next(&config, &labels);
+        let capacity = Arc::new(self.capacity.next(&labels));
+        Self::assemble(
+            config,
+            self.transport.clone(),
+            runtime,
+            telemetry,
+            capacity,
+            self.gateway.clone(),
+        )
+    }
+
+    fn assemble(
+        config: Config,
+        transport: Arc<dyn Transport>,
+        runtime: Runtime,
+        telemetry: Telemetry,
+        capacity: Arc<crate::capacity::Capacity>,
+        gateway: crate::rollout::GatewaySlot,
+    ) -> Result<Self, StateError> {
         let providers = config
             .providers
             .iter()
@@ -100,14 +150,6 @@ impl AppState {
                 })
             })
             .collect::<Result<Vec<_>, StateError>>()?;
-        let runtime = Runtime::new(&config, seed);
-        let labels: Vec<String> = runtime.targets.iter().map(|t| t.label.clone()).collect();
-        let mut telemetry = Telemetry::new(&config, &labels);
-        let capacity = Arc::new(crate::capacity::Capacity::new(
-            &labels,
-            ballast_core::ratelimit::HeadroomConfig::default(),
-        ));
-        capacity.register(telemetry.registry_mut());
         let mut targets = Vec::with_capacity(config.routes.len());
         for route in &config.routes {
             let mut prepared = Vec::with_capacity(route.targets.len());
@@ -151,6 +193,7 @@ impl AppState {
             telemetry,
             capacity,
             models_body,
+            gateway,
         })
     }
 
@@ -163,6 +206,15 @@ impl AppState {
         self.capacity_events(&events);
     }
 
+    /// The state serving now: this one, or the configuration that replaced it (background work
+    /// follows the configuration serving).
+    pub(crate) fn latest(self: &Arc<Self>) -> Arc<AppState> {
+        self.gateway
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .map_or_else(|| self.clone(), |g| g.state())
+    }
+
     /// The periodic look at capacity: forecasts of targets gone quiet, and limit-change notices
     /// that have run their time.
     pub(crate) fn capacity_tick(&self) {
@@ -170,7 +222,7 @@ impl AppState {
         self.capacity_events(&events);
         self.telemetry
             .incidents
-            .expire_limit_changes(std::time::SystemTime::now(), |t| self.target_label(t));
+            .expire_limit_changes(std::time::SystemTime::now());
     }
 
     fn capacity_events(&self, events: &[crate::capacity::CapacityEvent]) {

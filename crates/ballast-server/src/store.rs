@@ -242,6 +242,10 @@ pub type Ack = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 pub enum Op {
     Save(Box<Row>),
+    /// A configuration version a running gateway took (its id chosen by the gateway).
+    Version(Box<VersionRow>),
+    /// What became of a version (promoted, rolled back, superseded).
+    VersionOutcome(u64, String),
     Followup(Box<FollowupRow>, Ack),
     Stop,
 }
@@ -285,6 +289,29 @@ impl StoreHandle {
             .try_send(Op::Followup(Box::new(row), ack))
             .map_err(|_| Busy)?;
         Ok(done)
+    }
+
+    /// Queues a configuration version; never waits.
+    pub fn save_version(&self, row: VersionRow) {
+        self.queue(Op::Version(Box::new(row)));
+    }
+
+    /// Queues a version's new outcome; never waits.
+    pub fn set_version_outcome(&self, id: u64, outcome: &str) {
+        self.queue(Op::VersionOutcome(id, outcome.to_owned()));
+    }
+
+    fn queue(&self, op: Op) {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(op) {
+            let n = self
+                .dropped
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_add(1);
+            tracing::warn!(
+                dropped = n,
+                "incident store queue full: a row was not written"
+            );
+        }
     }
 
     pub fn stop(&self) {
@@ -560,6 +587,23 @@ fn write(conn: &Connection, row: &Row) -> rusqlite::Result<()> {
     Ok(())
 }
 
+fn write_version(conn: &Connection, v: &VersionRow) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO config_versions (id, hash, applied_at, source, summary, outcome, config)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            i64::try_from(v.id).unwrap_or(i64::MAX),
+            v.hash,
+            secs(v.applied_at),
+            v.source,
+            v.summary,
+            v.outcome,
+            v.config
+        ],
+    )?;
+    Ok(())
+}
+
 fn write_followup(conn: &Connection, f: &FollowupRow) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO followups (id, incident, target, signal, text, owner, due, due_at, state,
@@ -630,6 +674,25 @@ fn writer(conn: &Connection, rx: &Receiver<Op>, path: &str) {
                 });
                 // The admin request may have given up waiting: nothing to tell then.
                 let _ = ack.send(written);
+            }
+            Op::Version(row) => {
+                if let Err(e) = write_version(conn, &row) {
+                    tracing::error!(
+                        "cannot keep configuration version {} in {path}: {e}",
+                        row.id
+                    );
+                }
+            }
+            Op::VersionOutcome(id, outcome) => {
+                let done = conn.execute(
+                    "UPDATE config_versions SET outcome = ?2 WHERE id = ?1",
+                    params![i64::try_from(id).unwrap_or(i64::MAX), outcome],
+                );
+                if let Err(e) = done {
+                    tracing::error!(
+                        "cannot note what became of configuration version {id} in {path}: {e}"
+                    );
+                }
             }
             Op::Stop => break,
         }

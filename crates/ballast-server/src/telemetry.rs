@@ -8,7 +8,7 @@
 //! indexed by route, target and enum, so recording costs atomic adds, not label allocations.
 
 use std::fmt::Write as _;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -22,6 +22,7 @@ use ballast_core::api::ApiFormat;
 use ballast_core::config::Config;
 use ballast_core::provider::ProviderKind;
 use ballast_core::record::{AttemptRecord, AttemptResult, RequestOutcome, RequestRecord};
+use ballast_core::rollout::{ArmCounters, ArmStats};
 use ballast_core::signal::{Signal, natural_stop};
 use ballast_core::trace::{TraceContext, parse_traceparent};
 
@@ -200,6 +201,7 @@ fn operation_name(api: ApiFormat) -> &'static str {
 }
 
 /// What the gateway knows of its routes and targets, for label values.
+#[derive(Default)]
 struct Names {
     routes: Vec<String>,
     /// Per route, the target states of its targets in order; a request's series is indexed by the
@@ -221,8 +223,18 @@ struct ContinuationLabels {
 }
 
 pub struct Telemetry {
-    registry: Registry,
+    /// Shared by every configuration of the process (each family registered once).
+    registry: Arc<Registry>,
     names: Names,
+    /// The same names for spans (shared with the span messages of this configuration).
+    span_names: Arc<SpanNames>,
+    /// The families whose series this configuration's tables hold.
+    requests_family: Family<RequestLabels, Counter>,
+    attempts_family: Family<AttemptLabels, Counter>,
+    fallbacks_family: Family<RouteLabel, Counter>,
+    continuations_family: Family<ContinuationLabels, Counter>,
+    probes_family: Family<AttemptLabels, Counter>,
+    probe_latency_family: Family<TargetLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// `[route + 1][api][outcome]`; route slot 0 is "no route".
     requests: Vec<Counter>,
     /// `[target][result]`.
@@ -252,8 +264,11 @@ pub struct Telemetry {
     pub incidents: Incidents,
     /// `[signal] detectors`: feed them at all.
     detectors: bool,
+    /// Per route: how this configuration's requests fared, for a rollout's comparison of two
+    /// configurations (aggregates only). Fresh for every configuration.
+    arms: Vec<ArmCounters>,
     /// Spans for the OTLP exporter, when a collector is configured.
-    pub(crate) spans: Option<Spans>,
+    pub(crate) spans: Option<Arc<Spans>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -289,35 +304,14 @@ pub struct LiveState<'a> {
 
 impl Telemetry {
     /// The registry `/metrics` renders, for collectors kept elsewhere (rate-limit capacity).
-    pub(crate) fn registry_mut(&mut self) -> &mut Registry {
-        &mut self.registry
+    /// Only while the first configuration is being built (later ones share the registry).
+    pub(crate) fn registry_mut(&mut self) -> Option<&mut Registry> {
+        Arc::get_mut(&mut self.registry)
     }
 
     /// Registers every family. `target_labels` are the gateway's target states in order (`provider/model`).
     pub fn new(config: &Config, target_labels: &[String]) -> Self {
         let mut registry = Registry::default();
-        let routes: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
-        let route_provider = config
-            .routes
-            .iter()
-            .map(|r| {
-                r.targets.first().map_or("_OTHER", |t| {
-                    provider_name(config.provider(t.provider).kind)
-                })
-            })
-            .collect();
-        let targets = target_labels
-            .iter()
-            .map(|label| {
-                let (provider, model) = label.split_once('/').unwrap_or((label, ""));
-                let kind = config
-                    .providers
-                    .iter()
-                    .find(|p| p.name == provider)
-                    .map_or("_OTHER", |p| provider_name(p.kind));
-                (label.clone(), model.to_owned(), kind)
-            })
-            .collect::<Vec<_>>();
 
         let op_duration = Family::<GenAiLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             duration_histogram,
@@ -357,62 +351,24 @@ impl Telemetry {
             "Requests by route, client API and outcome",
             requests_family.clone(),
         );
-        let mut requests = Vec::new();
-        for route in std::iter::once("none").chain(routes.iter().map(String::as_str)) {
-            for api in APIS {
-                for outcome in RequestOutcome::ALL {
-                    requests.push(
-                        requests_family
-                            .get_or_create(&RequestLabels {
-                                route: route.to_owned(),
-                                api: api_label(api),
-                                outcome: outcome.as_str(),
-                            })
-                            .clone(),
-                    );
-                }
-            }
-        }
         let attempts_family = Family::<AttemptLabels, Counter>::default();
         registry.register(
             "ballast_upstream_attempts",
             "Upstream attempts by target and result (retries and fallbacks included)",
             attempts_family.clone(),
         );
-        let attempts = per_target_result(&attempts_family, &targets);
         let fallbacks_family = Family::<RouteLabel, Counter>::default();
         registry.register(
             "ballast_fallbacks",
             "Requests answered by a target after an earlier one failed",
             fallbacks_family.clone(),
         );
-        let fallbacks = routes
-            .iter()
-            .map(|r| {
-                fallbacks_family
-                    .get_or_create(&RouteLabel { route: r.clone() })
-                    .clone()
-            })
-            .collect();
         let continuations_family = Family::<ContinuationLabels, Counter>::default();
         registry.register(
             "ballast_stream_continuations",
             "Streams that broke after content reached the client, by whether another target continued them",
             continuations_family.clone(),
         );
-        let continuations = routes
-            .iter()
-            .map(|r| {
-                ["continued", "failed"].map(|result| {
-                    continuations_family
-                        .get_or_create(&ContinuationLabels {
-                            route: r.clone(),
-                            result,
-                        })
-                        .clone()
-                })
-            })
-            .collect();
         let breaker_state = Family::<TargetLabel, Gauge>::default();
         registry.register(
             "ballast_breaker_state",
@@ -470,7 +426,6 @@ impl Telemetry {
             "Probe requests by target and result (not client traffic)",
             probes_family.clone(),
         );
-        let probes = per_target_result(&probes_family, &targets);
         let probe_latency_family =
             Family::<TargetLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         registry.register_with_unit(
@@ -479,6 +434,122 @@ impl Telemetry {
             Unit::Seconds,
             probe_latency_family.clone(),
         );
+        let spans = config.telemetry.otlp_endpoint.is_some().then(|| {
+            let family = Family::<SpanResultLabel, Counter>::default();
+            registry.register(
+                "ballast_trace_spans",
+                "Spans for the OTLP collector: exported, dropped at a full queue, or lost to a failed export",
+                family.clone(),
+            );
+            let series = |result| family.get_or_create(&SpanResultLabel { result }).clone();
+            (series("exported"), series("dropped"), series("failed"))
+        });
+        let spans = spans
+            .and_then(|counters| Spans::new(&config.telemetry, counters))
+            .map(Arc::new);
+        let seed = Self {
+            registry: Arc::new(registry),
+            names: Names::default(),
+            span_names: Arc::default(),
+            requests_family,
+            attempts_family,
+            fallbacks_family,
+            continuations_family,
+            probes_family,
+            probe_latency_family,
+            requests: Vec::new(),
+            attempts: Vec::new(),
+            fallbacks: Vec::new(),
+            continuations: Vec::new(),
+            genai: Vec::new(),
+            op_duration,
+            ttfc,
+            tpoc,
+            tokens,
+            breaker_state,
+            budget_available,
+            in_flight,
+            buffered,
+            detector_score,
+            detector_threshold,
+            incidents_open,
+            followups_overdue,
+            probes: Vec::new(),
+            probe_latency: Vec::new(),
+            incidents: Incidents::new(&[], crate::alerts::Alerts::new(config.alerts.clone())),
+            detectors: config.signal.detectors,
+            arms: Vec::new(),
+            spans,
+        };
+        seed.next(config, target_labels)
+    }
+
+    /// The telemetry of another configuration of the same process: the same registry, families,
+    /// span pipeline and incidents, with this configuration's series tables (a route or target both
+    /// name keeps its series: the families hand out the same one for the same labels).
+    pub fn next(&self, config: &Config, target_labels: &[String]) -> Self {
+        let routes: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
+        let route_provider: Vec<&'static str> = config
+            .routes
+            .iter()
+            .map(|r| {
+                r.targets.first().map_or("_OTHER", |t| {
+                    provider_name(config.provider(t.provider).kind)
+                })
+            })
+            .collect();
+        let targets = target_labels
+            .iter()
+            .map(|label| {
+                let (provider, model) = label.split_once('/').unwrap_or((label, ""));
+                let kind = config
+                    .providers
+                    .iter()
+                    .find(|p| p.name == provider)
+                    .map_or("_OTHER", |p| provider_name(p.kind));
+                (label.clone(), model.to_owned(), kind)
+            })
+            .collect::<Vec<_>>();
+        let mut requests = Vec::new();
+        for route in std::iter::once("none").chain(routes.iter().map(String::as_str)) {
+            for api in APIS {
+                for outcome in RequestOutcome::ALL {
+                    requests.push(
+                        self.requests_family
+                            .get_or_create(&RequestLabels {
+                                route: route.to_owned(),
+                                api: api_label(api),
+                                outcome: outcome.as_str(),
+                            })
+                            .clone(),
+                    );
+                }
+            }
+        }
+        let attempts = per_target_result(&self.attempts_family, &targets);
+        let fallbacks = routes
+            .iter()
+            .map(|r| {
+                self.fallbacks_family
+                    .get_or_create(&RouteLabel { route: r.clone() })
+                    .clone()
+            })
+            .collect();
+        let continuations = routes
+            .iter()
+            .map(|r| {
+                ["continued", "failed"].map(|result| {
+                    self.continuations_family
+                        .get_or_create(&ContinuationLabels {
+                            route: r.clone(),
+                            result,
+                        })
+                        .clone()
+                })
+            })
+            .collect();
+        let probes = per_target_result(&self.probes_family, &targets);
+        let probe_latency_family = &self.probe_latency_family;
         let probe_latency = targets
             .iter()
             .map(|(label, _, _)| {
@@ -489,10 +560,7 @@ impl Telemetry {
                     .clone()
             })
             .collect();
-        let incidents = Incidents::new(
-            targets.len(),
-            crate::alerts::Alerts::new(config.alerts.clone()),
-        );
+        let incidents = self.incidents.next(target_labels);
         let route_targets: Vec<Vec<usize>> = config
             .routes
             .iter()
@@ -513,19 +581,13 @@ impl Telemetry {
             route_offset.push(slots);
             slots = slots.saturating_add(ts.len().saturating_add(1).saturating_mul(per_slot));
         }
-        let spans = config.telemetry.otlp_endpoint.is_some().then(|| {
-            let family = Family::<SpanResultLabel, Counter>::default();
-            registry.register(
-                "ballast_trace_spans",
-                "Spans for the OTLP collector: exported, dropped at a full queue, or lost to a failed export",
-                family.clone(),
-            );
-            let series = |result| family.get_or_create(&SpanResultLabel { result }).clone();
-            (series("exported"), series("dropped"), series("failed"))
+        let span_names = Arc::new(SpanNames {
+            routes: routes.clone(),
+            route_provider: route_provider.clone(),
+            targets: targets.clone(),
         });
-        let spans = spans.and_then(|counters| Spans::new(&config.telemetry, counters));
         Self {
-            registry,
+            registry: self.registry.clone(),
             names: Names {
                 routes,
                 route_targets,
@@ -533,37 +595,36 @@ impl Telemetry {
                 route_provider,
                 targets,
             },
+            span_names,
+            requests_family: self.requests_family.clone(),
+            attempts_family: self.attempts_family.clone(),
+            fallbacks_family: self.fallbacks_family.clone(),
+            continuations_family: self.continuations_family.clone(),
+            probes_family: self.probes_family.clone(),
+            probe_latency_family: self.probe_latency_family.clone(),
             requests,
             attempts,
             fallbacks,
             continuations,
             genai: (0..slots).map(|_| OnceLock::new()).collect(),
-            op_duration,
-            ttfc,
-            tpoc,
-            tokens,
-            breaker_state,
-            budget_available,
-            in_flight,
-            buffered,
-            detector_score,
-            detector_threshold,
-            incidents_open,
-            followups_overdue,
+            op_duration: self.op_duration.clone(),
+            ttfc: self.ttfc.clone(),
+            tpoc: self.tpoc.clone(),
+            tokens: self.tokens.clone(),
+            breaker_state: self.breaker_state.clone(),
+            budget_available: self.budget_available.clone(),
+            in_flight: self.in_flight.clone(),
+            buffered: self.buffered.clone(),
+            detector_score: self.detector_score.clone(),
+            detector_threshold: self.detector_threshold.clone(),
+            incidents_open: self.incidents_open.clone(),
+            followups_overdue: self.followups_overdue.clone(),
             probes,
             probe_latency,
             incidents,
             detectors: config.signal.detectors,
-            spans,
-        }
-    }
-
-    /// The names spans carry.
-    pub(crate) fn span_names(&self) -> SpanNames {
-        SpanNames {
-            routes: self.names.routes.clone(),
-            route_provider: self.names.route_provider.clone(),
-            targets: self.names.targets.clone(),
+            arms: config.routes.iter().map(|_| ArmCounters::new()).collect(),
+            spans: self.spans.clone(),
         }
     }
 
@@ -649,6 +710,7 @@ impl Telemetry {
             && trace.sampled
         {
             spans.send(SpanMsg::Attempt(AttemptSpan {
+                names: self.span_names.clone(),
                 trace,
                 end: SystemTime::now(),
                 duration: r.duration,
@@ -659,9 +721,20 @@ impl Telemetry {
         }
     }
 
+    /// How this configuration's requests on `route` fared so far.
+    pub fn arm(&self, route: usize) -> ArmStats {
+        self.arms
+            .get(route)
+            .map(ArmCounters::snapshot)
+            .unwrap_or_default()
+    }
+
     /// One request ended: its log line, and its metrics.
     pub fn request(&self, r: &RequestRecord<'_>) {
         self.log(r);
+        if let Some(arm) = r.route.and_then(|i| self.arms.get(i)) {
+            arm_record(arm, r);
+        }
         let route_slot = r.route.map_or(0, |i| i.saturating_add(1));
         let i = route_slot
             .saturating_mul(APIS.len())
@@ -677,6 +750,7 @@ impl Telemetry {
             && trace.sampled
         {
             spans.send(SpanMsg::Request(RequestSpan {
+                names: self.span_names.clone(),
                 trace,
                 end: SystemTime::now(),
                 duration: r.duration,
@@ -949,6 +1023,35 @@ impl std::fmt::Display for TraceId {
 const MIN_NGRAMS_FOR_REPETITION: u32 = 32;
 
 /// What an answered request tells the output-quality detectors.
+/// A request's part in its configuration's tally: whether it was degraded (failed, or needed a
+/// retry or another target), its latency (to the first token of a stream, to the end of a whole
+/// answer), and whether its answer had text in the wrong script. Requests the client ended, the
+/// gateway shed at capacity, refused as malformed, or answered from its cache say nothing of the
+/// configuration and are left out.
+fn arm_record(arm: &ArmCounters, r: &RequestRecord<'_>) {
+    let (degraded, latency) = match r.outcome {
+        RequestOutcome::Answered => (
+            r.attempts > 1 || r.fallback,
+            Some(if r.stream {
+                r.ttft.unwrap_or(r.duration)
+            } else {
+                r.duration
+            }),
+        ),
+        RequestOutcome::StreamFailed | RequestOutcome::Stale => (true, None),
+        RequestOutcome::Failed if r.status >= 500 || r.status == 429 || r.status == 408 => {
+            (true, None)
+        }
+        RequestOutcome::Failed
+        | RequestOutcome::ClientGone
+        | RequestOutcome::Shed
+        | RequestOutcome::CacheHit => return,
+    };
+    let answer =
+        (r.outcome == RequestOutcome::Answered && r.text.chars > 0).then(|| r.text.wrong_script());
+    arm.record(degraded, latency, answer);
+}
+
 fn answer_facts(r: &RequestRecord<'_>) -> AnswerFacts {
     // Emptiness, length and JSON validity only count for answers that ended as a normal end of text
     // (not a tool call, a length cut or a refusal).

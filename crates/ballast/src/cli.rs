@@ -44,7 +44,8 @@ pub enum Command {
     Incidents(IncidentsArgs),
     /// Show a running gateway's targets, breakers, detectors, open incidents and overdue follow-ups.
     Status(StatusArgs),
-    /// The configuration versions a gateway ran, as its incident store keeps them.
+    /// A gateway's configuration: the versions it ran, and live changes to a running one (apply a
+    /// file in a staged rollout, follow or abort the rollout, roll back to an earlier version).
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Replay a real outage against a gateway and its providers under load, and report survival.
@@ -138,6 +139,99 @@ pub enum ConfigCommand {
     /// The configurations `ballast serve` started with, newest first: version, hash, when, and
     /// what changed from the one before (secrets never kept).
     History(ConfigHistoryArgs),
+    #[command(flatten)]
+    Live(LiveConfigCommand),
+}
+
+/// Live configuration changes, through a running gateway's admin API (`[admin] key`).
+#[derive(Subcommand, Debug)]
+pub enum LiveConfigCommand {
+    /// Apply a configuration file to a running gateway, rolled out in steps.
+    ///
+    /// POST /admin/config with the file. The gateway checks it, probes its targets (unless
+    /// --no-probe) and keeps it as a new version, then rolls it out in steps: a growing share of
+    /// requests, each step held while the new version is compared with the current one, rolled
+    /// back by the gateway when the new one does worse.
+    ///
+    /// Exit 0 when accepted; 1 when refused (the reasons, naming routes and targets, on stderr) or
+    /// when a rollout is already running. With --wait: 0 when promoted, 2 when rolled back, 1 after
+    /// --timeout.
+    Apply(ConfigApplyArgs),
+    /// Show a running gateway's rollout: its state and the canary against the baseline.
+    ///
+    /// GET /admin/rollout: the state (idle, canary, promoted, rolled_back), version, step and share
+    /// of requests, and per route the canary against the baseline: requests, degraded answers,
+    /// latency, wrong-script answers.
+    Rollout(GatewayArgs),
+    /// Stop a running rollout and roll it back.
+    ///
+    /// POST /admin/rollout/abort: every request goes to the version that served before the
+    /// rollout. Exit 1 when no rollout is running.
+    Abort(GatewayArgs),
+    /// Put an earlier configuration version back on a running gateway, at once.
+    ///
+    /// POST /admin/config/rollback: by default the version before the current one (`ballast config
+    /// history` lists the versions). The gateway applies a rollback at once. Exit 0 when accepted,
+    /// 1 when refused.
+    Rollback(ConfigRollbackArgs),
+}
+
+/// Which running gateway, its admin key, and the output format.
+#[derive(Args, Debug, Clone)]
+pub struct GatewayArgs {
+    /// The gateway's base URL.
+    #[arg(long, env = "BALLAST_GATEWAY", default_value = "http://127.0.0.1:8080")]
+    pub gateway: String,
+    /// The gateway's `[admin] key` (sent as `Authorization: Bearer KEY`).
+    #[arg(long, env = "BALLAST_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Print the gateway's JSON answers as they are instead of text (the exit status is the same).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Following a rollout to its end.
+#[derive(Args, Debug, Clone)]
+pub struct WaitArgs {
+    /// Once accepted, follow the rollout (GET /admin/rollout every second), printing each step,
+    /// until it is promoted (exit 0) or rolled back (exit 2, with the gateway's reason).
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up following after this long (exit 1; the rollout goes on), e.g. 30m, 1h.
+    #[arg(long, requires = "wait", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigApplyArgs {
+    /// The configuration file (TOML), sent as it is.
+    pub file: PathBuf,
+    /// No staged rollout: the new version takes every request as soon as it is accepted.
+    #[arg(long)]
+    pub now: bool,
+    /// Apply it even if this configuration was rolled back before (refused otherwise).
+    #[arg(long)]
+    pub force: bool,
+    /// Accept it without probing its targets first (the static check still runs).
+    #[arg(long)]
+    pub no_probe: bool,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigRollbackArgs {
+    /// The version to put back (as `ballast config history` shows it). Default: the version
+    /// before the current one.
+    #[arg(value_parser = id)]
+    pub version: Option<u64>,
+    /// Put it back even if the gateway would refuse it otherwise (e.g. it was rolled back before).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
 }
 
 #[derive(Args, Debug)]
@@ -296,6 +390,10 @@ pub struct ServeArgs {
     /// Allow listening on a non-loopback address with no gateway keys configured.
     #[arg(long)]
     pub allow_unauthenticated: bool,
+    /// Take the configuration file again whenever its content changes (through the gate and the
+    /// staged rollout, as `SIGHUP` and `POST /admin/config` do).
+    #[arg(long)]
+    pub watch: bool,
 }
 
 #[derive(Args, Debug)]

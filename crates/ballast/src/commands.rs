@@ -59,6 +59,10 @@ pub async fn run(command: Command) -> Result<(), String> {
         },
         Command::Status(a) => status(&a).await,
         Command::Config(ConfigCommand::History(a)) => config_history(&a),
+        // main.rs runs these itself, for their exit codes (2: rolled back).
+        Command::Config(ConfigCommand::Live(c)) => crate::config_cmd::run(c)
+            .await
+            .and_then(crate::config_cmd::Exit::into_result),
         Command::Chaos(a) => crate::chaos::run(a).await,
     }
 }
@@ -743,7 +747,7 @@ fn print_routes(config: &Config) {
 
 /// The configuration `serve` runs: the given file, else ./ballast.toml, else one built from the
 /// environment's provider keys.
-fn load_for_serve(path: Option<PathBuf>) -> Result<Config, String> {
+fn load_for_serve(path: Option<PathBuf>) -> Result<(Config, Option<PathBuf>), String> {
     let path = path.or_else(|| {
         let default = PathBuf::from("ballast.toml");
         default.exists().then_some(default)
@@ -752,13 +756,13 @@ fn load_for_serve(path: Option<PathBuf>) -> Result<Config, String> {
         Some(p) => {
             let c = Config::load(&p).map_err(|e| config_errors(&p, &e))?;
             println!("ballast: configuration {}", p.display());
-            Ok(c)
+            Ok((c, Some(p)))
         }
         None => {
             let text = default_config_toml(&ProcessEnv).map_err(|e| e.to_string())?;
             let c = Config::from_toml(&text, &ProcessEnv).map_err(|e| e.to_string())?;
             println!("ballast: no config file; built this configuration from the environment:");
-            Ok(c)
+            Ok((c, None))
         }
     }
 }
@@ -781,7 +785,12 @@ async fn bind(listen: SocketAddr) -> Result<TcpListener, String> {
         .map_err(|e| format!("cannot listen on {listen}: {e}"))
 }
 
-async fn run_gateway(config: Config, listener: TcpListener) -> Result<(), String> {
+async fn run_gateway(
+    config: Config,
+    path: Option<PathBuf>,
+    watch: bool,
+    listener: TcpListener,
+) -> Result<(), String> {
     let state = AppState::new(config).map_err(|e| e.to_string())?;
     // The kill switch at start: providers or provider/model targets to keep out of rotation.
     if let Ok(list) = std::env::var("BALLAST_DISABLE") {
@@ -801,13 +810,82 @@ async fn run_gateway(config: Config, listener: TcpListener) -> Result<(), String
         println!("ballast metrics on http://{shown}/metrics");
         tokio::spawn(ballast_server::serve_metrics(metrics, state.clone()));
     }
-    ballast_server::serve(listener, state, shutdown_signal())
+    let gateway = ballast_server::rollout::Gateway::new(state, path);
+    tokio::spawn(reload_on_hangup(gateway.clone()));
+    if watch {
+        tokio::spawn(watch_file(gateway.clone()));
+    }
+    ballast_server::serve_gateway(listener, gateway, shutdown_signal())
         .await
         .map_err(|e| format!("server error: {e}"))
 }
 
+/// Reports what became of a configuration change the gateway was asked to take.
+fn report_reload(
+    source: &str,
+    result: Result<serde_json::Value, ballast_server::rollout::ApplyError>,
+) {
+    use ballast_server::rollout::ApplyError as E;
+    match result {
+        Ok(v) => tracing::warn!(
+            "{source}: configuration version {} accepted: {}",
+            v["version"],
+            v["summary"].as_str().unwrap_or("")
+        ),
+        Err(E::Unchanged(v)) => tracing::info!("{source}: no change (version {v} serves)"),
+        Err(E::Refused { message, problems }) => {
+            tracing::error!(
+                "{source}: configuration refused: {message}: {}",
+                problems.join("; ")
+            );
+        }
+        Err(E::Busy(m) | E::RolledBackBefore(m)) => tracing::error!("{source}: not taken: {m}"),
+    }
+}
+
+/// `SIGHUP`: read the configuration file again and take it (through the gate and the rollout).
+async fn reload_on_hangup(gateway: Arc<ballast_server::rollout::Gateway>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: reload with POST /admin/config instead");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            report_reload("SIGHUP", gateway.reload_file("SIGHUP").await);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = gateway;
+}
+
+/// `--watch`: take the configuration file whenever its content changes (looked at every second).
+async fn watch_file(gateway: Arc<ballast_server::rollout::Gateway>) {
+    let Some(path) = gateway.config_path().map(std::path::Path::to_path_buf) else {
+        tracing::warn!("--watch: the gateway was not started from a file; nothing to watch");
+        return;
+    };
+    let mut last = tokio::fs::read(&path).await.ok();
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        every.tick().await;
+        let Ok(now) = tokio::fs::read(&path).await else {
+            continue;
+        };
+        if last.as_deref() == Some(&now[..]) {
+            continue;
+        }
+        last = Some(now);
+        report_reload(
+            "file change",
+            gateway.reload_file("file change (--watch)").await,
+        );
+    }
+}
+
 async fn serve(args: ServeArgs) -> Result<(), String> {
-    let mut config = load_for_serve(args.config)?;
+    let (mut config, path) = load_for_serve(args.config)?;
     if !config.incidents.store_set {
         // Incidents survive restarts unless the configuration says otherwise.
         config.incidents.store = Some(PathBuf::from(ballast_core::config::DEFAULT_INCIDENT_STORE));
@@ -818,7 +896,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let listener = bind(listen).await?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("ballast listening on http://{addr}");
-    run_gateway(config, listener).await
+    run_gateway(config, path, args.watch, listener).await
 }
 
 async fn shutdown_signal() {
@@ -922,7 +1000,7 @@ targets = ["sim-anthropic/claude-sonnet-4-5", "sim-openai/gpt-4.1"]
     );
     print_demo(&base, &anthropic.base_url(), &openai.base_url());
     print_routes(&config);
-    let result = run_gateway(config, listener).await;
+    let result = run_gateway(config, None, false, listener).await;
     anthropic.shutdown().await;
     openai.shutdown().await;
     result

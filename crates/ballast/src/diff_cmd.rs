@@ -10,10 +10,10 @@ use ballast_core::config::Config;
 use ballast_core::config::diff::{self, parse_redacted};
 use ballast_core::config::env::{MapEnv, ProcessEnv};
 
+use crate::config_cmd::Gateway;
+
 /// The longest fetching a running configuration may take, connection to last byte.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-/// The largest running configuration read (a configuration is kilobytes).
-const MAX_CONFIG_BYTES: usize = 8 * 1024 * 1024;
 
 /// The diff of `candidate` against `current` (the running one), rendered as a table or as JSON
 /// (the shape `ballast_core::config::diff` documents), and whether it passes.
@@ -42,52 +42,13 @@ pub fn is_url(against: &str) -> bool {
 /// `GET /admin/config` of the gateway at `url` (its base URL, or the endpoint itself): the running
 /// configuration as TOML with its secrets redacted, read with [`parse_redacted`].
 pub async fn fetch_running(url: &str, admin_key: Option<&str>) -> Result<String, String> {
-    let base = url.trim_end_matches('/');
-    let endpoint = if base.ends_with("/admin/config") {
-        base.to_owned()
+    let answer = Gateway::new(url, admin_key)?
+        .call(reqwest::Method::GET, "/admin/config", None, FETCH_TIMEOUT)
+        .await?;
+    if answer.status == reqwest::StatusCode::OK {
+        Ok(answer.body)
     } else {
-        format!("{base}/admin/config")
-    };
-    let http = ballast_server::plain_client(FETCH_TIMEOUT)?;
-    let mut req = http.get(&endpoint);
-    if let Some(key) = admin_key {
-        req = req.bearer_auth(key);
-    }
-    // The client's timeout bounds the whole exchange; this bounds it even if that changes.
-    let read = async {
-        let mut resp = req
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach {endpoint}: {e}"))?;
-        let status = resp.status();
-        let mut body = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| format!("{endpoint}: reading the answer: {e}"))?
-        {
-            if body.len() + chunk.len() > MAX_CONFIG_BYTES {
-                return Err(format!(
-                    "{endpoint}: the answer is larger than {MAX_CONFIG_BYTES} bytes"
-                ));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok((status, body))
-    };
-    let (status, body) = tokio::time::timeout(FETCH_TIMEOUT, read)
-        .await
-        .map_err(|_| format!("{endpoint}: no answer within {FETCH_TIMEOUT:?}"))??;
-    let text = String::from_utf8_lossy(&body).into_owned();
-    match status.as_u16() {
-        200 => Ok(text),
-        401 => Err(format!(
-            "{endpoint}: HTTP 401: the gateway's admin key is needed (--admin-key or BALLAST_ADMIN_KEY)"
-        )),
-        404 => Err(format!(
-            "{endpoint}: HTTP 404: the gateway's admin API is disabled (no [admin] key) or it is too old to serve its configuration"
-        )),
-        _ => Err(format!("{endpoint}: HTTP {status}: {}", text.trim())),
+        Err(answer.failure())
     }
 }
 

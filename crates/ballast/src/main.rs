@@ -20,6 +20,7 @@ macro_rules! print {
 mod chaos;
 mod cli;
 mod commands;
+mod config_cmd;
 mod diff_cmd;
 mod logging;
 
@@ -48,8 +49,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         tokio::select! {
-            r = commands::run(cli.command) => r,
-            () = logging.report_drops() => Ok(()),
+            r = run(cli.command) => r,
+            () = logging.report_drops() => Ok(ExitCode::SUCCESS),
         }
     });
     drop(runtime);
@@ -61,11 +62,21 @@ fn main() -> ExitCode {
             "note: {dropped} log lines were dropped because the log writer could not keep up"
         );
     }
-    match result.and_then(|()| commands::stdout_result()) {
-        Ok(()) => ExitCode::SUCCESS,
+    match result.and_then(|code| commands::stdout_result().map(|()| code)) {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs the command; `config apply --wait` has an exit code of its own (2: rolled back).
+async fn run(command: cli::Command) -> Result<ExitCode, String> {
+    match command {
+        cli::Command::Config(cli::ConfigCommand::Live(c)) => {
+            config_cmd::run(c).await.map(config_cmd::Exit::code)
+        }
+        other => commands::run(other).await.map(|()| ExitCode::SUCCESS),
     }
 }

@@ -61,7 +61,8 @@
 //! the URL redacted on both sides, so a change of credentials alone is not shown), `.api_key`
 //! (`true` when set), `.headers` (the names). Settings paths are the TOML keys (`server.listen`,
 //! `policy.deadline`, `limits.max_event_bytes`, …), with `auth.gateway_keys` as a count,
-//! `admin.key` as presence, `alerts.sinks` as kinds and `telemetry.otlp_headers` as names.
+//! `admin.key` as presence, `alerts.sinks` as kinds, `telemetry.otlp_headers` as names and
+//! `rollout.steps` as a list of `{"share": 0.05, "hold": "2m"}`.
 //! Finding codes: `no_targets`, `route_removed`, `single_target`, `single_provider`,
 //! `redundancy_reduced`.
 
@@ -734,6 +735,12 @@ fn settings(c: &Config) -> Vec<(String, Value)> {
         })
         .collect();
     let otlp_headers: Vec<&str> = t.otlp_headers.iter().map(|(n, _)| n.as_str()).collect();
+    let r = &c.rollout;
+    let steps: Vec<Value> = r
+        .steps
+        .iter()
+        .map(|s| json!({"share": s.share, "hold": dur(s.hold)}))
+        .collect();
     let mut out = fields(vec![
         ("server.listen", json!(s.listen.to_string())),
         ("server.body_limit", json!(s.body_limit)),
@@ -771,6 +778,13 @@ fn settings(c: &Config) -> Vec<(String, Value)> {
         ("incidents.store", store),
         ("probes.interval", dur(c.probes.interval)),
         ("probes.max_per_day", json!(c.probes.max_per_day)),
+        ("rollout.steps", json!(steps)),
+        ("rollout.alpha", json!(r.alpha)),
+        ("rollout.error_tolerance", json!(r.error_tolerance)),
+        ("rollout.latency_tolerance", json!(r.latency_tolerance)),
+        ("rollout.quality_tolerance", json!(r.quality_tolerance)),
+        ("rollout.min_requests", json!(r.min_requests)),
+        ("rollout.probe", json!(r.probe)),
         (
             "telemetry.metrics_listen",
             json!(t.metrics_listen.map(|a| a.to_string())),

@@ -18,6 +18,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 
 use crate::provider::ProviderKind;
+pub use crate::rollout::{RolloutSettings, Step as RolloutStep};
 pub use diff::ConfigDiff;
 pub use policy::{CacheMode, ContentPolicyAction, Policy, StreamRecovery};
 pub use raw::Strategy;
@@ -54,6 +55,8 @@ pub struct Config {
     pub incidents: IncidentSettings,
     pub probes: ProbeSettings,
     pub telemetry: TelemetrySettings,
+    /// `[rollout]`: how a reloaded configuration is rolled out (canary steps, regression test).
+    pub rollout: RolloutSettings,
     /// Gateway-wide policy defaults (each route's `policy` is already resolved over these).
     pub policy: Policy,
     pub providers: Vec<Provider>,
@@ -654,6 +657,31 @@ impl Validator<'_> {
         }
     }
 
+    fn rollout(&mut self, r: &raw::RawRollout) -> RolloutSettings {
+        let d = RolloutSettings::default();
+        let settings = RolloutSettings {
+            steps: r.steps.as_ref().map_or(d.steps, |steps| {
+                steps
+                    .iter()
+                    .map(|s| RolloutStep {
+                        share: s.share,
+                        hold: s.hold,
+                    })
+                    .collect()
+            }),
+            alpha: r.alpha.unwrap_or(d.alpha),
+            error_tolerance: r.error_tolerance.unwrap_or(d.error_tolerance),
+            latency_tolerance: r.latency_tolerance.unwrap_or(d.latency_tolerance),
+            quality_tolerance: r.quality_tolerance.unwrap_or(d.quality_tolerance),
+            min_requests: r.min_requests.unwrap_or(d.min_requests),
+            probe: r.probe.unwrap_or(d.probe),
+        };
+        for (key, message) in settings.problems() {
+            self.err(format!("rollout.{key}"), message);
+        }
+        settings
+    }
+
     fn limits(&mut self, r: &raw::RawLimits) -> Limits {
         let d = Limits::default();
         let mut one = |key: &str, value: Option<raw::ByteSize>, default: usize| -> usize {
@@ -750,6 +778,7 @@ fn validate(raw: RawConfig, env: &dyn env::Env) -> Result<Config, ConfigErrors> 
     let alerts = v.alerts(&raw.alerts);
     let alerts_digest = v.alerts_digest(&raw.alerts);
     let telemetry = v.telemetry(&raw.telemetry);
+    let rollout = v.rollout(&raw.rollout);
 
     let mut gateway_keys = Vec::new();
     for (i, k) in raw.auth.gateway_keys.iter().enumerate() {
@@ -1033,6 +1062,7 @@ fn validate(raw: RawConfig, env: &dyn env::Env) -> Result<Config, ConfigErrors> 
             detectors: raw.signal.detectors.unwrap_or(true),
         },
         telemetry,
+        rollout,
         probes: ProbeSettings {
             interval: raw.probes.interval.unwrap_or(DEFAULT_PROBE_INTERVAL),
             max_per_day: raw.probes.max_per_day.unwrap_or(DEFAULT_PROBES_PER_DAY),
@@ -1282,6 +1312,90 @@ mod tests {
             ),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn rollout_section_defaults_and_values() {
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.rollout, RolloutSettings::default());
+        assert_eq!(c.rollout.steps.len(), 2);
+        assert_eq!(c.rollout.steps[1].share, 0.25);
+        assert_eq!(c.rollout.steps[1].hold, Duration::from_secs(300));
+        let c = load(&format!(
+            "{GOOD}\n[rollout]\nsteps = [{{ share = 0.1, hold = \"30s\" }}, {{ share = 0.5, hold = \"1h\" }}]\nalpha = 0.05\nlatency_tolerance = 1\nmin_requests = 50\nprobe = false\n"
+        ))
+        .unwrap();
+        let r = &c.rollout;
+        assert_eq!(
+            r.steps,
+            [
+                RolloutStep {
+                    share: 0.1,
+                    hold: Duration::from_secs(30)
+                },
+                RolloutStep {
+                    share: 0.5,
+                    hold: Duration::from_secs(3600)
+                }
+            ]
+        );
+        assert_eq!(
+            (r.alpha, r.latency_tolerance, r.min_requests, r.probe),
+            (0.05, 1.0, 50, false)
+        );
+        assert_eq!(r.error_tolerance, 0.01, "unset keys keep their defaults");
+        let c = load(&format!("{GOOD}\n[rollout]\nsteps = []\n")).unwrap();
+        assert!(c.rollout.steps.is_empty());
+
+        // The redacted rendering keeps it.
+        let c = load(&format!(
+            "{GOOD}\n[rollout]\nsteps = [{{ share = 0.1, hold = \"90s\" }}]\nquality_tolerance = 0.02\n"
+        ))
+        .unwrap();
+        let text = diff::redacted_toml(&c);
+        let back = diff::parse_redacted(&text, &MapEnv::new(&[])).unwrap();
+        assert_eq!(back.rollout, c.rollout, "{text}");
+        let empty = load(&format!("{GOOD}\n[rollout]\nsteps = []\n")).unwrap();
+        let back = diff::parse_redacted(&diff::redacted_toml(&empty), &MapEnv::new(&[])).unwrap();
+        assert!(back.rollout.steps.is_empty());
+        let d = diff::diff(&c, &empty);
+        let paths: Vec<&str> = d.settings.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(paths, ["rollout.steps", "rollout.quality_tolerance"]);
+    }
+
+    #[test]
+    fn rollout_errors_name_their_key() {
+        let e = errors(&format!(
+            "{GOOD}\n[rollout]\nsteps = [{{ share = 0.2, hold = \"1m\" }}, {{ share = 0.1, hold = \"0s\" }}, {{ share = 1.0, hold = \"25h\" }}]\nalpha = 0.6\nerror_tolerance = -0.1\nmin_requests = 0\n"
+        ));
+        assert_eq!(
+            e,
+            [
+                "rollout.steps[1].share: must be more than the previous step's share (0.2), not 0.1",
+                "rollout.steps[1].hold: must be more than zero",
+                "rollout.steps[2].share: must be between 0 and 1 (exclusive), not 1; 100% is the promotion after the last step",
+                "rollout.steps[2].hold: must be at most 24h",
+                "rollout.alpha: must be more than 0 and at most 0.5, not 0.6",
+                "rollout.error_tolerance: must be 0 or more, not -0.1",
+                "rollout.min_requests: must be at least 2 (a variance needs two observations), not 0",
+            ]
+        );
+        let steps: Vec<String> = (1..=11)
+            .map(|i| format!("{{ share = {}, hold = \"1m\" }}", f64::from(i) / 20.0))
+            .collect();
+        let e = errors(&format!(
+            "{GOOD}\n[rollout]\nsteps = [{}]\n",
+            steps.join(", ")
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("rollout.steps: at most 10 steps, not 11"),
+            "{e:?}"
+        );
+        let e = errors(&format!("{GOOD}\n[rollout]\nsteps = [{{ share = 0.1 }}]\n"));
+        assert!(e[0].contains("missing field `hold`"), "{e:?}");
+        let e = errors(&format!("{GOOD}\n[rollout]\nshares = [0.1]\n"));
+        assert!(e[0].contains("unknown field `shares`"), "{e:?}");
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub telemetry: RawTelemetry,
     #[serde(default)]
+    pub rollout: RawRollout,
+    #[serde(default)]
     pub policy: RawPolicy,
     #[serde(default)]
     pub providers: BTreeMap<String, RawProvider>,
@@ -71,6 +73,29 @@ pub struct RawProbes {
     #[serde(default, with = "humantime_serde::option")]
     pub interval: Option<Duration>,
     pub max_per_day: Option<u32>,
+}
+
+/// `[rollout]`: how a reloaded configuration is rolled out (canary steps and the test that rolls
+/// it back).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRollout {
+    pub steps: Option<Vec<RawStep>>,
+    pub alpha: Option<f64>,
+    pub error_tolerance: Option<f64>,
+    pub latency_tolerance: Option<f64>,
+    pub quality_tolerance: Option<f64>,
+    pub min_requests: Option<u64>,
+    pub probe: Option<bool>,
+}
+
+/// One `[rollout] steps` entry: `{ share = 0.05, hold = "2m" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    pub share: f64,
+    #[serde(with = "humantime_serde")]
+    pub hold: Duration,
 }
 
 /// `[incidents]`: where incidents are kept.

@@ -55,10 +55,13 @@ pub enum Signal {
     RateLimitChanged,
     /// At the current growth of use, the provider's rate limit will be reached within a day.
     Headroom,
+    /// A configuration change was rolled back during its canary: its traffic did worse than the
+    /// current version's (the incident's target names the version).
+    ConfigRegression,
 }
 
 impl Signal {
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
 
     pub const ALL: [Signal; Signal::COUNT] = [
         Signal::Availability,
@@ -72,6 +75,7 @@ impl Signal {
         Signal::InvalidJson,
         Signal::RateLimitChanged,
         Signal::Headroom,
+        Signal::ConfigRegression,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -87,13 +91,18 @@ impl Signal {
             Signal::InvalidJson => "invalid_json",
             Signal::RateLimitChanged => "rate_limit_changed",
             Signal::Headroom => "headroom",
+            Signal::ConfigRegression => "config_regression",
         }
     }
 
-    /// Whether a statistical detector watches traffic for it (the capacity signals come from the
-    /// providers' rate-limit headers instead, and have no score).
+    /// Whether a statistical detector watches each target's traffic for it (the capacity signals
+    /// come from the providers' rate-limit headers instead, and a configuration regression from a
+    /// rollout's comparison; they have no per-target score).
     pub const fn detector(self) -> bool {
-        !matches!(self, Signal::RateLimitChanged | Signal::Headroom)
+        !matches!(
+            self,
+            Signal::RateLimitChanged | Signal::Headroom | Signal::ConfigRegression
+        )
     }
 
     pub const fn index(self) -> usize {

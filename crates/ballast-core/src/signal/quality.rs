@@ -358,7 +358,8 @@ impl RareDefectConfig {
             | Signal::AnswerLength
             | Signal::StopReason
             | Signal::RateLimitChanged
-            | Signal::Headroom => Self::for_signal(Signal::WrongScript),
+            | Signal::Headroom
+            | Signal::ConfigRegression => Self::for_signal(Signal::WrongScript),
         }
     }
 
