@@ -281,6 +281,35 @@ async fn a_change_that_sends_traffic_to_a_failing_target_is_rolled_back_during_i
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_to_a_target_answering_in_the_wrong_script_is_rolled_back_on_quality() {
+    let (good, other, bad) = (fast_sim(None).await, fast_sim(None).await, fast_sim(None).await);
+    bad.set_faults(faults(json!({"corrupt": {"script": "thai", "rate": 0.05}})));
+    let start = config(&good, &other, &bad, r#""good/gpt-4o-mini""#, "");
+    let gw = gateway(&start).await;
+    let next = config(
+        &good,
+        &other,
+        &bad,
+        r#""bad/gpt-4o-mini""#,
+        r#"steps = [{ share = 0.5, hold = "5m" }]"#,
+    );
+    let (status, body) = admin_post(&gw.url, "/admin/config?probe=false", next).await;
+    assert_eq!(status, 202, "{body}");
+    let (done, watcher) = watch_until(&gw.url, &["rolled_back", "promoted"]);
+    let (sent, ok) = traffic(&gw.url, 8, 20_000, Duration::from_secs(60), done).await;
+    watcher.await.unwrap();
+    let s = admin_get(&gw.url, "/admin/rollout").await;
+    assert_eq!(s["state"], "rolled_back", "{s} after {sent} requests");
+    assert!(s["reason"].as_str().unwrap().contains("script"), "{s}");
+    // Every request was answered: wrong-script answers are answers; the comparison caught them.
+    assert_eq!(ok, sent);
+    eprintln!(
+        "rolled back on quality after {sent} requests, {} on the canary",
+        s["comparison"][0]["canary"]["requests"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_good_change_is_promoted_through_every_step() {
     let (good, other, bad) = (
         fast_sim(None).await,
