@@ -149,6 +149,7 @@ pub async fn serve_gateway(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let background = Background::start(&gateway.state());
+    gateway.settle_version().await;
     let app = gateway.service();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

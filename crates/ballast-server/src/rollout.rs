@@ -156,6 +156,39 @@ impl Gateway {
         })
     }
 
+    /// Gives the serving configuration its version number: the store's newest version with its
+    /// hash (`Background::start` keeps it there), else a new one in memory. Call once the store is
+    /// open.
+    pub async fn settle_version(&self) {
+        let rows = self.versions().await;
+        let cur = self.current();
+        let id = match rows.iter().rev().find(|r| r.hash == cur.hash) {
+            Some(v) => v.id,
+            None => {
+                let id = rows.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+                let mut v = lock(&self.versions);
+                v.push(VersionRow {
+                    id,
+                    hash: cur.hash.clone(),
+                    applied_at: SystemTime::now(),
+                    source: "ballast serve (at start)".to_owned(),
+                    summary: "the configuration the gateway started with".to_owned(),
+                    outcome: "applied".to_owned(),
+                    config: diff::redacted_toml(&cur.state.config),
+                });
+                id
+            }
+        };
+        if id != cur.version {
+            self.current.store(Arc::new(Generation {
+                state: cur.state.clone(),
+                router: cur.router.clone(),
+                version: id,
+                hash: cur.hash.clone(),
+            }));
+        }
+    }
+
     /// The generation serving (all traffic but a canary's share).
     pub fn current(&self) -> Arc<Generation> {
         self.current.load_full()

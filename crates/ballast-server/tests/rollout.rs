@@ -282,7 +282,11 @@ async fn a_change_that_sends_traffic_to_a_failing_target_is_rolled_back_during_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_to_a_target_answering_in_the_wrong_script_is_rolled_back_on_quality() {
-    let (good, other, bad) = (fast_sim(None).await, fast_sim(None).await, fast_sim(None).await);
+    let (good, other, bad) = (
+        fast_sim(None).await,
+        fast_sim(None).await,
+        fast_sim(None).await,
+    );
     bad.set_faults(faults(json!({"corrupt": {"script": "thai", "rate": 0.05}})));
     let start = config(&good, &other, &bad, r#""good/gpt-4o-mini""#, "");
     let gw = gateway(&start).await;
@@ -392,4 +396,60 @@ async fn a_request_in_flight_finishes_on_the_version_it_started_with() {
     let text = stream.await.unwrap();
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
     assert_eq!(slow.stats().total_requests, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_are_kept_with_their_outcome_and_a_rollback_takes_one_again() {
+    let (good, other, bad) = (
+        fast_sim(None).await,
+        fast_sim(None).await,
+        fast_sim(None).await,
+    );
+    let dir = std::env::temp_dir().join(format!(
+        "ballast-rollout-versions-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = format!(
+        "[incidents]\nstore = \"{}\"\n",
+        dir.join("s.sqlite").display()
+    );
+    let start = config(&good, &other, &bad, r#""good/gpt-4o-mini""#, "") + &store;
+    let gw = gateway(&start).await;
+    let next = config(&good, &other, &bad, r#""other/gpt-4o-mini""#, "") + &store;
+    let (status, body) = admin_post(&gw.url, "/admin/config?now=true&probe=false", next).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["version"], 2, "{body}");
+    assert_eq!(chat(&gw.url).await, 200);
+    assert_eq!(other.stats().total_requests, 1);
+    // Back to version 1, at once, with the serving configuration's secrets.
+    let (status, body) = admin_post(&gw.url, "/admin/config/rollback", String::new()).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["version"], 3, "{body}");
+    assert_eq!(body["source"], "rollback to version 1", "{body}");
+    let g = good.stats().total_requests;
+    assert_eq!(chat(&gw.url).await, 200);
+    assert_eq!(good.stats().total_requests, g + 1);
+    // The store has them all, with what became of each (written by the store's thread).
+    let mut versions = Value::Null;
+    for _ in 0..100 {
+        versions = admin_get(&gw.url, "/admin/config/versions").await;
+        if versions["versions"]
+            .as_array()
+            .is_some_and(|v| v.len() == 3)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rows = versions["versions"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{versions}");
+    assert_eq!(rows[0]["source"], "rollback to version 1", "{versions}");
+    assert!(
+        rows[1]["outcome"].as_str().unwrap().contains("--now"),
+        "{versions}"
+    );
+    assert_eq!(rows[0]["hash"], rows[2]["hash"], "{versions}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
