@@ -67,7 +67,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-/// Mixture scale for the proportions (degraded requests, wrong-script answers). See the module docs.
+/// Mixture scale for the proportions (degraded requests, defective answers). See the module docs.
 pub const TAU_PROPORTION: f64 = 0.05;
 /// Mixture scale for the mean of ln(latency in ms). See the module docs.
 pub const TAU_LOG_LATENCY: f64 = 0.3;
@@ -103,7 +103,8 @@ pub struct RolloutSettings {
     pub error_tolerance: f64,
     /// Relative rise in typical (geometric-mean) latency tolerated.
     pub latency_tolerance: f64,
-    /// Absolute rise in the wrong-script answer ratio tolerated.
+    /// Absolute rise in the defective-answer ratio tolerated (an answer in a script the prompt does
+    /// not use, empty, looping, or not the JSON asked for).
     pub quality_tolerance: f64,
     /// Observations per arm and route before a comparison may decide.
     pub min_requests: u64,
@@ -225,7 +226,7 @@ pub struct ArmStats {
     /// Answers checked for their script.
     pub answers: u64,
     /// Answers with text in a script the prompt does not use.
-    pub wrong_script: u64,
+    pub defective: u64,
 }
 
 /// ln(latency in ms), latency clamped to ≥ 1 ms.
@@ -235,7 +236,8 @@ fn log_ms(latency: Duration) -> f64 {
 
 impl ArmStats {
     /// One request's outcome: whether it was degraded, its latency (none when it failed before
-    /// one could be measured), and for an answer whether it was in a wrong script.
+    /// one could be measured), and for an answer whether it was defective (in a script the prompt does not
+    /// use, empty, looping, or not the JSON asked for).
     pub fn record(&mut self, degraded: bool, latency: Option<Duration>, answer: Option<bool>) {
         self.requests = self.requests.saturating_add(1);
         if degraded {
@@ -250,7 +252,7 @@ impl ArmStats {
         if let Some(wrong) = answer {
             self.answers = self.answers.saturating_add(1);
             if wrong {
-                self.wrong_script = self.wrong_script.saturating_add(1);
+                self.defective = self.defective.saturating_add(1);
             }
         }
     }
@@ -263,7 +265,7 @@ impl ArmStats {
         self.log_latency_sum += other.log_latency_sum;
         self.log_latency_sq_sum += other.log_latency_sq_sum;
         self.answers = self.answers.saturating_add(other.answers);
-        self.wrong_script = self.wrong_script.saturating_add(other.wrong_script);
+        self.defective = self.defective.saturating_add(other.defective);
     }
 
     /// Share of requests degraded (0 without requests).
@@ -271,9 +273,9 @@ impl ArmStats {
         ratio(self.degraded, self.requests)
     }
 
-    /// Share of answers in a wrong script (0 without answers).
-    pub fn wrong_script_ratio(&self) -> f64 {
-        ratio(self.wrong_script, self.answers)
+    /// Share of defective answers (0 without answers).
+    pub fn defect_ratio(&self) -> f64 {
+        ratio(self.defective, self.answers)
     }
 
     /// The geometric mean of the latencies in ms (0 without any).
@@ -324,7 +326,7 @@ pub struct ArmCounters {
     log_latency_sum: AtomicU64,
     log_latency_sq_sum: AtomicU64,
     answers: AtomicU64,
-    wrong_script: AtomicU64,
+    defective: AtomicU64,
 }
 
 impl ArmCounters {
@@ -349,7 +351,7 @@ impl ArmCounters {
         }
         if let Some(wrong) = answer {
             if wrong {
-                self.wrong_script.fetch_add(1, r);
+                self.defective.fetch_add(1, r);
             }
             self.answers.fetch_add(1, r);
         }
@@ -366,7 +368,7 @@ impl ArmCounters {
             log_latency_sum: self.log_latency_sum.load(r) as f64 / FIXED,
             log_latency_sq_sum: self.log_latency_sq_sum.load(r) as f64 / FIXED,
             answers: self.answers.load(r),
-            wrong_script: self.wrong_script.load(r),
+            defective: self.defective.load(r),
         }
     }
 }
@@ -440,7 +442,7 @@ impl Regression {
                 format!("{} ms", grouped(self.baseline.round())),
             ),
             Metric::Quality => (
-                "wrong-script answers",
+                "defective answers (wrong script, empty, looping, invalid JSON)",
                 percent(self.canary),
                 percent(self.baseline),
             ),
@@ -561,14 +563,14 @@ pub fn compare_among(
     }
     if canary.answers >= min && base.answers >= min {
         let lambda = proportion_lambda(
-            (canary.wrong_script, canary.answers),
-            (base.wrong_script, base.answers),
+            (canary.defective, canary.answers),
+            (base.defective, base.answers),
             s.quality_tolerance,
         );
         check(
             Metric::Quality,
-            canary.wrong_script_ratio(),
-            base.wrong_script_ratio(),
+            canary.defect_ratio(),
+            base.defect_ratio(),
             lambda,
         );
     }
@@ -940,9 +942,9 @@ mod tests {
             b.requests,
             s.error_tolerance,
         ) || prop(
-            c.wrong_script,
+            c.defective,
             c.answers,
-            b.wrong_script,
+            b.defective,
             b.answers,
             s.quality_tolerance,
         ) || z(
@@ -1027,7 +1029,7 @@ mod tests {
     }
 
     #[test]
-    fn rollout_rolls_back_wrong_script_answers() {
+    fn rollout_rolls_back_defective_answers() {
         let canary = Arm {
             wrong: 0.05,
             ..CLEAN
@@ -1314,14 +1316,14 @@ mod tests {
                 got.degraded,
                 got.latency_n,
                 got.answers,
-                got.wrong_script
+                got.defective
             ),
             (
                 expected.requests,
                 expected.degraded,
                 expected.latency_n,
                 expected.answers,
-                expected.wrong_script
+                expected.defective
             )
         );
         assert!((got.log_latency_sum - expected.log_latency_sum).abs() < 1e-2);

@@ -587,7 +587,7 @@ impl Gateway {
                 "requests": a.requests,
                 "degraded_ratio": a.degraded_ratio(),
                 "latency_ms": (a.latency_n > 0).then(|| a.typical_latency_ms()),
-                "wrong_script_ratio": a.wrong_script_ratio(),
+                "defect_ratio": a.defect_ratio(),
             })
         };
         json!({
@@ -725,12 +725,13 @@ fn minus(a: ArmStats, b: ArmStats) -> ArmStats {
         log_latency_sum: a.log_latency_sum - b.log_latency_sum,
         log_latency_sq_sum: a.log_latency_sq_sum - b.log_latency_sq_sum,
         answers: a.answers.saturating_sub(b.answers),
-        wrong_script: a.wrong_script.saturating_sub(b.wrong_script),
+        defective: a.defective.saturating_sub(b.defective),
     }
 }
 
-/// What a new configuration changes that only a restart takes (the listener, the store, where
-/// metrics and traces go, the alert sinks: process-wide parts built once).
+/// What a new configuration changes that only a restart takes (the listener, the upstream
+/// client's connect timeout, the store, where metrics and traces go, the alert sinks: process-wide
+/// parts built once).
 fn restart_only(old: &Config, new: &Config) -> Vec<String> {
     let mut w = Vec::new();
     let mut note = |changed: bool, what: &str| {
@@ -741,6 +742,10 @@ fn restart_only(old: &Config, new: &Config) -> Vec<String> {
         }
     };
     note(old.server.listen != new.server.listen, "server.listen");
+    note(
+        old.server.connect_timeout != new.server.connect_timeout,
+        "server.connect_timeout",
+    );
     note(
         old.incidents.store != new.incidents.store,
         "incidents.store",

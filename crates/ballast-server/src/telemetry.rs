@@ -1025,7 +1025,8 @@ const MIN_NGRAMS_FOR_REPETITION: u32 = 32;
 /// What an answered request tells the output-quality detectors.
 /// A request's part in its configuration's tally: whether it was degraded (failed, or needed a
 /// retry or another target), its latency (to the first token of a stream, to the end of a whole
-/// answer), and whether its answer had text in the wrong script. Requests the client ended, the
+/// answer), and whether its answer was defective (text in a script the prompt does not use, empty,
+/// looping, or not the JSON asked for: the output-quality signals that eject a target). Requests the client ended, the
 /// gateway shed at capacity, refused as malformed, or answered from its cache say nothing of the
 /// configuration and are left out.
 fn arm_record(arm: &ArmCounters, r: &RequestRecord<'_>) {
@@ -1047,8 +1048,13 @@ fn arm_record(arm: &ArmCounters, r: &RequestRecord<'_>) {
         | RequestOutcome::Shed
         | RequestOutcome::CacheHit => return,
     };
-    let answer =
-        (r.outcome == RequestOutcome::Answered && r.text.chars > 0).then(|| r.text.wrong_script());
+    let answer = (r.outcome == RequestOutcome::Answered).then(|| {
+        let f = answer_facts(r);
+        f.wrong_script
+            || f.empty == Some(true)
+            || f.repetitive == Some(true)
+            || f.invalid_json == Some(true)
+    });
     arm.record(degraded, latency, answer);
 }
 

@@ -236,7 +236,8 @@ async fn a_change_that_sends_traffic_to_a_failing_target_is_rolled_back_during_i
     );
     assert!(ok * 100 >= sent * 99, "{ok} of {sent} answered");
     eprintln!(
-        "rolled back after {took:?}: {sent} requests, {canary} on the canary, {reached} reached the bad target; {}", s["comparison"]
+        "rolled back after {took:?}: {sent} requests, {canary} on the canary, {reached} reached the bad target; {}",
+        s["comparison"]
     );
     // After the rollback everything is served by the current version.
     let before = bad.stats().total_requests;

@@ -810,7 +810,7 @@ fn comparison_table(c: &Value) -> Option<String> {
         "REQUESTS".to_owned(),
         "DEGRADED".to_owned(),
         "LATENCY".to_owned(),
-        "WRONG SCRIPT".to_owned(),
+        "DEFECTIVE".to_owned(),
     ]];
     for (route, r) in rows {
         table.push([
@@ -818,7 +818,7 @@ fn comparison_table(c: &Value) -> Option<String> {
             pair(r, "requests", &count),
             pair(r, "degraded_ratio", &ratio),
             pair(r, "latency_ms", &millis),
-            pair(r, "wrong_script_ratio", &ratio),
+            pair(r, "defect_ratio", &ratio),
         ]);
     }
     let mut widths = [0; 5];
@@ -1041,15 +1041,15 @@ mod tests {
         "share": 0.25, "hold_ms": 300000, "elapsed_ms": 90400, "reason": null,
         "comparison": [
             {"route": "chat",
-             "canary": {"requests": 120, "degraded_ratio": 0.1, "latency_ms": 230.0, "wrong_script_ratio": 0.0},
-             "baseline": {"requests": 2280, "degraded_ratio": 0.012, "latency_ms": 210.4, "wrong_script_ratio": 0.0}},
+             "canary": {"requests": 120, "degraded_ratio": 0.1, "latency_ms": 230.0, "defect_ratio": 0.0},
+             "baseline": {"requests": 2280, "degraded_ratio": 0.012, "latency_ms": 210.4, "defect_ratio": 0.0}},
             {"route": "summarize-long", "canary": {"requests": 3}, "baseline": null}
         ]});
         let expected = "\
 version 7 (hash ab12) rolling out: step 2 of 2, 25% of requests for 5m (elapsed 1m 30s)
 
 canary / baseline per route:
-ROUTE           REQUESTS    DEGRADED      LATENCY        WRONG SCRIPT
+ROUTE           REQUESTS    DEGRADED      LATENCY        DEFECTIVE
 chat            120 / 2280  10.0% / 1.2%  230ms / 210ms  0.0% / 0.0%
 summarize-long  3 / -       - / -         - / -          - / -
 ";
@@ -1075,8 +1075,8 @@ summarize-long  3 / -       - / -         - / -          - / -
             "elapsed_ms": 4000, "hold_ms": 0, "route": "chat",
             "reason": "degraded requests 12% on the new version vs 1% on the current", "serving": 6,
             "comparison": [{"route": "chat",
-                "canary": {"requests": 40, "degraded_ratio": 0.12, "latency_ms": null, "wrong_script_ratio": 0.0},
-                "baseline": {"requests": 800, "degraded_ratio": 0.01, "latency_ms": 200.0, "wrong_script_ratio": 0.0}}]});
+                "canary": {"requests": 40, "degraded_ratio": 0.12, "latency_ms": null, "defect_ratio": 0.0},
+                "baseline": {"requests": 800, "degraded_ratio": 0.01, "latency_ms": 200.0, "defect_ratio": 0.0}}]});
         assert_eq!(
             rollout_text(&real),
             "version 7 (hash ab12) rolled back on route chat: degraded requests 12% on the new \
@@ -1085,7 +1085,7 @@ summarize-long  3 / -       - / -         - / -          - / -
              version 6 serves\n\
              \n\
              canary / baseline per route:\n\
-             ROUTE  REQUESTS  DEGRADED      LATENCY    WRONG SCRIPT\n\
+             ROUTE  REQUESTS  DEGRADED      LATENCY    DEFECTIVE\n\
              chat   40 / 800  12.0% / 1.0%  - / 200ms  0.0% / 0.0%\n"
         );
         assert_eq!(

@@ -340,8 +340,8 @@ async fn rollout_abort_and_rollback() {
     let (url, fake) = gateway(json!({"state": "canary", "version": 7, "hash": "ab12cd34",
         "step": 0, "steps": 2, "share": 0.05, "hold_ms": 120000, "elapsed_ms": 30000,
         "reason": null, "comparison": [{"route": "chat",
-            "canary": {"requests": 120, "degraded_ratio": 0.1, "latency_ms": 230.0, "wrong_script_ratio": 0.0},
-            "baseline": {"requests": 2280, "degraded_ratio": 0.01, "latency_ms": 210.0, "wrong_script_ratio": 0.0}}]}))
+            "canary": {"requests": 120, "degraded_ratio": 0.1, "latency_ms": 230.0, "defect_ratio": 0.0},
+            "baseline": {"requests": 2280, "degraded_ratio": 0.01, "latency_ms": 210.0, "defect_ratio": 0.0}}]}))
     .await;
     let o = ballast(&["config", "rollout", "--gateway", &url, "--admin-key", KEY]).await;
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
