@@ -732,8 +732,10 @@ impl Telemetry {
     /// One request ended: its log line, and its metrics.
     pub fn request(&self, r: &RequestRecord<'_>) {
         self.log(r);
+        // What the answer says to the quality detectors and to a rollout's comparison, read once.
+        let facts = (r.outcome == RequestOutcome::Answered).then(|| answer_facts(r));
         if let Some(arm) = r.route.and_then(|i| self.arms.get(i)) {
-            arm_record(arm, r);
+            arm_record(arm, r, facts.as_ref());
         }
         let route_slot = r.route.map_or(0, |i| i.saturating_add(1));
         let i = route_slot
@@ -770,11 +772,10 @@ impl Telemetry {
             }));
         }
         if self.detectors
-            && r.outcome == RequestOutcome::Answered
-            && let Some(target) = r.target
+            && let (Some(facts), Some(target)) = (&facts, r.target)
         {
             self.incidents
-                .observe_answer(target, &answer_facts(r), self.target_name(target));
+                .observe_answer(target, facts, self.target_name(target));
         }
         let Some(route) = r.route else { return };
         if r.fallback
@@ -1029,7 +1030,7 @@ const MIN_NGRAMS_FOR_REPETITION: u32 = 32;
 /// looping, or not the JSON asked for: the output-quality signals that eject a target). Requests the client ended, the
 /// gateway shed at capacity, refused as malformed, or answered from its cache say nothing of the
 /// configuration and are left out.
-fn arm_record(arm: &ArmCounters, r: &RequestRecord<'_>) {
+fn arm_record(arm: &ArmCounters, r: &RequestRecord<'_>, facts: Option<&AnswerFacts>) {
     let (degraded, latency) = match r.outcome {
         RequestOutcome::Answered => (
             r.attempts > 1 || r.fallback,
@@ -1048,8 +1049,7 @@ fn arm_record(arm: &ArmCounters, r: &RequestRecord<'_>) {
         | RequestOutcome::Shed
         | RequestOutcome::CacheHit => return,
     };
-    let answer = (r.outcome == RequestOutcome::Answered).then(|| {
-        let f = answer_facts(r);
+    let answer = facts.map(|f| {
         f.wrong_script
             || f.empty == Some(true)
             || f.repetitive == Some(true)
