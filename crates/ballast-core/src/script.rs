@@ -24,6 +24,47 @@ pub enum Script {
     Other,
 }
 
+impl Script {
+    /// Every script, in order (`Script::ALL[s as usize] == s`).
+    pub const ALL: [Script; 15] = [
+        Script::Latin,
+        Script::Greek,
+        Script::Cyrillic,
+        Script::Armenian,
+        Script::Hebrew,
+        Script::Arabic,
+        Script::Indic,
+        Script::Thai,
+        Script::Lao,
+        Script::Georgian,
+        Script::Hangul,
+        Script::Kana,
+        Script::Han,
+        Script::Ethiopic,
+        Script::Other,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Script::Latin => "Latin",
+            Script::Greek => "Greek",
+            Script::Cyrillic => "Cyrillic",
+            Script::Armenian => "Armenian",
+            Script::Hebrew => "Hebrew",
+            Script::Arabic => "Arabic",
+            Script::Indic => "Indic",
+            Script::Thai => "Thai",
+            Script::Lao => "Lao",
+            Script::Georgian => "Georgian",
+            Script::Hangul => "Hangul",
+            Script::Kana => "Kana",
+            Script::Han => "Han",
+            Script::Ethiopic => "Ethiopic",
+            Script::Other => "other",
+        }
+    }
+}
+
 /// The script of `c`, or `None` for characters that belong to none (digits, punctuation, symbols,
 /// marks, emoji, spaces).
 pub fn script_of(c: char) -> Option<Script> {
@@ -69,12 +110,37 @@ impl ScriptSet {
         self.0 |= 1 << (s as u8);
     }
 
+    pub fn union(self, other: ScriptSet) -> ScriptSet {
+        ScriptSet(self.0 | other.0)
+    }
+
+    pub fn remove(&mut self, s: Script) {
+        self.0 &= !(1 << (s as u8));
+    }
+
     pub fn contains(self, s: Script) -> bool {
         self.0 & (1 << (s as u8)) != 0
     }
 
     pub fn is_empty(self) -> bool {
         self.0 == 0
+    }
+
+    /// The scripts in the set, in their order.
+    pub fn iter(self) -> impl Iterator<Item = Script> {
+        let set = self;
+        // An empty set (most answers) is known at once.
+        Script::ALL
+            .into_iter()
+            .take(if set.is_empty() { 0 } else { Script::ALL.len() })
+            .filter(move |&s| set.contains(s))
+    }
+
+    /// The set of one script.
+    pub fn of(s: Script) -> ScriptSet {
+        let mut set = ScriptSet::EMPTY;
+        set.insert(s);
+        set
     }
 
     /// The scripts of a request body as sent (JSON): its raw characters and its `\uXXXX` escapes.
@@ -125,6 +191,8 @@ impl ScriptSet {
 pub struct ScriptCount {
     pub chars: u64,
     pub foreign: u64,
+    /// The scripts those foreign characters belong to.
+    pub scripts: ScriptSet,
 }
 
 impl ScriptCount {
@@ -143,6 +211,7 @@ impl ScriptCount {
                 && !allowed.contains(s)
             {
                 self.foreign = self.foreign.saturating_add(1);
+                self.scripts.insert(s);
             }
         }
     }
@@ -150,6 +219,15 @@ impl ScriptCount {
     /// Whether the answer has text in a script the prompt does not use (a word's worth at least).
     pub fn wrong_script(&self) -> bool {
         self.foreign >= 2
+    }
+
+    /// The foreign scripts of an answer in the wrong script (empty when it is not).
+    pub fn wrong_scripts(&self) -> ScriptSet {
+        if self.wrong_script() {
+            self.scripts
+        } else {
+            ScriptSet::EMPTY
+        }
     }
 }
 
@@ -171,6 +249,25 @@ mod tests {
         c.count(" The answer is สวัสดี today", allowed);
         assert_eq!(c.foreign, 6);
         assert!(c.wrong_script());
+        assert_eq!(c.wrong_scripts(), ScriptSet::of(Script::Thai));
+        assert_eq!(c.wrong_scripts().iter().collect::<Vec<_>>(), [Script::Thai]);
+    }
+
+    #[test]
+    fn one_stray_character_is_not_the_wrong_script_and_every_script_is_named() {
+        let allowed = ScriptSet::of_request(b"{}");
+        let mut c = ScriptCount::default();
+        c.count("the angle \u{3b1} is small", allowed);
+        assert_eq!(c.foreign, 1);
+        assert_eq!(c.wrong_scripts(), ScriptSet::EMPTY);
+        c.count(" \u{4e2d}\u{6587}", allowed);
+        assert_eq!(
+            c.wrong_scripts().iter().collect::<Vec<_>>(),
+            [Script::Greek, Script::Han]
+        );
+        for (i, s) in Script::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i);
+        }
     }
 
     #[test]

@@ -514,13 +514,18 @@ fn sink_name(sink: &AlertSink) -> &'static str {
 }
 
 fn evidence_json(e: &Evidence) -> Value {
-    json!({
+    let mut v = json!({
         "observed": e.observed,
         "baseline": e.baseline,
         "samples": e.samples,
         "score": e.score,
         "threshold": e.threshold,
-    })
+    });
+    // A wrong-script test on one script names it.
+    if let (Some(script), Some(o)) = (e.script, v.as_object_mut()) {
+        o.insert("script".to_owned(), script.as_str().into());
+    }
+    v
 }
 
 /// A number with four significant digits, no exponent.
@@ -553,11 +558,19 @@ fn summary(ev: &AlertEvent) -> String {
             e.observed * 100.0,
             e.baseline * 100.0
         ),
-        Signal::WrongScript => format!(
-            "{:.1}% of answers have text in a script their prompt does not use, against {:.2}% normal",
-            e.observed * 100.0,
-            e.baseline * 100.0
-        ),
+        Signal::WrongScript => match e.script {
+            Some(script) => format!(
+                "{:.1}% of answers have {} text, in a script their prompt does not use, against {:.3}% normal",
+                e.observed * 100.0,
+                script.as_str(),
+                e.baseline * 100.0
+            ),
+            None => format!(
+                "{:.1}% of answers have text in a script their prompt does not use, against {:.2}% normal",
+                e.observed * 100.0,
+                e.baseline * 100.0
+            ),
+        },
         Signal::AnswerLength => format!(
             "typical answer length {:.0} characters against {:.0} normal",
             e.observed, e.baseline

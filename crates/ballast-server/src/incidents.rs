@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use serde_json::{Value, json};
 
 use ballast_core::record::AttemptRecord;
+use ballast_core::script::ScriptSet;
 use ballast_core::signal::{
     AbnormalStop, AnswerLength, Availability, AvailabilityConfig, Change, Evidence, HardFailure,
     Latency, LatencyConfig, RareDefect, Signal, WrongScript,
@@ -70,8 +71,8 @@ fn trial_every(run: u32) -> Duration {
 /// What one answer says to the output-quality detectors (`None`: nothing, for that detector).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AnswerFacts {
-    /// Text in a script the prompt does not use.
-    pub wrong_script: bool,
+    /// The scripts the prompt does not use that the answer has text in (empty: none).
+    pub wrong_script: ScriptSet,
     /// A natural end of text with no text at all.
     pub empty: Option<bool>,
     /// The characters of an answer that ended naturally with text.
@@ -90,7 +91,7 @@ struct Detectors {
     hard: HardFailure,
     latency: Latency,
     wrong_script: WrongScript,
-    empty: WrongScript,
+    empty: RareDefect,
     length: AnswerLength,
     stop: AbnormalStop,
     repetition: RareDefect,
@@ -107,7 +108,7 @@ impl Detectors {
             hard: HardFailure::new(HARD_FAILURES),
             latency: Latency::new(LatencyConfig::default()),
             wrong_script: WrongScript::default(),
-            empty: WrongScript::empty_answers(),
+            empty: RareDefect::new(Signal::EmptyAnswer),
             length: AnswerLength::default(),
             stop: AbnormalStop::default(),
             repetition: RareDefect::new(Signal::Repetition),
@@ -133,6 +134,7 @@ impl Detectors {
                 samples: 0,
                 score: 0.0,
                 threshold: 0.0,
+                script: None,
             },
         }
     }
@@ -173,13 +175,18 @@ impl Incident {
 }
 
 fn evidence_json(e: &Evidence) -> Value {
-    json!({
+    let mut v = json!({
         "observed": e.observed,
         "baseline": e.baseline,
         "samples": e.samples,
         "score": e.score,
         "threshold": e.threshold,
-    })
+    });
+    // A wrong-script test on one script names it.
+    if let (Some(script), Some(o)) = (e.script, v.as_object_mut()) {
+        o.insert("script".to_owned(), script.as_str().into());
+    }
+    v
 }
 
 /// One configuration's view of the incidents: its targets' watches, in its target order, over the
@@ -873,6 +880,7 @@ impl Shared {
             samples = e.samples,
             score = e.score,
             threshold = e.threshold,
+            script = e.script.map(|s| s.as_str()),
             recurrence = incident.recurrence.as_ref().map(Recurrence::ordinal),
             "incident opened"
         );
@@ -936,6 +944,7 @@ impl Shared {
             samples: 0,
             score: observed,
             threshold,
+            script: None,
         };
         match event {
             E::LimitChanged { old, new, .. } => {
@@ -1727,7 +1736,7 @@ mod tests {
     fn a_target_ejected_for_wrong_answers_gets_no_faster_trials() {
         let i = Incidents::new(&["p/m".to_owned()], Alerts::new(Vec::new()));
         let wrong = AnswerFacts {
-            wrong_script: true,
+            wrong_script: ScriptSet::of(ballast_core::script::Script::Thai),
             ..AnswerFacts::default()
         };
         for _ in 0..1_000 {

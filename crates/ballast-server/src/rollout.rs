@@ -556,6 +556,7 @@ impl Gateway {
                             samples: canary_requests,
                             score: regression.lambda,
                             threshold: regression.threshold,
+                            script: None,
                         },
                     );
                     return;

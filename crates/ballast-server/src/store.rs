@@ -130,7 +130,8 @@ pub struct Row {
     pub resolved_at: Option<SystemTime>,
     /// How it ended ("evidence back to normal", "gateway restarted").
     pub resolution: Option<String>,
-    /// The evidence at open and the latest, as JSON objects of numbers.
+    /// The evidence at open and the latest, as JSON objects of numbers (and, for a wrong-script
+    /// test on one script, its name).
     pub evidence_at_open: String,
     pub evidence_latest: String,
     /// The earlier incidents of the same signal on the same target it repeats, when it does.

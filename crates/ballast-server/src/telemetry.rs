@@ -1050,7 +1050,7 @@ fn arm_record(arm: &ArmCounters, r: &RequestRecord<'_>, facts: Option<&AnswerFac
         | RequestOutcome::CacheHit => return,
     };
     let answer = facts.map(|f| {
-        f.wrong_script
+        !f.wrong_script.is_empty()
             || f.empty == Some(true)
             || f.repetitive == Some(true)
             || f.invalid_json == Some(true)
@@ -1070,7 +1070,7 @@ fn answer_facts(r: &RequestRecord<'_>) -> AnswerFacts {
         });
     let chars = r.text.chars;
     AnswerFacts {
-        wrong_script: r.text.wrong_script(),
+        wrong_script: r.text.wrong_scripts(),
         empty: text_end.then_some(chars == 0),
         chars: (text_end && chars > 0).then_some(chars),
         abnormal_stop: r.stop_reason.and_then(natural_stop).map(|natural| !natural),

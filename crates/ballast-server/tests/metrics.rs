@@ -516,12 +516,17 @@ async fn answers_in_a_script_the_prompt_does_not_use_open_a_wrong_script_inciden
         .await;
         let v = r.admin("/admin/incidents").await;
         if v["incidents"][0]["signal"] == "wrong_script" {
-            opened = Some(i);
+            opened = Some((i, v));
             break;
         }
     }
-    let n = opened.expect("no wrong-script incident");
+    let (n, v) = opened.expect("no wrong-script incident");
     assert!(n <= 200, "took {n} answers");
+    // The evidence names the script, for the operator and the alert.
+    assert_eq!(
+        v["incidents"][0]["evidence_at_open"]["script"], "Thai",
+        "{v}"
+    );
     let (_, m) = r.get_text("/metrics").await;
     assert_eq!(
         value(&m, "ballast_incidents_open", &["signal=\"wrong_script\""]),

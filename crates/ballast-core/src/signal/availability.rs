@@ -28,7 +28,7 @@ impl Default for AvailabilityConfig {
             floor: 0.01,
             factor: 4.0,
             min_rise: 0.08,
-            threshold: 14.0,
+            threshold: 12.0,
             learn_rate: 1.0 / 5000.0,
             warmup: 20,
         }
@@ -130,6 +130,7 @@ impl Availability {
             samples: self.samples,
             score: self.score,
             threshold: self.cfg.threshold,
+            script: None,
         }
     }
 }
@@ -184,6 +185,7 @@ impl HardFailure {
             samples: self.samples,
             score: f64::from(self.run),
             threshold: f64::from(self.threshold),
+            script: None,
         }
     }
 }

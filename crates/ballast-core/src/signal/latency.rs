@@ -113,6 +113,7 @@ impl Latency {
             samples: self.samples,
             score: self.score,
             threshold: self.cfg.threshold,
+            script: None,
         }
     }
 }

@@ -15,7 +15,9 @@
 //!   learned share.
 //! - [`RareDefect`]: two Bernoulli CUSUMs (tuned to a few percent and to about one percent of
 //!   answers) on a per-answer defect that is normally (almost) absent: repetition, invalid JSON,
-//!   text in a script the prompt does not use ([`WrongScript`]), empty answers.
+//!   empty answers.
+//! - [`WrongScript`]: text in a script the prompt does not use, as a [`RareDefect`] over every
+//!   foreign script and a pair of Bernoulli CUSUMs per script against that script's own normal share.
 //!
 //! Thresholds are set for at most one false alarm per 30 days per detector on clean traffic; the
 //! rate is measured by replaying simulated clean traffic through them (`tests::false_alarms`;
@@ -29,7 +31,7 @@ pub use availability::{Availability, AvailabilityConfig, HardFailure};
 pub use latency::{Latency, LatencyConfig};
 pub use quality::{
     AbnormalStop, AbnormalStopConfig, AnswerLength, AnswerLengthConfig, DefectTest, RareDefect,
-    RareDefectConfig, WrongScript, natural_stop,
+    RareDefectConfig, WrongScript, WrongScriptConfig, natural_stop,
 };
 
 /// Which signal a detector watches.
@@ -123,6 +125,8 @@ pub struct Evidence {
     /// The test statistic, and the value at which it fires.
     pub score: f64,
     pub threshold: f64,
+    /// The script, when a wrong-script test on one script is the evidence.
+    pub script: Option<crate::script::Script>,
 }
 
 /// A detector's state change after an observation.

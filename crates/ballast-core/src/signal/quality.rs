@@ -4,6 +4,7 @@
 //! CUSUMs against a floor.
 
 use super::{Change, Evidence, Signal};
+use crate::script::{Script, ScriptSet};
 
 /// A statistical detector's score is never taken above this many times its threshold, so that
 /// after a long incident it clears within a few hundred answers of recovery, not hours.
@@ -141,6 +142,7 @@ impl AnswerLength {
             samples: self.samples,
             score: self.score(),
             threshold: self.cfg.threshold,
+            script: None,
         }
     }
 }
@@ -429,6 +431,11 @@ impl RareDefect {
         self.firing
     }
 
+    /// The learned normal share of answers with the defect.
+    pub fn baseline(&self) -> f64 {
+        self.slow.baseline
+    }
+
     /// The evidence of whichever test is nearer its threshold.
     pub fn evidence(&self) -> Evidence {
         let (f, s) = (self.fast.evidence(), self.slow.evidence());
@@ -440,39 +447,263 @@ impl RareDefect {
     }
 }
 
-/// Answers with text in a script the prompt does not use ([`WrongScript::default`]), or that end
-/// normally with no text ([`WrongScript::empty_answers`]): a [`RareDefect`] for those signals.
+// --- Wrong script ----------------------------------------------------------------------------
+
+/// Tuning of the wrong-script detector: the rare-defect test over answers with text in any script
+/// their prompt does not use, and a test per script.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WrongScriptConfig {
+    /// The test over every foreign script together.
+    pub any: RareDefectConfig,
+    /// The share of answers with text in one given script is never assumed below this ...
+    pub script_floor: f64,
+    /// ... nor below this part of the learned share with text in any foreign script (an app whose
+    /// answers often quote other languages spreads them over several scripts).
+    pub script_part: f64,
+    /// How slowly each script's normal share is learned (from the floor): the weight of one
+    /// answer. An answer with the script while its score is already rising is not learned, so
+    /// that a fault's first answers do not make the next ones look normal.
+    pub learn_rate: f64,
+    /// The per-script tests, looking for at least this share (or four times the normal).
+    pub fast: DefectTest,
+    pub slow: DefectTest,
+}
+
+impl Default for WrongScriptConfig {
+    fn default() -> Self {
+        Self {
+            any: RareDefectConfig::for_signal(Signal::WrongScript),
+            script_floor: 0.000_01,
+            script_part: 0.02,
+            learn_rate: 1.0 / 100_000.0,
+            // Two answers with a script are never enough (2 x ln(0.05 / floor) = 17.0 nats at
+            // the floor; 2 x ln(0.012 / floor) = 14.2): pairs of quotes in one script come
+            // about daily. Three within ~160 (fast) or ~520 answers (slow) are.
+            fast: DefectTest {
+                alternative: 0.05,
+                threshold: 17.5,
+            },
+            slow: DefectTest {
+                alternative: 0.012,
+                threshold: 15.0,
+            },
+        }
+    }
+}
+
+/// Answers with text in a script the prompt does not use (Thai in answers to English prompts).
+///
+/// Two kinds of test, and it fires when any does:
+/// - a [`RareDefect`] over answers with any foreign script, for corruption spread over many
+///   scripts (a broken sampler drawing random tokens);
+/// - a pair of Bernoulli CUSUMs per script, each against that script's own normal share. Legitimate
+///   foreign text in answers (a name, a quotation, a Greek letter) is spread over several scripts,
+///   while a serving bug that corrupts tokens shows one script again and again; against that one
+///   script's far smaller normal share, each corrupted answer is worth more evidence. This is what
+///   sees 1% of answers in Thai within a few hundred answers without alarming on 0.05% of answers
+///   quoting other languages.
+///
+/// A script's test is brought up to date only when an answer has that script (or while it fires):
+/// the answers in between are all without it, and their effect (the score falling, the normal
+/// share decaying) is applied at once, so a clean answer costs no more than it did.
+///
+/// Evidence: of whichever test is nearest its threshold; for a script's test `observed` is the
+/// share of answers with that script since its score last left zero, `baseline` its normal share.
 #[derive(Clone, Debug)]
-pub struct WrongScript(RareDefect);
+pub struct WrongScript {
+    cfg: WrongScriptConfig,
+    any: RareDefect,
+    scripts: [ScriptTest; Script::ALL.len()],
+    /// Answers seen.
+    answers: u64,
+    /// Scripts whose test is firing: brought up to date on every answer, so that they clear.
+    firing_scripts: ScriptSet,
+    firing: bool,
+}
+
+/// One script's pair of tests, as of answer `at`.
+#[derive(Clone, Copy, Debug, Default)]
+struct ScriptTest {
+    baseline: f64,
+    fast: f64,
+    slow: f64,
+    at: u64,
+    /// The answer at which the score last left zero, and the answers with the script since.
+    rise_from: u64,
+    rise_flagged: u64,
+    firing: bool,
+}
 
 impl Default for WrongScript {
     fn default() -> Self {
-        Self(RareDefect::new(Signal::WrongScript))
+        Self::with_config(WrongScriptConfig::default())
     }
 }
 
 impl WrongScript {
-    /// Answers that end normally with no text at all (a broken sampler, a serving bug).
-    pub fn empty_answers() -> Self {
-        Self(RareDefect::new(Signal::EmptyAnswer))
+    pub fn with_config(cfg: WrongScriptConfig) -> Self {
+        Self {
+            any: RareDefect::with_config(Signal::WrongScript, cfg.any),
+            scripts: [ScriptTest {
+                baseline: cfg.script_floor,
+                ..ScriptTest::default()
+            }; Script::ALL.len()],
+            answers: 0,
+            firing_scripts: ScriptSet::EMPTY,
+            firing: false,
+            cfg,
+        }
     }
 
-    pub fn observe(&mut self, wrong: bool) -> Option<Change> {
-        self.0.observe(wrong)
+    /// One answer, with the scripts its prompt does not use that it has text in (empty: none).
+    pub fn observe(&mut self, foreign: ScriptSet) -> Option<Change> {
+        self.answers = self.answers.saturating_add(1);
+        let _ = self.any.observe(!foreign.is_empty());
+        let any_normal = self.any.baseline();
+        let warm = self.answers >= self.cfg.any.warmup;
+        // The common answer (no foreign text, no script's test firing) updates none.
+        for s in foreign.union(self.firing_scripts).iter() {
+            let Some(t) = self.scripts.get_mut(s as usize) else {
+                continue;
+            };
+            t.observe(&self.cfg, any_normal, self.answers, foreign.contains(s));
+            let fired =
+                warm && (t.fast >= self.cfg.fast.threshold || t.slow >= self.cfg.slow.threshold);
+            if fired {
+                t.firing = true;
+                self.firing_scripts.insert(s);
+            } else if t.firing && t.fast == 0.0 && t.slow == 0.0 {
+                t.firing = false;
+                self.firing_scripts.remove(s);
+            }
+        }
+        let now = self.any.firing() || !self.firing_scripts.is_empty();
+        match (self.firing, now) {
+            (false, true) => {
+                self.firing = true;
+                Some(Change::Fired)
+            }
+            (true, false) => {
+                self.firing = false;
+                Some(Change::Cleared)
+            }
+            _ => None,
+        }
     }
 
     pub fn firing(&self) -> bool {
-        self.0.firing()
+        self.firing
     }
 
+    /// The script whose own test is nearest its threshold, if any has evidence.
+    pub fn script(&self) -> Option<Script> {
+        self.nearest().map(|(s, _)| s)
+    }
+
+    fn nearest(&self) -> Option<(Script, Evidence)> {
+        let any_normal = self.any.baseline();
+        Script::ALL
+            .into_iter()
+            .zip(self.scripts.iter())
+            .filter(|(_, t)| t.fast > 0.0 || t.slow > 0.0)
+            .map(|(s, t)| {
+                let mut t = *t;
+                t.catch_up(&self.cfg, any_normal, self.answers);
+                (s, t.evidence(&self.cfg, self.answers, s))
+            })
+            .max_by(|a, b| (a.1.score / a.1.threshold).total_cmp(&(b.1.score / b.1.threshold)))
+    }
+
+    /// The evidence of whichever test is nearest its threshold.
     pub fn evidence(&self) -> Evidence {
-        self.0.evidence()
+        let any = self.any.evidence();
+        match self.nearest() {
+            Some((_, e)) if e.score / e.threshold > any.score / any.threshold => Evidence {
+                samples: self.answers,
+                ..e
+            },
+            _ => any,
+        }
     }
 }
 
-impl From<WrongScript> for RareDefect {
-    fn from(w: WrongScript) -> Self {
-        w.0
+impl ScriptTest {
+    fn p0(&self, cfg: &WrongScriptConfig, any_normal: f64) -> f64 {
+        self.baseline
+            .max(cfg.script_floor)
+            .max(any_normal * cfg.script_part)
+            .min(MAX_SHARE)
+    }
+
+    fn p1(p0: f64, t: DefectTest) -> f64 {
+        t.alternative.max(p0 * 4.0).min(MAX_SHARE)
+    }
+
+    /// Applies the answers after `self.at` up to `until` (all without the script): the normal
+    /// share decays, then each score falls by the clean answers' evidence. (The drain uses the
+    /// normal share at the end of the stretch: at most as much evidence as answer by answer.)
+    fn catch_up(&mut self, cfg: &WrongScriptConfig, any_normal: f64, until: u64) {
+        let m = until.saturating_sub(self.at);
+        self.at = self.at.max(until);
+        if m == 0 {
+            return;
+        }
+        let m = m as f64;
+        if !self.firing {
+            self.baseline *= (m * (-cfg.learn_rate).ln_1p()).exp();
+        }
+        let p0 = self.p0(cfg, any_normal);
+        for (score, test) in [(&mut self.fast, cfg.fast), (&mut self.slow, cfg.slow)] {
+            let p1 = Self::p1(p0, test);
+            let per_answer = ((1.0 - p1) / (1.0 - p0)).ln();
+            *score = (*score + m * per_answer).max(0.0);
+        }
+    }
+
+    /// Answer `n`, with or without the script.
+    fn observe(&mut self, cfg: &WrongScriptConfig, any_normal: f64, n: u64, flagged: bool) {
+        self.catch_up(cfg, any_normal, n.saturating_sub(1));
+        self.at = n;
+        let p0 = self.p0(cfg, any_normal);
+        let rising = self.fast > 0.0 || self.slow > 0.0;
+        for (score, test) in [(&mut self.fast, cfg.fast), (&mut self.slow, cfg.slow)] {
+            let p1 = Self::p1(p0, test);
+            let llr = if flagged {
+                (p1 / p0).ln()
+            } else {
+                ((1.0 - p1) / (1.0 - p0)).ln()
+            };
+            *score = (*score + llr).clamp(0.0, test.threshold * CEILING);
+        }
+        let suspect = flagged && rising;
+        if !self.firing && !suspect {
+            let x = if flagged { 1.0 } else { 0.0 };
+            self.baseline += (x - self.baseline) * cfg.learn_rate;
+        }
+        if !rising {
+            self.rise_from = n;
+            self.rise_flagged = 0;
+        }
+        self.rise_flagged = self.rise_flagged.saturating_add(u64::from(flagged));
+    }
+
+    fn evidence(&self, cfg: &WrongScriptConfig, answers: u64, script: Script) -> Evidence {
+        let span = answers.saturating_sub(self.rise_from).saturating_add(1);
+        let (score, threshold) = if self.fast / cfg.fast.threshold >= self.slow / cfg.slow.threshold
+        {
+            (self.fast, cfg.fast.threshold)
+        } else {
+            (self.slow, cfg.slow.threshold)
+        };
+        Evidence {
+            signal: Signal::WrongScript,
+            observed: self.rise_flagged as f64 / span as f64,
+            baseline: self.baseline,
+            samples: answers,
+            score,
+            threshold,
+            script: Some(script),
+        }
     }
 }
 
@@ -590,6 +821,7 @@ impl Bernoulli {
             samples: self.samples,
             score: self.score,
             threshold: self.cfg.threshold,
+            script: None,
         }
     }
 }

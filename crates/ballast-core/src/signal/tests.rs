@@ -10,6 +10,25 @@
 use std::time::Duration;
 
 use super::*;
+use crate::script::{Script, ScriptSet};
+
+/// The share of clean answers to English prompts with text in another script.
+const LEGIT_FOREIGN: f64 = 0.0005;
+
+/// Which scripts those are: Chinese and Japanese names and terms, Greek letters, Cyrillic and the
+/// rest, as an English-language app's answers quote them.
+const LEGIT_SCRIPTS: [(Script, f64); 10] = [
+    (Script::Han, 0.30),
+    (Script::Greek, 0.15),
+    (Script::Cyrillic, 0.15),
+    (Script::Kana, 0.10),
+    (Script::Arabic, 0.08),
+    (Script::Hangul, 0.07),
+    (Script::Indic, 0.05),
+    (Script::Hebrew, 0.04),
+    (Script::Thai, 0.02),
+    (Script::Other, 0.04),
+];
 
 /// A seeded source of clean and faulty traffic.
 struct Traffic {
@@ -25,6 +44,22 @@ impl Traffic {
 
     fn fails(&mut self, ratio: f64) -> bool {
         self.rng.f64() < ratio
+    }
+
+    /// The foreign scripts of a clean answer to an English prompt: 0.05% quote another language
+    /// (a name, a translation, a Greek letter or two), in scripts as mixed as such quotes are.
+    fn legit_foreign(&mut self) -> ScriptSet {
+        if !self.fails(LEGIT_FOREIGN) {
+            return ScriptSet::EMPTY;
+        }
+        let mut x = self.rng.f64();
+        for (s, share) in LEGIT_SCRIPTS {
+            x -= share;
+            if x < 0.0 {
+                return ScriptSet::of(s);
+            }
+        }
+        ScriptSet::of(Script::Other)
     }
 
     /// A standard normal deviate (Box-Muller).
@@ -153,31 +188,85 @@ fn doubled_time_to_first_token_is_seen_within_a_hundred_requests() {
     assert!(worst <= 100, "worst {worst}");
 }
 
+/// Answers to detect `ratio` of answers with text in `script` (or, for `None`, each in a random
+/// script: a broken sampler), after 20,000 clean answers: the 20 seeded runs, sorted.
+fn wrong_script_runs(script: Option<Script>, ratio: f64) -> Vec<usize> {
+    let mut runs = Vec::new();
+    for seed in 0..20 {
+        let mut t = Traffic::new(seed);
+        let mut w = WrongScript::default();
+        for _ in 0..20_000 {
+            let legit = t.legit_foreign();
+            assert_eq!(w.observe(legit), None, "seed {seed}");
+        }
+        let n = (1..=20_000)
+            .find(|_| {
+                let mut scripts = t.legit_foreign();
+                if t.fails(ratio) {
+                    let s = script.unwrap_or_else(|| Script::ALL[1 + t.rng.usize(..14)]);
+                    scripts.insert(s);
+                }
+                w.observe(scripts) == Some(Change::Fired)
+            })
+            .unwrap_or(usize::MAX);
+        if let Some(s) = script {
+            assert_eq!(w.script(), Some(s), "seed {seed}: {:?}", w.evidence());
+            // The share since the score left zero, which may be before the fault began.
+            assert!(w.evidence().observed > ratio / 6.0, "{:?}", w.evidence());
+        }
+        runs.push(n);
+    }
+    runs.sort_unstable();
+    runs
+}
+
+/// Two answers quoting one script back to back happen about daily in clean traffic and are never
+/// an alarm, however rare the script; a third soon after is, and the evidence names the script.
+#[test]
+fn two_answers_in_a_rare_script_are_not_an_alarm_and_three_are() {
+    let mut w = WrongScript::default();
+    for _ in 0..200_000 {
+        assert_eq!(w.observe(ScriptSet::EMPTY), None);
+    }
+    let thai = ScriptSet::of(Script::Thai);
+    assert_eq!(w.observe(thai), None);
+    assert_eq!(w.observe(thai), None);
+    assert!(!w.firing());
+    for _ in 0..50 {
+        assert_eq!(w.observe(ScriptSet::EMPTY), None);
+    }
+    assert_eq!(w.observe(thai), Some(Change::Fired));
+    assert_eq!(w.script(), Some(Script::Thai));
+    // It clears once answers are clean again, within a few thousand answers.
+    let cleared = (1..=5_000).find(|_| w.observe(ScriptSet::EMPTY) == Some(Change::Cleared));
+    assert!(cleared.is_some(), "{:?}", w.evidence());
+}
+
 #[test]
 fn answers_in_the_wrong_script_are_seen_at_five_and_one_percent() {
-    // p95 over 20 seeded runs (the 19th of 20), as the detection figures are stated.
-    for (ratio, within) in [(0.05, 150), (0.01, 900)] {
-        let mut runs = Vec::new();
-        for seed in 0..20 {
-            let mut t = Traffic::new(seed);
-            let mut w = WrongScript::default();
-            for _ in 0..20_000 {
-                assert_eq!(w.observe(t.fails(0.0005)), None, "seed {seed}");
-            }
-            let n = (1..=10_000)
-                .find(|_| w.observe(t.fails(ratio)) == Some(Change::Fired))
-                .unwrap();
-            runs.push(n);
-        }
-        runs.sort_unstable();
-        let p95 = runs[18];
-        eprintln!("wrong script at {ratio}: answers to detect {runs:?}");
-        assert!(p95 <= within, "{ratio}: p95 {p95} answers");
-        assert_eq!(
-            WrongScript::default().evidence().signal,
-            Signal::WrongScript
+    // p95 over 20 seeded runs (the 19th of 20), as the detection figures are stated: Thai, whose
+    // own normal share is tiny; Han, the script legitimate quotes use most; and a broken sampler
+    // spreading its tokens over every script.
+    for (script, ratio, within) in [
+        (Some(Script::Thai), 0.05, 120),
+        (Some(Script::Thai), 0.01, 750),
+        (Some(Script::Han), 0.05, 150),
+        (Some(Script::Han), 0.01, 1_100),
+        (None, 0.05, 150),
+        (None, 0.01, 1_500),
+    ] {
+        let runs = wrong_script_runs(script, ratio);
+        eprintln!("wrong script {script:?} at {ratio}: answers to detect {runs:?}");
+        assert!(
+            runs[18] <= within,
+            "{script:?} {ratio}: p95 {} answers",
+            runs[18]
         );
     }
+    assert_eq!(
+        WrongScript::default().evidence().signal,
+        Signal::WrongScript
+    );
 }
 
 #[test]
@@ -412,6 +501,17 @@ struct Alarms {
 }
 
 impl Alarms {
+    fn add(&mut self, o: &Alarms) {
+        self.availability += o.availability;
+        self.hard_failure += o.hard_failure;
+        self.latency += o.latency;
+        self.wrong_script += o.wrong_script;
+        self.answer_length += o.answer_length;
+        self.stop_reason += o.stop_reason;
+        self.repetition += o.repetition;
+        self.invalid_json += o.invalid_json;
+    }
+
     fn each(&self) -> [(&'static str, u64); 8] {
         [
             ("availability", self.availability),
@@ -436,7 +536,7 @@ fn count(alarms: &mut u64, change: Option<Change>) {
 /// raises. Attempts: a diurnal swing in failure ratio (0.25-0.75%) and latency (±20%), 1% latency
 /// spikes of 3-8x, scattered failures. Answers: log-normal lengths (spread 1.0) of two kinds, chat
 /// replies and documents ten times longer, whose mix drifts over the day while the medians swing
-/// ±30%; 2-5% token-limit stops, swinging over the day; 0.05% with a legitimate foreign script,
+/// ±30%; 2-5% token-limit stops, swinging over the day; 0.05% with a legitimate foreign script (mixed, [`LEGIT_SCRIPTS`]),
 /// 0.1% that repeat themselves; a fifth of requests ask for JSON, 0.2% of whose answers are not.
 /// Thresholds are set for at most one false alarm per detector in 30 days; `bench/false-alarms.sh`
 /// replays 30 days in a release build (`BALLAST_REPLAY_DAYS=30`), CI replays a short stretch.
@@ -464,7 +564,15 @@ fn false_alarms(days: f64, seed: u64) -> Alarms {
         let median = 0.4 * (1.0 + 0.2 * phase.sin());
         count(&mut out.latency, l.observe(t.ttft(median, 0.3)));
         // Legitimate answers with another script now and then (a translation, a name): 0.05%.
-        count(&mut out.wrong_script, w.observe(t.fails(0.0005)));
+        let change = w.observe(t.legit_foreign());
+        if change == Some(Change::Fired) && std::env::var_os("BALLAST_REPLAY_WHY").is_some() {
+            eprintln!(
+                "wrong script at answer {i}: {:?} {:?}",
+                w.script(),
+                w.evidence()
+            );
+        }
+        count(&mut out.wrong_script, change);
         count(&mut out.answer_length, len.observe(t.answer_chars(phase)));
         count(&mut out.stop_reason, stop.observe(t.abnormal_stop(phase)));
         count(&mut out.repetition, rep.observe(t.fails(0.001)));
@@ -477,23 +585,40 @@ fn false_alarms(days: f64, seed: u64) -> Alarms {
 
 #[test]
 fn clean_traffic_raises_no_alarm() {
-    let days = std::env::var("BALLAST_REPLAY_DAYS")
-        .ok()
-        .and_then(|d| d.parse::<f64>().ok())
-        .unwrap_or(0.25);
-    let alarms = false_alarms(days, 42);
-    let list: Vec<String> = alarms
-        .each()
-        .iter()
-        .map(|(name, n)| format!("{name} {n}"))
-        .collect();
-    eprintln!(
-        "{days} simulated days at 10 attempts/s of clean traffic: {} alarms",
-        list.join(", ")
-    );
-    let allowed = (days / 30.0).ceil() as u64;
-    for (name, n) in alarms.each() {
-        assert!(n <= allowed, "{name}: {n} alarms in {days} days");
+    let env = |name: &str| std::env::var(name).ok().and_then(|d| d.parse::<f64>().ok());
+    let days = env("BALLAST_REPLAY_DAYS").unwrap_or(0.25);
+    // Independent replays (seeds 42, 43, ...), for the rate over more days than one replay holds.
+    let seeds = env("BALLAST_REPLAY_SEEDS").unwrap_or(1.0).max(1.0) as u64;
+    let mut total = Alarms::default();
+    for seed in 42..42 + seeds {
+        let alarms = false_alarms(days, seed);
+        let list: Vec<String> = alarms
+            .each()
+            .iter()
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        eprintln!(
+            "seed {seed}: {days} simulated days at 10 attempts/s of clean traffic: {} alarms",
+            list.join(", ")
+        );
+        total.add(&alarms);
+    }
+    // At most one alarm per detector per 30 days, over all the replays.
+    let allowed = (days / 30.0).ceil() as u64 * seeds;
+    for (name, n) in total.each() {
+        assert!(n <= allowed, "{name}: {n} alarms in {seeds} x {days} days");
+    }
+    if seeds > 1 {
+        let list: Vec<String> = total
+            .each()
+            .iter()
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        eprintln!(
+            "all {seeds} seeds, {} simulated days: {} alarms",
+            days * seeds as f64,
+            list.join(", ")
+        );
     }
 }
 
