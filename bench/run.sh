@@ -18,6 +18,9 @@
 #   BENCH_PIN=auto|0 (auto: loadgen on CPU 0, servers on the other CPUs)
 #   BENCH_PROFILE=0 (s): when > 0, after the rounds, `perf record -g` Ballast for that long on the same-format and
 #     the translated path of each API at BENCH_RATE, and write the top symbols to the result directory
+#   BENCH_STREAM=0: 1 sends every request with streaming on (SSE answers), same paths and routes
+#   BENCH_LOG=warn: the gateways' `--log` filter; `default` starts them without `--log` (the default level, info:
+#     one access log line per request)
 #   BALLAST_BIN, LOADGEN_BIN: use these binaries instead of building target/release/{ballast,ballast-loadgen}
 #   BENCH_OUT=bench/out
 set -euo pipefail
@@ -38,6 +41,11 @@ MODES_X=${BENCH_XMODES:-rate}
 paths_of() { case $1 in openai | anthropic) echo "$PATHS_MAIN" ;; *) echo "$PATHS_X" ;; esac; }
 modes_of() { case $1 in openai | anthropic) echo "$MODES_MAIN" ;; *) echo "$MODES_X" ;; esac; }
 PROFILE=${BENCH_PROFILE:-0}
+STREAM=${BENCH_STREAM:-0}
+LOG_LEVEL=${BENCH_LOG:-warn}
+# The gateways' log flag: none at all for `default`, so they log as users get it out of the box.
+GW_LOG=(--log "$LOG_LEVEL")
+[ "$LOG_LEVEL" = default ] && GW_LOG=()
 PIN=${BENCH_PIN:-auto}
 OUT_ROOT=${BENCH_OUT:-$ROOT/bench/out}
 
@@ -198,7 +206,7 @@ TOML
 # Each gateway runs in its own directory: `ballast serve` keeps incidents in ./ballast-incidents.sqlite by default,
 # which two gateways must not share (nor should the bench leave one in the caller's directory).
 mkdir -p "$TMP/gw-ballast"
-(cd "$TMP/gw-ballast" && exec "${PIN_SERVER[@]}" "$BALLAST" --log warn serve --config "$TMP/ballast.toml") \
+(cd "$TMP/gw-ballast" && exec "${PIN_SERVER[@]}" "$BALLAST" "${GW_LOG[@]}" serve --config "$TMP/ballast.toml") \
     >"$TMP/ballast.log" 2>&1 &
 BALLAST_PID=$!
 PIDS+=("$BALLAST_PID")
@@ -209,7 +217,7 @@ if [ -n "$NOSIGNAL" ]; then
     cp "$TMP/ballast.toml" "$TMP/ballast-nosignal.toml"
     printf '\n[signal]\ndetectors = false\n' >>"$TMP/ballast-nosignal.toml"
     mkdir -p "$TMP/gw-nosignal"
-    (cd "$TMP/gw-nosignal" && exec "${PIN_SERVER[@]}" "$BALLAST" --log warn serve --config "$TMP/ballast-nosignal.toml") \
+    (cd "$TMP/gw-nosignal" && exec "${PIN_SERVER[@]}" "$BALLAST" "${GW_LOG[@]}" serve --config "$TMP/ballast-nosignal.toml") \
         >"$TMP/ballast-nosignal.log" 2>&1 &
     NOSIG_PID=$!
     PIDS+=("$NOSIG_PID")
@@ -245,15 +253,26 @@ printf '%s' '{"model":"bench-responses-to-anthropic","input":"Hello","max_output
 printf '%s' '{"contents":[{"role":"user","parts":[{"text":"Hello"}]}],"generationConfig":{"maxOutputTokens":16}}' \
     >"$TMP/gemini.json"
 cp "$TMP/gemini.json" "$TMP/gemini-translated.json"
+if [ "$STREAM" = 1 ]; then
+    # The same requests asking for a stream (Gemini asks in the URL: `:streamGenerateContent?alt=sse`).
+    for f in openai anthropic responses; do
+        for g in "$TMP/$f.json" "$TMP/$f-translated.json"; do
+            sed -i 's/^{/{"stream":true,/' "$g"
+        done
+    done
+fi
 # (`nosignal` sends the same-format request, like `ballast`.)
 body_of() { case $2 in translated) echo "$TMP/$1-translated.json" ;; *) echo "$TMP/$1.json" ;; esac; }
 # The field that shows an answer is in the client's own format.
 api_marker() {
-    case $1 in
-    openai) echo '"object":"chat.completion"' ;;
-    anthropic) echo '"type":"message"' ;;
-    responses) echo '"object":"response"' ;;
-    gemini) echo '"candidates":[' ;;
+    case $STREAM:$1 in
+    0:openai) echo '"object":"chat.completion"' ;;
+    0:anthropic) echo '"type":"message"' ;;
+    0:responses) echo '"object":"response"' ;;
+    1:openai) echo '"object":"chat.completion.chunk"' ;;
+    1:anthropic) echo 'event: message_start' ;;
+    1:responses) echo 'event: response.created' ;;
+    *:gemini) echo '"candidates":[' ;;
     esac
 }
 # The provider API the simulator must see for an api and path: chat, messages, responses or gemini.
@@ -270,7 +289,8 @@ upstream_path_re() {
     chat) echo '^/v1/chat/completions$' ;;
     responses) echo '^/v1/responses$' ;;
     messages) echo '^/v1/messages$' ;;
-    gemini) echo '^/v1beta/models/[^/]*:generateContent$' ;;
+    gemini) [ "$STREAM" = 1 ] && echo '^/v1beta/models/[^/]*:streamGenerateContent(\?alt=sse)?$' ||
+        echo '^/v1beta/models/[^/]*:generateContent$' ;;
     esac
 }
 api_path() {
@@ -278,8 +298,11 @@ api_path() {
     openai) echo /v1/chat/completions ;;
     anthropic) echo /v1/messages ;;
     responses) echo /v1/responses ;;
-    gemini) case $2 in translated) echo /v1beta/models/bench-gemini-to-openai:generateContent ;;
-            *) echo /v1beta/models/bench-gemini:generateContent ;; esac ;;
+    gemini)
+        local method=generateContent
+        [ "$STREAM" = 1 ] && method='streamGenerateContent?alt=sse'
+        case $2 in translated) echo "/v1beta/models/bench-gemini-to-openai:$method" ;;
+            *) echo "/v1beta/models/bench-gemini:$method" ;; esac ;;
     esac
 }
 # Sets HDRS to the headers each SDK would send (the gateway has no keys configured and ignores them).
@@ -358,7 +381,7 @@ OUT=$OUT_ROOT/$STAMP
 mkdir -p "$OUT"
 cat >"$OUT/meta.json" <<JSON
 {"date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "nproc": $NPROC, "placement": "$PLACEMENT", "rate": $RATE,
- "concurrency": $CONCURRENCY, "duration_s": $DURATION, "warmup_s": $WARMUP, "rounds": $ROUNDS,
+ "concurrency": $CONCURRENCY, "stream": $([ "$STREAM" = 1 ] && echo true || echo false), "log": "$LOG_LEVEL", "duration_s": $DURATION, "warmup_s": $WARMUP, "rounds": $ROUNDS,
  "nginx": "$("$NGINX" -v 2>&1 | sed 's|.*/||')", "commit": "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)",
  "ballast_bin": "$BALLAST", "built_here": $([ -n "${BALLAST_BIN:-}" ] && echo false || echo true),
  "nosignal": $([ -n "$NOSIGNAL" ] && echo '"second gateway, same config plus [signal] detectors = false"' || echo null),

@@ -118,7 +118,7 @@ impl StreamObserver {
         let format = self.format;
         let obs = &mut self.obs;
         self.parser
-            .feed(chunk, |ev| observe_event(format, &ev, obs));
+            .feed_ref(chunk, |ev| observe_event(format, ev, obs));
         !before && self.obs.first_token_seen
     }
 
@@ -391,11 +391,52 @@ impl<'de: 'a, 'a> Deserialize<'de> for TextOr<'a> {
     }
 }
 
+/// A stream chunk's choices. There is nearly always one, held in place: a `Vec` would be one heap
+/// allocation per event of every stream.
+#[derive(Default)]
+struct Choices<'a> {
+    first: Option<OpenAiChoice<'a>>,
+    rest: Vec<OpenAiChoice<'a>>,
+}
+
+impl<'a> Choices<'a> {
+    fn as_slices(&self) -> [&[OpenAiChoice<'a>]; 2] {
+        [self.first.as_slice(), &self.rest]
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Choices<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Choices<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut choices = Choices::default();
+                while let Some(c) = seq.next_element::<OpenAiChoice<'de>>()? {
+                    if choices.first.is_none() {
+                        choices.first = Some(c);
+                    } else {
+                        choices.rest.push(c);
+                    }
+                }
+                Ok(choices)
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
 fn openai_event(ev: &SseEvent, obs: &mut Observation) -> bool {
     #[derive(Deserialize)]
     struct Chunk<'a> {
         #[serde(default, borrow)]
-        choices: Vec<OpenAiChoice<'a>>,
+        choices: Choices<'a>,
         usage: Option<OpenAiUsage>,
         error: Option<ErrorBody>,
     }
@@ -406,7 +447,9 @@ fn openai_event(ev: &SseEvent, obs: &mut Observation) -> bool {
     let Ok(c) = serde_json::from_str::<Chunk>(&ev.data) else {
         return false;
     };
-    openai_choices(&c.choices, obs);
+    for choices in c.choices.as_slices() {
+        openai_choices(choices, obs);
+    }
     if let Some(u) = &c.usage {
         merge_openai_usage(u, obs);
     }

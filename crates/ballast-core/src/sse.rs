@@ -23,6 +23,9 @@ pub struct SseEvent {
 /// is dropped (and counted) rather than buffered without limit.
 pub const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
 
+/// The largest event buffer kept for the next event (see [`SseParser::feed_ref`]).
+const REUSED_CAPACITY: usize = 16 * 1024;
+
 #[derive(Debug, Default)]
 pub struct SseParser {
     /// The current line so far (never holds a line end: it is scanned once, as it arrives).
@@ -68,6 +71,23 @@ impl SseParser {
 
     /// Feeds a chunk; calls `on_event` for every event it completes.
     pub fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(SseEvent)) {
+        self.feed_with(chunk, |ev| {
+            on_event(ev);
+            None
+        });
+    }
+
+    /// Like [`SseParser::feed`] for a reader that only borrows each event: the event's buffers
+    /// are reused for the next one instead of allocated per event.
+    pub fn feed_ref(&mut self, chunk: &[u8], mut on_event: impl FnMut(&SseEvent)) {
+        self.feed_with(chunk, |ev| {
+            on_event(&ev);
+            Some(ev)
+        });
+    }
+
+    /// Feeds a chunk; `on_event` may hand an event back to lend its buffers to the next one.
+    fn feed_with(&mut self, chunk: &[u8], mut on_event: impl FnMut(SseEvent) -> Option<SseEvent>) {
         let mut rest = chunk;
         if self.pending_cr && !rest.is_empty() {
             // (An empty chunk says nothing about the `\n` that may follow.)
@@ -165,7 +185,7 @@ impl SseParser {
         self.skip_event = true;
     }
 
-    fn line(&mut self, line: &[u8], on_event: &mut impl FnMut(SseEvent)) {
+    fn line(&mut self, line: &[u8], on_event: &mut impl FnMut(SseEvent) -> Option<SseEvent>) {
         if line.is_empty() {
             if std::mem::take(&mut self.skip_event) {
                 return;
@@ -176,7 +196,18 @@ impl SseParser {
                     data: std::mem::take(&mut self.data),
                 };
                 self.has_data = false;
-                on_event(event);
+                if let Some(back) = on_event(event) {
+                    // Only ordinary sizes are kept: a rare huge event's memory is not held for
+                    // the rest of the stream.
+                    for (mine, theirs) in
+                        [(&mut self.event, back.event), (&mut self.data, back.data)]
+                    {
+                        if theirs.capacity() <= REUSED_CAPACITY {
+                            *mine = theirs;
+                            mine.clear();
+                        }
+                    }
+                }
             } else {
                 self.event.clear();
             }
@@ -196,7 +227,7 @@ impl SseParser {
         match field {
             b"event" => {
                 self.event.clear();
-                self.event.push_str(&String::from_utf8_lossy(value));
+                push_lossy(&mut self.event, value);
             }
             b"data" => {
                 // The data so far, the `\n` joining this line to it, and the line's value. (Lossy
@@ -213,7 +244,7 @@ impl SseParser {
                 if self.has_data {
                     self.data.push('\n');
                 }
-                self.data.push_str(&String::from_utf8_lossy(value));
+                push_lossy(&mut self.data, value);
                 self.has_data = true;
                 if self.data.len() > self.max_event_bytes {
                     self.discard_event();
@@ -221,6 +252,15 @@ impl SseParser {
             }
             _ => {}
         }
+    }
+}
+
+/// Appends `value`, invalid UTF-8 replaced with U+FFFD. Valid text (every well-formed stream's) takes
+/// the vectorised check, not the lossy decoder's byte-by-byte walk.
+fn push_lossy(to: &mut String, value: &[u8]) {
+    match std::str::from_utf8(value) {
+        Ok(text) => to.push_str(text),
+        Err(_) => to.push_str(&String::from_utf8_lossy(value)),
     }
 }
 
@@ -241,6 +281,22 @@ mod tests {
         }
         let partial = p.finish();
         (out, partial)
+    }
+
+    #[test]
+    fn borrowed_events_are_the_owned_ones_with_buffers_reused() {
+        let stream: &[u8] = b"event: a\ndata: 1\ndata: 2\n\ndata: x\n\n: c\nevent: long-name\ndata: yy\n\nevent: e\n\ndata: z\n\n";
+        for split in 0..stream.len() {
+            let (head, tail) = stream.split_at(split);
+            let (owned, _) = parse_chunks(&[head, tail]);
+            let mut p = SseParser::new();
+            let mut borrowed = Vec::new();
+            for c in [head, tail] {
+                p.feed_ref(c, |e| borrowed.push(e.clone()));
+            }
+            assert!(!p.finish());
+            assert_eq!(borrowed, owned, "split at {split}");
+        }
     }
 
     fn ev(event: &str, data: &str) -> SseEvent {

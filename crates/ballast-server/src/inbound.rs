@@ -18,17 +18,19 @@ use crate::proxy::{self, UrlCall};
 use crate::request_id::RequestId;
 use crate::state::AppState;
 
+// The API handlers take the request whole and move its headers out: the `HeaderMap` extractor
+// would copy every header of every request.
 pub async fn chat_completions(
     State(st): State<Arc<AppState>>,
     Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
-    body: Body,
+    req: Request,
 ) -> Response {
+    let (parts, body) = req.into_parts();
     proxy::handle(
         st,
         ApiFormat::OpenAiChat,
         rid,
-        headers,
+        parts.headers,
         body,
         UrlCall::default(),
     )
@@ -38,14 +40,14 @@ pub async fn chat_completions(
 pub async fn messages(
     State(st): State<Arc<AppState>>,
     Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
-    body: Body,
+    req: Request,
 ) -> Response {
+    let (parts, body) = req.into_parts();
     proxy::handle(
         st,
         ApiFormat::AnthropicMessages,
         rid,
-        headers,
+        parts.headers,
         body,
         UrlCall::default(),
     )
@@ -56,14 +58,14 @@ pub async fn messages(
 pub async fn responses(
     State(st): State<Arc<AppState>>,
     Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
-    body: Body,
+    req: Request,
 ) -> Response {
+    let (parts, body) = req.into_parts();
     proxy::handle(
         st,
         ApiFormat::OpenAiResponses,
         rid,
-        headers,
+        parts.headers,
         body,
         UrlCall::default(),
     )
@@ -78,9 +80,10 @@ pub async fn gemini(
     Extension(rid): Extension<RequestId>,
     axum::extract::Path(rest): axum::extract::Path<String>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
-    mut headers: HeaderMap,
-    body: Body,
+    req: Request,
 ) -> Response {
+    let (parts, body) = req.into_parts();
+    let mut headers = parts.headers;
     let (model, method) = rest.rsplit_once(':').unwrap_or((rest.as_str(), ""));
     let stream = match method {
         "generateContent" | "countTokens" => false,

@@ -96,7 +96,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route("/admin/digest", get(admin::digest).post(admin::digest_send))
         .fallback(inbound::not_found)
-        .layer(axum::middleware::from_fn(request_id::layer))
+        .layer(request_id::Layer)
         .with_state(state)
 }
 

@@ -17,7 +17,6 @@ use ballast_core::trace::TraceContext;
 pub struct Outcome {
     pub st: Arc<AppState>,
     pub request_id: Arc<str>,
-    pub target: String,
     /// The route's index in the configuration.
     pub route_idx: usize,
     /// The client's API.
@@ -40,6 +39,15 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The answering target's `provider/model` (its live state's label: nothing copied per request).
+    pub fn target(&self) -> &str {
+        self.st
+            .runtime
+            .targets
+            .get(self.target_state)
+            .map_or("", |t| t.label.as_str())
+    }
+
     pub fn first_token(&mut self) {
         if self.ttft.is_none() {
             self.ttft = Some(self.started.elapsed());
@@ -94,7 +102,6 @@ impl Outcome {
     /// slot released, and the answer is from now on the new target's.
     pub fn continue_on(
         &mut self,
-        target: String,
         target_state: usize,
         ticket: Admitted,
         slot: InFlight,
@@ -104,7 +111,6 @@ impl Outcome {
         self.record(false);
         self.guards.retain(|g| !g.is_target());
         self.guards.push(slot);
-        self.target = target;
         self.target_state = target_state;
         self.ticket = Some(ticket);
         self.attempt_started = attempt_started;

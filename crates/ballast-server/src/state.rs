@@ -67,6 +67,14 @@ pub(crate) struct PreparedTarget {
     pub weight: u32,
     /// What the target model accepts (the capability table, with the configuration's overrides).
     pub rules: ModelRules,
+    /// `x-ballast-target` and `x-ballast-route` of its answers on this route, made once.
+    pub label_header: HeaderValue,
+    pub route_header: HeaderValue,
+}
+
+/// A name as a response header value (`-` when it cannot be one).
+fn name_header(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 impl AppState {
@@ -177,6 +185,8 @@ impl AppState {
                     state: runtime.index(&label).unwrap_or(0),
                     weight: t.weight,
                     rules: t.capabilities.apply(ModelRules::of(p.kind, &t.model)),
+                    label_header: name_header(&label),
+                    route_header: name_header(&route.name),
                     label,
                 });
             }

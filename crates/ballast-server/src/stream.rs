@@ -208,7 +208,7 @@ impl ObservedStream {
         {
             tracing::info!(
                 request_id = &*o.request_id,
-                target = o.target.as_str(),
+                target = o.target(),
                 "stream broke after content reached the client ({cause}); continuing elsewhere"
             );
             self.continuing = Some(Box::pin(continue_stream(r, rp, o.request_id.clone())));
@@ -245,7 +245,6 @@ impl ObservedStream {
         self.last_chunk = Instant::now();
         if let Some(o) = &mut self.outcome {
             o.continue_on(
-                c.label,
                 c.target_state,
                 c.ticket,
                 c.slot,
@@ -341,7 +340,7 @@ impl ObservedStream {
                 malformed,
                 exceeded,
             } = t;
-            parser.feed(&chunk, |ev| match translator.push(&ev, &mut out) {
+            parser.feed_ref(&chunk, |ev| match translator.push(ev, &mut out) {
                 Ok(()) => {}
                 Err(e) if e.is_limit_exceeded() => {
                     if exceeded.is_none() {
@@ -485,7 +484,7 @@ impl ObservedStream {
         if let Some(o) = &self.outcome {
             tracing::warn!(
                 request_id = &*o.request_id,
-                target = o.target.as_str(),
+                target = o.target(),
                 "skipped {dropped} malformed stream event(s) from the provider"
             );
         }
@@ -502,7 +501,7 @@ impl ObservedStream {
         if let Some(o) = &self.outcome {
             tracing::warn!(
                 request_id = &*o.request_id,
-                target = o.target.as_str(),
+                target = o.target(),
                 "replaced invalid UTF-8 in a stream event from the provider"
             );
         }
@@ -511,7 +510,7 @@ impl ObservedStream {
 
     /// Ends the stream with an error event naming the target and the cause.
     fn fail(&mut self, kind: ErrorKind, cause: String) -> Bytes {
-        let target = self.outcome.as_ref().map_or("", |o| o.target.as_str());
+        let target = self.outcome.as_ref().map_or("", |o| o.target());
         let message = format!("{target}: {cause}");
         let event = match &mut self.translation {
             Some(t) => {
@@ -829,7 +828,6 @@ mod tests {
             route_idx: 0,
             api: ApiFormat::OpenAiChat,
             fallback: false,
-            target: "p/m".to_owned(),
             target_state: 0,
             started: now,
             attempt_started: now,

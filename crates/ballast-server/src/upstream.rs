@@ -73,12 +73,12 @@ impl HttpTransport {
 
 impl Transport for HttpTransport {
     fn send(&self, req: UpstreamRequest) -> SendFuture {
-        let call = self
-            .client
-            .post(req.url)
-            .headers(req.headers)
-            .body(req.body)
-            .send();
+        // The request is built whole rather than through a `RequestBuilder`, whose `headers` copies
+        // every header into a fresh map: the prepared map is moved in as it is.
+        let mut request = reqwest::Request::new(http::Method::POST, req.url);
+        *request.headers_mut() = req.headers;
+        *request.body_mut() = Some(req.body.into());
+        let call = self.client.execute(request);
         Box::pin(async move {
             let mut resp = call.await.map_err(|e| Failure::from_reqwest(&e))?;
             let status = resp.status();

@@ -141,7 +141,6 @@ pub(super) async fn attempt(
     let mut outcome = Outcome {
         st: st.clone(),
         request_id: ctx.rid.0.clone(),
-        target: target.label.clone(),
         route_idx: ctx.route_idx,
         api: ctx.format,
         fallback: earlier_failures > 0,
@@ -502,8 +501,8 @@ fn gateway_headers(
     earlier_failures: usize,
 ) {
     let h = r.headers_mut();
-    h.insert(X_BALLAST_ROUTE.clone(), target_header(&ctx.route.name));
-    h.insert(X_BALLAST_TARGET.clone(), target_header(&target.label));
+    h.insert(X_BALLAST_ROUTE.clone(), target.route_header.clone());
+    h.insert(X_BALLAST_TARGET.clone(), target.label_header.clone());
     h.insert(X_BALLAST_ATTEMPTS.clone(), HeaderValue::from(attempts));
     h.insert(
         X_BALLAST_FALLBACK.clone(),

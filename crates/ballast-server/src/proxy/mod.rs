@@ -406,10 +406,6 @@ struct Prepared {
     include_usage: bool,
 }
 
-fn target_header(s: &str) -> HeaderValue {
-    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
-}
-
 async fn read_request_body(body: Body, limit: usize) -> Result<Bytes, ClientError> {
     let too_large = || {
         ClientError::new(
@@ -419,12 +415,36 @@ async fn read_request_body(body: Body, limit: usize) -> Result<Bytes, ClientErro
             ),
         )
     };
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(_) => Err(ClientError::new(
+    let broken = || {
+        ClientError::new(
             ErrorKind::InvalidRequest,
             "the request body could not be read (client disconnected or sent a broken body)",
-        )),
+        )
+    };
+    // A body that arrives in one piece (most do) is kept as that piece, not copied into a
+    // collection; one in several is joined once.
+    let mut body = http_body_util::Limited::new(body, limit);
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<bytes::BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+            Err(_) => return Err(broken()),
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if let Some(all) = &mut joined {
+            all.extend_from_slice(&data);
+        } else if let Some(head) = first.take() {
+            let mut all = bytes::BytesMut::with_capacity(head.len() + data.len());
+            all.extend_from_slice(&head);
+            all.extend_from_slice(&data);
+            joined = Some(all);
+        } else {
+            first = Some(data);
+        }
     }
+    Ok(joined.map_or_else(|| first.unwrap_or_default(), bytes::BytesMut::freeze))
 }
