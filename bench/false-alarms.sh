@@ -5,7 +5,8 @@
 # and prints the alarms each raised. Attempts: a diurnal swing in failure ratio and latency, 1% latency spikes of
 # 3-8x, scattered failures. Answers: log-normal lengths (spread 1.0) of two kinds, chat replies and documents, whose
 # mix drifts over the day while the medians swing +/-30%; 2-5% token-limit stops swinging over the day; 0.05% with a
-# legitimate foreign script (Han, Greek, Cyrillic, Kana and six more, in realistic shares); 0.1% that repeat themselves; a fifth asking for JSON, 0.2% of those not valid JSON.
+# legitimate foreign script (Han, Greek, Cyrillic, Kana and six more, in realistic shares); 0.1% that repeat
+# themselves; a fifth asking for JSON, 0.2% of those not valid JSON.
 # The goal: at most one alarm per detector in 30 days. SEEDS independent replays (default 1) give the rate over
 # SEEDS x DAYS days, with a total line.
 #   bench/false-alarms.sh [DAYS] [SEEDS]
