@@ -264,6 +264,8 @@ pub struct Telemetry {
     pub incidents: Incidents,
     /// `[signal] detectors`: feed them at all.
     detectors: bool,
+    /// `[telemetry] access_log_sample`: share of answered requests given an access log line.
+    access_sample: f64,
     /// Per route: how this configuration's requests fared, for a rollout's comparison of two
     /// configurations (aggregates only). Fresh for every configuration.
     arms: Vec<ArmCounters>,
@@ -478,6 +480,7 @@ impl Telemetry {
             probe_latency: Vec::new(),
             incidents: Incidents::new(&[], crate::alerts::Alerts::new(config.alerts.clone())),
             detectors: config.signal.detectors,
+            access_sample: config.telemetry.access_log_sample,
             arms: Vec::new(),
             spans,
         };
@@ -623,6 +626,7 @@ impl Telemetry {
             probe_latency,
             incidents,
             detectors: config.signal.detectors,
+            access_sample: config.telemetry.access_log_sample,
             arms: config.routes.iter().map(|_| ArmCounters::new()).collect(),
             spans: self.spans.clone(),
         }
@@ -932,9 +936,17 @@ impl Telemetry {
         out
     }
 
-    /// The request's one log line: ids, route, target, timings, token counts, stop reason — never
-    /// content.
+    /// The request's one access log line (target `ballast::access`): ids, route, target, timings,
+    /// token counts, stop reason — never content. Answered requests are sampled at
+    /// `access_log_sample`; a failed one is always written.
     fn log(&self, r: &RequestRecord<'_>) {
+        let answered = matches!(
+            r.outcome,
+            RequestOutcome::Answered | RequestOutcome::CacheHit | RequestOutcome::ClientGone
+        );
+        if answered && self.access_sample < 1.0 && fastrand::f64() >= self.access_sample {
+            return;
+        }
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let trace_id = r
             .trace
@@ -944,6 +956,7 @@ impl Telemetry {
         let u = &r.usage;
         match (r.outcome, r.error) {
             (RequestOutcome::Answered | RequestOutcome::CacheHit, _) => tracing::info!(
+                target: "ballast::access",
                 request_id = r.request_id,
                 trace_id = trace_id,
                 route,
@@ -962,6 +975,7 @@ impl Telemetry {
                 "answered"
             ),
             (RequestOutcome::ClientGone, _) => tracing::info!(
+                target: "ballast::access",
                 request_id = r.request_id,
                 trace_id = trace_id,
                 route,
@@ -977,34 +991,36 @@ impl Telemetry {
                 let message = error.unwrap_or("failed");
                 if r.status >= 500 && outcome != RequestOutcome::Stale {
                     tracing::error!(
-                            request_id = r.request_id,
-                    trace_id = trace_id,
-                            route,
-                            target,
-                            api = %r.api,
-                            status = r.status,
-                            outcome = outcome.as_str(),
-                            attempts = r.attempts,
-                            stream = r.stream,
-                            latency_ms = ms(r.duration),
-                            "{message}"
-                        );
+                    target: "ballast::access",
+                                request_id = r.request_id,
+                        trace_id = trace_id,
+                                route,
+                                target,
+                                api = %r.api,
+                                status = r.status,
+                                outcome = outcome.as_str(),
+                                attempts = r.attempts,
+                                stream = r.stream,
+                                latency_ms = ms(r.duration),
+                                "{message}"
+                            );
                 } else {
                     tracing::warn!(
-                            request_id = r.request_id,
-                    trace_id = trace_id,
-                            route,
-                            target,
-                            api = %r.api,
-                            status = r.status,
-                            outcome = outcome.as_str(),
-                            attempts = r.attempts,
-                            stream = r.stream,
-                            latency_ms = ms(r.duration),
-                            ttft_ms = r.ttft.map(ms),
-                            output_tokens = u.output_tokens,
-                            "{message}"
-                        );
+                    target: "ballast::access",
+                                request_id = r.request_id,
+                        trace_id = trace_id,
+                                route,
+                                target,
+                                api = %r.api,
+                                status = r.status,
+                                outcome = outcome.as_str(),
+                                attempts = r.attempts,
+                                stream = r.stream,
+                                latency_ms = ms(r.duration),
+                                ttft_ms = r.ttft.map(ms),
+                                output_tokens = u.output_tokens,
+                                "{message}"
+                            );
                 }
             }
         }

@@ -797,6 +797,7 @@ fn settings(c: &Config) -> Vec<(String, Value)> {
         ("telemetry.otlp_timeout", dur(t.otlp_timeout)),
         ("telemetry.service_name", json!(t.service_name)),
         ("telemetry.trace_sample_ratio", json!(t.trace_sample_ratio)),
+        ("telemetry.access_log_sample", json!(t.access_log_sample)),
     ]);
     out.extend(
         policy_fields(&c.policy)

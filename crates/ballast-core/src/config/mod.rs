@@ -134,6 +134,8 @@ pub struct TelemetrySettings {
     /// Share of requests traced when the client sent no sampling decision (a client's
     /// `traceparent` decides for its own requests).
     pub trace_sample_ratio: f64,
+    /// Share of answered requests whose access log line is written (failed requests always are).
+    pub access_log_sample: f64,
 }
 
 impl Default for TelemetrySettings {
@@ -145,6 +147,7 @@ impl Default for TelemetrySettings {
             otlp_timeout: Duration::from_secs(10),
             service_name: "ballast".to_owned(),
             trace_sample_ratio: 1.0,
+            access_log_sample: 1.0,
         }
     }
 }
@@ -629,6 +632,17 @@ impl Validator<'_> {
             Some(x) => x,
             None => d.trace_sample_ratio,
         };
+        let access_log_sample = match r.access_log_sample {
+            Some(x) if !(0.0..=1.0).contains(&x) => {
+                self.err(
+                    "telemetry.access_log_sample",
+                    format!("must be between 0 and 1, not {x}"),
+                );
+                d.access_log_sample
+            }
+            Some(x) => x,
+            None => d.access_log_sample,
+        };
         let service_name = match r.service_name.as_deref() {
             Some("") => {
                 self.err("telemetry.service_name", "must not be empty");
@@ -654,6 +668,7 @@ impl Validator<'_> {
             otlp_timeout,
             service_name,
             trace_sample_ratio,
+            access_log_sample,
         }
     }
 

@@ -125,6 +125,7 @@ pub struct RawTelemetry {
     pub otlp_timeout: Option<Duration>,
     pub service_name: Option<String>,
     pub trace_sample_ratio: Option<f64>,
+    pub access_log_sample: Option<f64>,
 }
 
 /// `[alerts]`: where incidents are announced.
