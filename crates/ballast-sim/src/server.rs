@@ -210,6 +210,12 @@ async fn accept_loop(
                         drop(stream);
                         continue;
                     }
+                    // Events go out as they are written, as a provider's front end streams them:
+                    // with Nagle on, each small event after the first would wait for the client's
+                    // delayed ACK (~40 ms).
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(error = %e, "set_nodelay failed");
+                    }
                     connections.spawn(crate::raw::serve(stream, app.clone()));
                 }
                 Err(e) => {
