@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use ballast_core::config::AlertSink;
 use ballast_core::signal::{Evidence, Signal};
 
-use crate::incidents::{RECURRENCE_WINDOW, ordinal, recurrence_json};
+use crate::incidents::{RECURRENCE_WINDOW, evidence_json, ordinal, recurrence_json};
 use crate::runtime::{lock, rfc3339};
 use crate::state::AppState;
 use crate::store::Recurrence;
@@ -511,21 +511,6 @@ fn sink_name(sink: &AlertSink) -> &'static str {
         AlertSink::Slack { .. } => "slack",
         AlertSink::PagerDuty { .. } => "pagerduty",
     }
-}
-
-fn evidence_json(e: &Evidence) -> Value {
-    let mut v = json!({
-        "observed": e.observed,
-        "baseline": e.baseline,
-        "samples": e.samples,
-        "score": e.score,
-        "threshold": e.threshold,
-    });
-    // A wrong-script test on one script names it.
-    if let (Some(script), Some(o)) = (e.script, v.as_object_mut()) {
-        o.insert("script".to_owned(), script.as_str().into());
-    }
-    v
 }
 
 /// A number with four significant digits, no exponent.

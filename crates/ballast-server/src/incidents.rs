@@ -174,7 +174,8 @@ impl Incident {
     }
 }
 
-fn evidence_json(e: &Evidence) -> Value {
+/// An incident's evidence as JSON, for the admin API, the store and alert bodies.
+pub(crate) fn evidence_json(e: &Evidence) -> Value {
     let mut v = json!({
         "observed": e.observed,
         "baseline": e.baseline,

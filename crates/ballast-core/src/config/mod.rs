@@ -577,6 +577,18 @@ impl Validator<'_> {
         sinks
     }
 
+    /// A share between 0 and 1 (`default` when absent, or out of range with an error at `path`).
+    fn share(&mut self, path: &str, value: Option<f64>, default: f64) -> f64 {
+        match value {
+            Some(x) if !(0.0..=1.0).contains(&x) => {
+                self.err(path, format!("must be between 0 and 1, not {x}"));
+                default
+            }
+            Some(x) => x,
+            None => default,
+        }
+    }
+
     fn telemetry(&mut self, r: &raw::RawTelemetry) -> TelemetrySettings {
         let d = TelemetrySettings::default();
         let otlp_endpoint = r.otlp_endpoint.as_deref().and_then(|u| {
@@ -621,28 +633,16 @@ impl Validator<'_> {
             Some(t) => t,
             None => d.otlp_timeout,
         };
-        let trace_sample_ratio = match r.trace_sample_ratio {
-            Some(x) if !(0.0..=1.0).contains(&x) => {
-                self.err(
-                    "telemetry.trace_sample_ratio",
-                    format!("must be between 0 and 1, not {x}"),
-                );
-                d.trace_sample_ratio
-            }
-            Some(x) => x,
-            None => d.trace_sample_ratio,
-        };
-        let access_log_sample = match r.access_log_sample {
-            Some(x) if !(0.0..=1.0).contains(&x) => {
-                self.err(
-                    "telemetry.access_log_sample",
-                    format!("must be between 0 and 1, not {x}"),
-                );
-                d.access_log_sample
-            }
-            Some(x) => x,
-            None => d.access_log_sample,
-        };
+        let trace_sample_ratio = self.share(
+            "telemetry.trace_sample_ratio",
+            r.trace_sample_ratio,
+            d.trace_sample_ratio,
+        );
+        let access_log_sample = self.share(
+            "telemetry.access_log_sample",
+            r.access_log_sample,
+            d.access_log_sample,
+        );
         let service_name = match r.service_name.as_deref() {
             Some("") => {
                 self.err("telemetry.service_name", "must not be empty");

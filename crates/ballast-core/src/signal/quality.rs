@@ -280,6 +280,21 @@ impl AbnormalStop {
     }
 }
 
+/// A detector made of several tests fires when the first does and clears when the last does.
+fn transition(firing: &mut bool, now: bool) -> Option<Change> {
+    match (*firing, now) {
+        (false, true) => {
+            *firing = true;
+            Some(Change::Fired)
+        }
+        (true, false) => {
+            *firing = false;
+            Some(Change::Cleared)
+        }
+        _ => None,
+    }
+}
+
 // --- Rare defects ------------------------------------------------------------------------------
 
 /// One of a rare defect's two tests: the defect share it looks for (when the normal share is at
@@ -414,17 +429,7 @@ impl RareDefect {
         let _ = self.fast.observe(defect);
         let _ = self.slow.observe(defect);
         let now = self.fast.firing || self.slow.firing;
-        match (self.firing, now) {
-            (false, true) => {
-                self.firing = true;
-                Some(Change::Fired)
-            }
-            (true, false) => {
-                self.firing = false;
-                Some(Change::Cleared)
-            }
-            _ => None,
-        }
+        transition(&mut self.firing, now)
     }
 
     pub fn firing(&self) -> bool {
@@ -578,17 +583,7 @@ impl WrongScript {
             }
         }
         let now = self.any.firing() || !self.firing_scripts.is_empty();
-        match (self.firing, now) {
-            (false, true) => {
-                self.firing = true;
-                Some(Change::Fired)
-            }
-            (true, false) => {
-                self.firing = false;
-                Some(Change::Cleared)
-            }
-            _ => None,
-        }
+        transition(&mut self.firing, now)
     }
 
     pub fn firing(&self) -> bool {
