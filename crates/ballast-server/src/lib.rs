@@ -8,6 +8,7 @@ mod auth;
 mod cache;
 #[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub mod capacity;
+mod coalesce;
 mod count_tokens;
 mod error;
 pub mod gate;

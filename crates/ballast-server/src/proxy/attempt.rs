@@ -423,7 +423,7 @@ fn stream_response(
         outcome,
         continuation,
     });
-    let mut r = Response::new(Body::from_stream(body));
+    let mut r = Response::new(Body::from_stream(Coalesced::new(body)));
     let h = r.headers_mut();
     h.insert(
         http::header::CACHE_CONTROL,

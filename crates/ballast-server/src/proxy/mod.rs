@@ -34,6 +34,7 @@ use ballast_core::translate::{
 
 use crate::auth;
 use crate::cache;
+use crate::coalesce::Coalesced;
 use crate::error::EdgeError;
 use crate::outcome::Outcome;
 use crate::request_id::RequestId;
