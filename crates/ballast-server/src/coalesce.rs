@@ -10,19 +10,26 @@
 //! runtime turn (so the upstream connection's task can hand over the next chunk it has already
 //! read, which takes it two turns) and takes every chunk that became ready meanwhile; when two
 //! turns in a row bring nothing, what it holds goes to the client at once. A chunk is never held
-//! for data that has not arrived: the first token waits two turns of the scheduler, not a timer.
+//! for data that has not arrived: the first token waits two turns of the scheduler, not a timer,
+//! and no batch is held more than a millisecond, however busy the runtime.
 
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
+use tokio::time::Instant;
 
 /// At most this many bytes go to the client in one write.
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 /// At most this many turns of the scheduler between writes to the client.
 const MAX_ROUNDS: u8 = 64;
+/// A batch is held at most this long after its first chunk arrived, however busy the runtime
+/// (each turn waits for every other ready task).
+const MAX_HOLD: Duration = Duration::from_millis(1);
 /// A batch goes to the client after this many turns of the scheduler in a row brought nothing.
 const IDLE_ROUNDS: u8 = 2;
 
@@ -35,6 +42,8 @@ pub struct Coalesced<S> {
     rest: BytesMut,
     /// Turns given to the scheduler since the batch began.
     rounds: u8,
+    /// When the batch's first chunk arrived.
+    since: Option<Instant>,
     /// Turns in a row that brought nothing.
     idle_rounds: u8,
     /// `inner` ended: the next poll after the batch ends the stream.
@@ -48,6 +57,7 @@ impl<S> Coalesced<S> {
             first: None,
             rest: BytesMut::new(),
             rounds: 0,
+            since: None,
             idle_rounds: 0,
             ended: false,
         }
@@ -65,7 +75,10 @@ impl<S> Coalesced<S> {
             return;
         }
         match &self.first {
-            None => self.first = Some(chunk),
+            None => {
+                self.first = Some(chunk);
+                self.since = Some(Instant::now());
+            }
             Some(_) => self.rest.extend_from_slice(&chunk),
         }
     }
@@ -74,6 +87,7 @@ impl<S> Coalesced<S> {
     fn take(&mut self) -> Option<Bytes> {
         self.rounds = 0;
         self.idle_rounds = 0;
+        self.since = None;
         let first = self.first.take()?;
         if self.rest.is_empty() {
             return Some(first);
@@ -119,7 +133,8 @@ where
                     if arrived {
                         this.idle_rounds = 0;
                     }
-                    if this.idle_rounds < IDLE_ROUNDS && this.rounds < MAX_ROUNDS {
+                    let fresh = this.since.is_some_and(|t| t.elapsed() < MAX_HOLD);
+                    if this.idle_rounds < IDLE_ROUNDS && this.rounds < MAX_ROUNDS && fresh {
                         // Let the upstream connection's task decode what it has already read.
                         this.rounds = this.rounds.saturating_add(1);
                         this.idle_rounds = this.idle_rounds.saturating_add(1);
@@ -146,7 +161,7 @@ mod tests {
     use bytes::Bytes;
     use futures_util::Stream;
 
-    use super::{Coalesced, IDLE_ROUNDS, MAX_BATCH_BYTES};
+    use super::{Coalesced, IDLE_ROUNDS, MAX_BATCH_BYTES, MAX_HOLD};
 
     /// A stream that answers each poll from a script: `Some(bytes)` a chunk, `None` not yet.
     struct Scripted(VecDeque<Option<&'static str>>);
@@ -240,6 +255,21 @@ mod tests {
         let mut s = coalesced(&[Some("a"), Some("b")]);
         assert_eq!(next(&mut s).0.as_deref(), Some("ab"));
         assert_eq!(next(&mut s).0, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_is_held_at_most_max_hold_however_busy_the_runtime() {
+        // Chunks keep coming one turn apart, but the runtime is so busy that a turn took longer
+        // than MAX_HOLD: what arrived goes out at the next poll.
+        let mut s = coalesced(&[Some("a"), None, Some("b"), None, Some("c"), None]);
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut s).poll_next(&mut cx).is_pending());
+        tokio::time::advance(MAX_HOLD * 2).await;
+        let Poll::Ready(Some(Ok(batch))) = Pin::new(&mut s).poll_next(&mut cx) else {
+            panic!("the batch was held past MAX_HOLD");
+        };
+        assert_eq!(&batch[..], b"ab");
     }
 
     #[test]
