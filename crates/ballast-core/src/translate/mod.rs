@@ -1162,9 +1162,13 @@ pub(crate) fn write_sse<T: Serialize>(out: &mut Vec<u8>, event: Option<&str>, pa
         out.truncate(start);
         return;
     }
+    // Found with a vectorised search: a payload without raw JSON has none.
     if let Some(json) = out.get_mut(json_start..) {
-        for b in json.iter_mut().filter(|b| matches!(b, b'\n' | b'\r')) {
-            *b = b' ';
+        let breaks: Vec<usize> = memchr::memchr2_iter(b'\n', b'\r', json).collect();
+        for k in breaks {
+            if let Some(b) = json.get_mut(k) {
+                *b = b' ';
+            }
         }
     }
     out.extend_from_slice(b"\n\n");

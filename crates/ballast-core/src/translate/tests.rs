@@ -3344,3 +3344,26 @@ fn a_translated_messages_stream_estimates_input_tokens_at_its_start() {
     let delta = data("message_delta");
     assert_eq!(delta["usage"]["input_tokens"], json!(15), "{delta}");
 }
+
+#[test]
+fn an_event_embedding_pretty_printed_raw_json_stays_on_one_data_line() {
+    #[derive(serde::Serialize)]
+    struct Payload<'a> {
+        args: &'a serde_json::value::RawValue,
+    }
+    let raw = serde_json::value::RawValue::from_string("{\n  \"city\": \"Paris\"\r\n}".to_owned())
+        .unwrap();
+    let mut out = Vec::new();
+    write_sse(&mut out, Some("delta"), &Payload { args: &raw });
+    let text = String::from_utf8(out).unwrap();
+    let (head, rest) = text.split_once('\n').unwrap();
+    assert_eq!(head, "event: delta");
+    let data = rest
+        .strip_prefix("data: ")
+        .unwrap()
+        .strip_suffix("\n\n")
+        .unwrap();
+    assert!(!data.contains(['\n', '\r']), "{data:?}");
+    let v: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(v["args"]["city"], json!("Paris"));
+}
