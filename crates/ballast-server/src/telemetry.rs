@@ -947,7 +947,8 @@ impl Telemetry {
         if answered && self.access_sample < 1.0 && fastrand::f64() >= self.access_sample {
             return;
         }
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        // Milliseconds to the microsecond (`12.345`, not `12.345000000000001`).
+        let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
         let trace_id = r
             .trace
             .map(|t| tracing::field::display(TraceId(t.trace_id)));
@@ -991,36 +992,36 @@ impl Telemetry {
                 let message = error.unwrap_or("failed");
                 if r.status >= 500 && outcome != RequestOutcome::Stale {
                     tracing::error!(
-                    target: "ballast::access",
-                                request_id = r.request_id,
+                        target: "ballast::access",
+                        request_id = r.request_id,
                         trace_id = trace_id,
-                                route,
-                                target,
-                                api = %r.api,
-                                status = r.status,
-                                outcome = outcome.as_str(),
-                                attempts = r.attempts,
-                                stream = r.stream,
-                                latency_ms = ms(r.duration),
-                                "{message}"
-                            );
+                        route,
+                        target,
+                        api = %r.api,
+                        status = r.status,
+                        outcome = outcome.as_str(),
+                        attempts = r.attempts,
+                        stream = r.stream,
+                        latency_ms = ms(r.duration),
+                        "{message}"
+                    );
                 } else {
                     tracing::warn!(
-                    target: "ballast::access",
-                                request_id = r.request_id,
+                        target: "ballast::access",
+                        request_id = r.request_id,
                         trace_id = trace_id,
-                                route,
-                                target,
-                                api = %r.api,
-                                status = r.status,
-                                outcome = outcome.as_str(),
-                                attempts = r.attempts,
-                                stream = r.stream,
-                                latency_ms = ms(r.duration),
-                                ttft_ms = r.ttft.map(ms),
-                                output_tokens = u.output_tokens,
-                                "{message}"
-                            );
+                        route,
+                        target,
+                        api = %r.api,
+                        status = r.status,
+                        outcome = outcome.as_str(),
+                        attempts = r.attempts,
+                        stream = r.stream,
+                        latency_ms = ms(r.duration),
+                        ttft_ms = r.ttft.map(ms),
+                        output_tokens = u.output_tokens,
+                        "{message}"
+                    );
                 }
             }
         }

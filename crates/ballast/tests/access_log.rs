@@ -142,6 +142,13 @@ async fn answered_requests_are_sampled_and_failures_always_logged() {
     let lines = all.lines_with(&id).await;
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("ballast::access"), "{lines:?}");
+    // Its latency in milliseconds, to the microsecond.
+    let latency = lines[0]
+        .split_once("latency_ms=")
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .unwrap();
+    let decimals = latency.split_once('.').map_or(0, |(_, d)| d.len());
+    assert!(latency.parse::<f64>().is_ok() && decimals <= 3, "{latency}");
     drop(all);
 
     // Sampled at 0: no answered request is logged, a failed one still is.
