@@ -14,12 +14,13 @@ from conftest import ANTHROPIC_KEY, CLIENT_TIMEOUT, GATEWAY_KEY, OPENAI_KEY, Gat
 MARKER = "zebra-marker-91f3"
 
 
-def log_lines_with(gateway: Gateway, needle: str, wait: float = 2.0) -> list[str]:
-    """Log lines mentioning `needle`, waiting briefly for them to be written."""
+def log_lines_with(gateway: Gateway, needle: str, wait: float = 2.0, until=bool) -> list[str]:
+    """Log lines mentioning `needle`, waiting briefly until `until(lines)` holds (by default: there are
+    some). The gateway writes its log in batches, so one request's lines can arrive a batch apart."""
     deadline = time.monotonic() + wait
     while True:
         lines = [line for line in gateway.proc.log_path.read_text("utf-8", "replace").splitlines() if needle in line]
-        if lines or time.monotonic() > deadline:
+        if until(lines) or time.monotonic() > deadline:
             return lines
         time.sleep(0.05)
 
@@ -41,6 +42,8 @@ def test_each_failure_is_logged_once_with_its_request_id(oai: openai.OpenAI, gat
     with pytest.raises(openai.APIStatusError) as exc:
         oai.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
     rid = exc.value.response.headers["x-request-id"]
+    log_lines_with(gateway, rid, until=lambda lines: problems(lines))
+    time.sleep(0.1)  # longer than a batch: a second line would be written by now
     lines = log_lines_with(gateway, rid)
     assert len(problems(lines)) == 1, "one WARN/ERROR line per failed request, got:\n" + "\n".join(lines)
 
