@@ -50,8 +50,7 @@ pub use store::{
 };
 pub use upstream::plain_client;
 pub use upstream::{
-    BodyStream, Failure, HttpTransport, SendFuture, Transport, UpstreamRequest, UpstreamResponse,
-    Url,
+    BodyStream, Failure, SendFuture, Transport, UpstreamRequest, UpstreamResponse, Url,
 };
 
 /// The gateway's router over shared state.
