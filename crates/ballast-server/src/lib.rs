@@ -50,7 +50,8 @@ pub use store::{
 };
 pub use upstream::plain_client;
 pub use upstream::{
-    BodyStream, Failure, SendFuture, Transport, UpstreamRequest, UpstreamResponse, Url,
+    BodyStream, Failure, HttpTransport, SendFuture, Transport, UpstreamRequest, UpstreamResponse,
+    Url,
 };
 
 /// The gateway's router over shared state.
