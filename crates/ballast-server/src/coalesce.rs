@@ -95,7 +95,8 @@ impl<S> Coalesced<S> {
         let mut all = BytesMut::with_capacity(first.len().saturating_add(self.rest.len()));
         all.extend_from_slice(&first);
         all.extend_from_slice(&self.rest);
-        self.rest.clear();
+        // Not kept for the next batch: a long-lived stream holds no buffer between bursts.
+        self.rest = BytesMut::new();
         Some(all.freeze())
     }
 }
